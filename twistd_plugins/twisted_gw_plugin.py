@@ -1,0 +1,41 @@
+"""twistd plugin: ``twistd -n twisted-gw --config PATH``.
+
+Installed into the ``twisted.plugins`` namespace; only the service maker lives
+here, and everything heavy is imported when the service is made, so
+``twistd --help`` stays fast.
+"""
+
+from typing import ClassVar
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+
+class Options(usage.Options):
+    optParameters: ClassVar[list] = [
+        ["config", "c", None, "YAML or JSON config file (default: ./config.yaml if present)."],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the twisted-gw version and exit."""
+        from twisted_gw import __version__
+
+        print(f"twisted-gw {__version__}")
+        raise SystemExit(0)
+
+
+@implementer(IServiceMaker, IPlugin)
+class GatewayServiceMaker:
+    tapname = "twisted-gw"
+    description = "OpenAI-compatible LLM gateway (AISIX wire-compatible)."
+    options = Options
+
+    def makeService(self, options: Options):
+        from twisted_gw.service import makeService
+
+        return makeService(options["config"])
+
+
+serviceMaker = GatewayServiceMaker()

@@ -1,0 +1,235 @@
+"""The Admin API's Klein app (CONTRACT 3): CRUD of models and API keys,
+the OpenAPI document and page, and the UI routes.
+
+Each write is checked in the contract's order (JSON, schema, duplicate), then
+goes to the IConfigStore, which checks the duplicate again atomically against
+what is really stored and swaps the proxy's snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from twisted_gw.admin.auth import admin_token, check_admin_key
+from twisted_gw.config.entities import KINDS, Kind, SchemaError
+from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
+
+log = Logger()
+
+PREFIX = "/aisix/admin"
+UI_DIR = os.path.join(os.path.dirname(__file__), "ui")
+_CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
+    ".png": b"image/png",
+    ".ico": b"image/x-icon",
+    ".json": b"application/json",
+}
+
+
+class AdminError(Exception):
+    """An Admin API failure: ``{"error_msg": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(request: Any, status: int, doc: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+class AdminApp:
+    """Admin listener: /aisix/admin/*, /openapi(.json), /ui."""
+
+    app = Klein()
+
+    def __init__(self, store: IConfigStore, admin_keys: Sequence[str]) -> None:
+        self.store = store
+        self._keys = tuple(k.encode() for k in admin_keys)
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _authorize(self, request: Any) -> None:
+        token = admin_token(request.getHeader(b"authorization"), request.getHeader(b"x-api-key"))
+        problem = check_admin_key(token, self._keys)
+        if problem:
+            raise AdminError(401, problem)
+
+    def _run(self, request: Any, work: Any, *args: Any) -> defer.Deferred:
+        """Authorize, run ``work`` (may return a Deferred), render errors."""
+        d = defer.maybeDeferred(self._authorize, request)
+        d.addCallback(lambda _: work(request, *args))
+
+        def failed(failure: Any) -> bytes:
+            if failure.check(AdminError):
+                return _json(request, failure.value.status, {"error_msg": failure.value.message})
+            if failure.check(defer.CancelledError):
+                return b""
+            log.failure(
+                "admin request {method} {path} failed",
+                failure,
+                method=request.method.decode(),
+                path=request.path.decode("utf-8", "replace"),
+            )
+            return _json(
+                request, 500, {"error_msg": f"internal error: {failure.getErrorMessage()}"}
+            )
+
+        d.addErrback(failed)
+        return d
+
+    @staticmethod
+    def _document(request: Any, kind: Kind, id: str) -> dict:
+        """Parse and validate the body: 'Invalid JSON' then schema errors, in that order."""
+        try:
+            doc = json.loads(request.content.read())
+        except ValueError as e:
+            raise AdminError(400, f"Invalid JSON: {e}") from None
+        try:
+            return kind.parse(id, doc).doc
+        except SchemaError as e:
+            raise AdminError(400, str(e)) from None
+
+    def _store_call(self, d: defer.Deferred, what: str) -> defer.Deferred:
+        def failed(failure: Any) -> None:
+            if failure.check(DuplicateError):
+                raise AdminError(400, str(failure.value))
+            if failure.check(StoreError):
+                raise AdminError(500, str(failure.value))
+            if failure.check(AdminError):
+                failure.raiseException()
+            raise AdminError(500, f"{what} failed: {failure.getErrorMessage()}")
+
+        return d.addErrback(failed)
+
+    # -- CRUD --------------------------------------------------------------------
+
+    def _list(self, request: Any, kind: Kind) -> defer.Deferred:
+        d = self._store_call(self.store.list(kind.segment), "store list")
+        d.addCallback(
+            lambda entries: _json(
+                request, 200, {"total": len(entries), "list": [e.as_json() for e in entries]}
+            )
+        )
+        return d
+
+    def _get(self, request: Any, kind: Kind, id: str) -> defer.Deferred:
+        def got(entry: Any) -> bytes:
+            if entry is None:
+                raise AdminError(404, kind.not_found(id))
+            return _json(request, 200, entry.as_json())
+
+        return self._store_call(self.store.get(kind.segment, id), "store get").addCallback(got)
+
+    def _put(self, request: Any, kind: Kind, id: str, create_only: bool) -> defer.Deferred:
+        value = self._document(request, kind, id)
+
+        def stored(result: Any) -> bytes:
+            entry, created = result
+            status = 201 if created or create_only else 200
+            return _json(request, status, {"key": entry.key, "value": entry.value})
+
+        d = self._store_call(self.store.put(kind.segment, id, value), "store put")
+        return d.addCallback(stored)
+
+    def _delete(self, request: Any, kind: Kind, id: str) -> defer.Deferred:
+        def deleted(entry: Any) -> bytes:
+            if entry is None:
+                raise AdminError(404, kind.not_found(id))
+            return _json(request, 200, {"deleted": 1, "key": entry.key})
+
+        return self._store_call(self.store.delete(kind.segment, id), "store delete").addCallback(
+            deleted
+        )
+
+    @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["GET"])
+    def list_entities(self, request: Any, segment: str) -> Any:
+        return self._run(request, self._list, KINDS[segment])
+
+    @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["POST"])
+    def create_entity(self, request: Any, segment: str) -> Any:
+        return self._run(request, self._put, KINDS[segment], str(uuid.uuid4()), True)
+
+    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["GET"])
+    def get_entity(self, request: Any, segment: str, id: str) -> Any:
+        return self._run(request, self._get, KINDS[segment], id)
+
+    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["PUT"])
+    def put_entity(self, request: Any, segment: str, id: str) -> Any:
+        return self._run(request, self._put, KINDS[segment], id, False)
+
+    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["DELETE"])
+    def delete_entity(self, request: Any, segment: str, id: str) -> Any:
+        return self._run(request, self._delete, KINDS[segment], id)
+
+    # -- unauthenticated pages -----------------------------------------------------
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_json(self, request: Any) -> bytes:
+        from twisted_gw.admin.openapi import openapi_document
+
+        return _json(request, 200, openapi_document())
+
+    @app.route("/openapi", methods=["GET"])
+    def openapi_page(self, request: Any) -> bytes:
+        from twisted_gw.admin.openapi import openapi_document, openapi_html
+
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return openapi_html(openapi_document())
+
+    @app.route("/ui", methods=["GET"], strict_slashes=False)
+    def ui_redirect(self, request: Any) -> bytes:
+        request.setResponseCode(303)
+        request.setHeader(b"location", b"/ui/")
+        return b""
+
+    @app.route("/ui/", methods=["GET"])
+    @app.route("/ui/<path:rest>", methods=["GET"])
+    def ui(self, request: Any, rest: str = "") -> bytes:
+        """Real files under ui/ are served as such; anything else gets the
+        single-page index, so deep links load the app (CONTRACT 3)."""
+        path = os.path.normpath(os.path.join(UI_DIR, rest)) if rest else ""
+        if path.startswith(UI_DIR + os.sep) and os.path.isfile(path):
+            ext = os.path.splitext(path)[1]
+            request.setHeader(b"content-type", _CONTENT_TYPES.get(ext, b"application/octet-stream"))
+            request.setHeader(b"cache-control", b"public, max-age=300")
+            with open(path, "rb") as f:
+                return f.read()
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        with open(os.path.join(UI_DIR, "index.html"), "rb") as f:
+            return f.read()
+
+    # -- unmatched -------------------------------------------------------------
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: Any, failure: Any) -> bytes:
+        """Unknown paths: 404 with an empty body, no auth (CONTRACT 3)."""
+        request.setResponseCode(404)
+        return b""
+
+    @app.handle_errors(MethodNotAllowed)
+    def wrong_method(self, request: Any, failure: Any) -> Any:
+        """A known path with a wrong method: 405, but only after auth."""
+
+        def refuse(_: Any) -> bytes:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", ", ".join(failure.value.valid_methods or ()).encode())
+            return _json(request, 405, {"error_msg": "Method not allowed"})
+
+        return self._run(request, refuse)

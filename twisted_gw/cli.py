@@ -1,0 +1,44 @@
+"""The ``twisted-gw`` console script: the same service as ``twistd twisted-gw``,
+without twistd's daemon options (logs go to stdout; SIGTERM/SIGINT stop it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from twisted_gw import __version__
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="twisted-gw",
+        description="OpenAI-compatible LLM gateway on Twisted (AISIX wire-compatible).",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="YAML or JSON config file (default: ./config.yaml if present, else defaults)",
+    )
+    parser.add_argument("--version", action="version", version=f"twisted-gw {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the gateway in the foreground until SIGTERM/SIGINT."""
+    args = parse_args(argv)
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from twisted_gw.service import makeService
+
+    service = makeService(args.config, reactor)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

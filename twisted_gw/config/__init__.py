@@ -1,0 +1,1 @@
+"""Configuration: the config file, entity schemas, stores and the snapshot."""

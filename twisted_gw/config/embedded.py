@@ -1,0 +1,209 @@
+"""The embedded config store: one local JSON file, written atomically.
+
+Used when ``deployment.etcd`` is absent **[beyond]**, so the gateway runs on a
+fresh machine with no other server. The whole state is small (models and keys)
+and lives in memory; each write goes to a temp file that is fsynced and renamed
+over the real one before memory changes, so a crash leaves either the old or
+the new file, never half of one, and a failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_gw.config.entities import KINDS
+from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
+from twisted_gw.config.snapshot import Snapshot, StoredEntry
+
+log = Logger()
+
+FORMAT_VERSION = 1
+
+
+class StoreFileError(Exception):
+    """The store file cannot be used; the message names the file."""
+
+
+def _read_state(path: str) -> tuple[int, dict[str, StoredEntry]]:
+    try:
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
+    except OSError as e:
+        raise StoreFileError(f"cannot read store file '{path}': {e.strerror}") from None
+    except ValueError as e:
+        raise StoreFileError(f"store file '{path}' is corrupt (not JSON: {e})") from None
+    problem = f"store file '{path}' is corrupt"
+    if not isinstance(raw, dict) or not isinstance(raw.get("entries"), dict):
+        raise StoreFileError(f"{problem}: expected an object with 'revision' and 'entries'")
+    revision = raw.get("revision")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise StoreFileError(f"{problem}: 'revision' must be a non-negative integer")
+    entries: dict[str, StoredEntry] = {}
+    for key, item in raw["entries"].items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] or parts[1] not in KINDS or not parts[2]:
+            raise StoreFileError(f"{problem}: bad key {key!r}")
+        if not isinstance(item, dict) or "value" not in item:
+            raise StoreFileError(f"{problem}: entry {key!r} has no 'value'")
+        ci, mi = item.get("created_index"), item.get("modified_index")
+        for idx in (ci, mi):
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 < idx <= revision:
+                raise StoreFileError(
+                    f"{problem}: entry {key!r} has a bad created_index/modified_index"
+                )
+        entries[key] = StoredEntry(key, item["value"], ci, mi)
+    return revision, entries
+
+
+@implementer(IConfigStore)
+class EmbeddedStore:
+    """Models and API keys in a local file next to the config."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._revision = 0
+        self._entries: dict[str, StoredEntry] = {}
+        self._listeners: list[Callable[[Snapshot], None]] = []
+        self.snapshot = Snapshot()
+
+    # -- loading -----------------------------------------------------------
+
+    def load(self) -> bool:
+        """Read the file synchronously (start-up must fail fast on a bad file).
+
+        Returns False when there was no file yet. Raises StoreFileError."""
+        if not os.path.exists(self.path):
+            return False
+        self._revision, self._entries = _read_state(self.path)
+        self._swap()
+        return True
+
+    def start(self) -> defer.Deferred:
+        return defer.succeed(self.snapshot)
+
+    def stop(self) -> defer.Deferred:
+        return defer.succeed(None)
+
+    def seed_demo(self) -> None:
+        """Create the demo model and key of the README on a brand-new store."""
+        self._write_entry(
+            "models", "demo", {"name": "demo", "model": "mock/demo", "provider_config": {}}
+        )
+        self._write_entry("apikeys", "demo", {"key": "sk-demo-key", "allowed_models": ["demo"]})
+        log.info(
+            "seeded the demo model 'demo' and the demo API key (id 'demo') into {path}",
+            path=self.path,
+        )
+
+    # -- IConfigStore --------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[Snapshot], None]) -> None:
+        self._listeners.append(callback)
+
+    def list(self, segment: str) -> defer.Deferred:
+        prefix = f"/{segment}/"
+        return defer.succeed([e for k, e in sorted(self._entries.items()) if k.startswith(prefix)])
+
+    def get(self, segment: str, id: str) -> defer.Deferred:
+        return defer.succeed(self._entries.get(f"/{segment}/{id}"))
+
+    def put(self, segment: str, id: str, value: dict) -> defer.Deferred:
+        try:
+            return defer.succeed(self._put(segment, id, value))
+        except (DuplicateError, StoreError) as e:
+            return defer.fail(e)
+
+    def delete(self, segment: str, id: str) -> defer.Deferred:
+        key = f"/{segment}/{id}"
+        old = self._entries.get(key)
+        if old is None:
+            return defer.succeed(None)
+        entries = dict(self._entries)
+        del entries[key]
+        try:
+            self._commit(self._revision + 1, entries)
+        except StoreError as e:
+            return defer.fail(e)
+        return defer.succeed(old)
+
+    # -- internals -----------------------------------------------------------
+
+    def _put(self, segment: str, id: str, value: dict) -> tuple[StoredEntry, bool]:
+        field = KINDS[segment].unique_field
+        key = f"/{segment}/{id}"
+        prefix = f"/{segment}/"
+        for other_key, other in self._entries.items():
+            if (
+                other_key != key
+                and other_key.startswith(prefix)
+                and isinstance(other.value, dict)
+                and other.value.get(field) == value.get(field)
+            ):
+                raise DuplicateError(KINDS[segment].duplicate)
+        return self._write_entry(segment, id, value)
+
+    def _write_entry(self, segment: str, id: str, value: dict) -> tuple[StoredEntry, bool]:
+        key = f"/{segment}/{id}"
+        revision = self._revision + 1
+        old = self._entries.get(key)
+        entry = StoredEntry(key, value, old.created_index if old else revision, revision)
+        entries = dict(self._entries)
+        entries[key] = entry
+        self._commit(revision, entries)
+        return entry, old is None
+
+    def _commit(self, revision: int, entries: dict[str, StoredEntry]) -> None:
+        """Write the file (temp + fsync + rename + dir fsync), then swap memory."""
+        doc: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "revision": revision,
+            "entries": {
+                k: {
+                    "value": e.value,
+                    "created_index": e.created_index,
+                    "modified_index": e.modified_index,
+                }
+                for k, e in sorted(entries.items())
+            },
+        }
+        data = json.dumps(doc, indent=1, ensure_ascii=False).encode()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        tmp: str | None = None
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".twisted-gw-store.", dir=directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            raise StoreError(f"store write failed: {e.strerror or e}") from None
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        self._revision = revision
+        self._entries = entries
+        self._swap()
+
+    def _swap(self) -> None:
+        self.snapshot = Snapshot.build(self._entries.values(), self._revision, source=self.path)
+        for callback in self._listeners:
+            callback(self.snapshot)

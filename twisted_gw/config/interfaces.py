@@ -1,0 +1,49 @@
+"""The config store seam: the embedded file store now, etcd next (CONTRACT 2)."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class DuplicateError(Exception):
+    """Another id already holds this entity's unique name/key."""
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (I/O, etcd down); message is safe to show."""
+
+
+class IConfigStore(Interface):
+    """Where models and API keys live, and the snapshot built from them.
+
+    Every method that touches storage returns a Deferred, so a networked store
+    (etcd) and the local one share callers. ``snapshot`` is swapped atomically
+    after every change, and listeners are told.
+    """
+
+    snapshot = Attribute("The current immutable Snapshot.")
+
+    def start():
+        """Load everything; the Deferred fires when ``snapshot`` is ready."""
+
+    def stop():
+        """Stop watching / release resources; returns a Deferred."""
+
+    def list(segment):
+        """Deferred list of StoredEntry of one kind ("models"/"apikeys"), in key order."""
+
+    def get(segment, id):
+        """Deferred StoredEntry or None."""
+
+    def put(segment, id, value):
+        """Store ``value`` (already validated and re-serialized) at ``id``.
+
+        Fails with DuplicateError when another id of that kind holds the same
+        unique field (checked atomically against the store itself). Fires with
+        ``(StoredEntry, created: bool)``."""
+
+    def delete(segment, id):
+        """Deferred deleted StoredEntry, or None when there was none."""
+
+    def add_listener(callback):
+        """Call ``callback(snapshot)`` after every snapshot swap."""

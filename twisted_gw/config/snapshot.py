@@ -1,0 +1,102 @@
+"""The immutable view of the config that a request holds from start to end.
+
+Stores rebuild a :class:`Snapshot` on every change and swap one reference;
+nothing mutates a snapshot, so a request that took one at its start sees a
+consistent set of models and keys even while an operator edits them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from twisted.logger import Logger
+
+from twisted_gw.config.entities import KINDS, ApiKey, Model, SchemaError
+
+log = Logger()
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One stored document as the Admin API lists it."""
+
+    key: str  # "/models/<id>" or "/apikeys/<id>", without the store prefix
+    value: dict
+    created_index: int
+    modified_index: int
+
+    @property
+    def segment(self) -> str:
+        return self.key.split("/", 2)[1]
+
+    @property
+    def id(self) -> str:
+        return self.key.split("/", 2)[2]
+
+    def as_json(self) -> dict:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "created_index": self.created_index,
+            "modified_index": self.modified_index,
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Models by name and by id, API keys by key and by id; read-only."""
+
+    models_by_name: Mapping[str, Model] = field(default_factory=lambda: _EMPTY)
+    models_by_id: Mapping[str, Model] = field(default_factory=lambda: _EMPTY)
+    keys_by_key: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
+    keys_by_id: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
+    revision: int = 0
+
+    @classmethod
+    def build(
+        cls, entries: Iterable[StoredEntry], revision: int = 0, source: str = "store"
+    ) -> Snapshot:
+        """Build from stored entries in key order; an invalid document is skipped
+        with one log line and the rest still load (CONTRACT 2)."""
+        models_by_name: dict[str, Model] = {}
+        models_by_id: dict[str, Model] = {}
+        keys_by_key: dict[str, ApiKey] = {}
+        keys_by_id: dict[str, ApiKey] = {}
+        for entry in sorted(entries, key=lambda e: e.key):
+            kind = KINDS.get(entry.segment)
+            if kind is None:
+                continue
+            try:
+                entity = kind.parse(entry.id, entry.value)
+            except SchemaError as e:
+                log.warn(
+                    "skipping invalid document {key} in {source}: {error}",
+                    key=entry.key,
+                    source=source,
+                    error=str(e).replace("\n", "; "),
+                )
+                continue
+            if isinstance(entity, Model):
+                if entity.name in models_by_name:
+                    log.warn("skipping {key}: model name already used", key=entry.key)
+                    continue
+                models_by_name[entity.name] = entity
+                models_by_id[entity.id] = entity
+            else:
+                if entity.key in keys_by_key:
+                    log.warn("skipping {key}: API key already used", key=entry.key)
+                    continue
+                keys_by_key[entity.key] = entity
+                keys_by_id[entity.id] = entity
+        return cls(
+            MappingProxyType(models_by_name),
+            MappingProxyType(models_by_id),
+            MappingProxyType(keys_by_key),
+            MappingProxyType(keys_by_id),
+            revision,
+        )

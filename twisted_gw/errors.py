@@ -1,0 +1,108 @@
+"""One error type for every failure a client can see.
+
+A ``GatewayError`` raised anywhere in the proxy becomes the OpenAI-shaped JSON
+body of CONTRACT 4.1 in exactly one place (:func:`GatewayError.body`), so the
+status, code, type and message of each case live next to each other here.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def _type_for(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+class GatewayError(Exception):
+    """A failure with the exact status/code/message the contract gives it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+        reason: str = "rejected",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type or _type_for(status)
+        #: extra response headers (e.g. ``Retry-After``)
+        self.headers = headers or {}
+        #: how the request ended, for the access log (CONTRACT 4.6)
+        self.reason = reason
+
+    def body(self) -> bytes:
+        """The OpenAI error body of CONTRACT 4.1."""
+        return json.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": None,
+                    "code": self.code,
+                }
+            }
+        ).encode()
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.status}, {self.code!r}, {self.message!r})"
+
+
+# Constructors for the rows of CONTRACT 4.1, so the texts are written once.
+
+
+def missing_api_key() -> GatewayError:
+    return GatewayError(401, "Missing API key in request")
+
+
+def invalid_api_key() -> GatewayError:
+    return GatewayError(401, "Invalid API key")
+
+
+def invalid_json(parser_text: str) -> GatewayError:
+    return GatewayError(400, f"Failed to parse JSON: {parser_text}", "invalid_json")
+
+
+def model_not_found(name: str) -> GatewayError:
+    return GatewayError(400, f"Model '{name}' not found", "model_not_found")
+
+
+def model_access_forbidden(name: str) -> GatewayError:
+    return GatewayError(403, f"Access to model '{name}' is forbidden", "model_access_forbidden")
+
+
+def request_timeout() -> GatewayError:
+    return GatewayError(504, "Provider request timed out", "request_timeout", reason="timeout")
+
+
+def provider_error(what: str) -> GatewayError:
+    return GatewayError(502, f"Provider error: {what}", "provider_error", reason="upstream_error")
+
+
+def provider_credentials_rejected(status: int) -> GatewayError:
+    return provider_error(f"upstream rejected the provider credentials ({status})")
+
+
+def unsupported_endpoint(name: str, endpoint: str) -> GatewayError:
+    return GatewayError(400, f"Model '{name}' does not support {endpoint}", "unsupported_endpoint")
+
+
+def request_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"Request body exceeds {limit} bytes", "request_too_large")
+
+
+def not_found() -> GatewayError:
+    return GatewayError(404, "Not found", "not_found")
+
+
+def method_not_allowed() -> GatewayError:
+    return GatewayError(405, "Method not allowed", "method_not_allowed")

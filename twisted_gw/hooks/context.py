@@ -1,0 +1,43 @@
+"""Per-request state that the proxy and every hook share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted_gw.config.entities import ApiKey, Model
+from twisted_gw.config.snapshot import Snapshot
+
+
+@dataclass
+class RequestContext:
+    """Everything known about one proxy request, from auth to the last byte.
+
+    The snapshot is taken once, at the start; ``finalized`` guards the
+    exactly-once finalize stage.
+    """
+
+    request_id: str
+    started: float
+    method: str
+    path: str
+    endpoint: str  # the matched route, or "-"
+    client: str
+    snapshot: Snapshot
+    api_key: ApiKey | None = None
+    model_name: str | None = None
+    model: Model | None = None
+    body: dict | None = None
+    stream: bool = False
+    status: int = 0
+    usage: dict | None = None
+    #: how it ended, for the access log: ok, done, empty, upstream_cut,
+    #: upstream_error, timeout, client_gone, rejected
+    end_reason: str | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    #: headers hooks want on the response (added before the first byte)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    #: per-hook scratch space, keyed by hook name
+    state: dict[str, Any] = field(default_factory=dict)
+    finalized: bool = False

@@ -1,0 +1,30 @@
+"""The hook seam: built-in checks and accounting, and third-party extensions."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IHook(Interface):
+    """One step around every proxied request.
+
+    Stages, run in hook order by the HookManager:
+    - ``pre_call(ctx)``: before the upstream call; may end the request by
+      raising (or failing with) a GatewayError. May return a Deferred.
+    - ``post_call(ctx)``: after a successful upstream answer, before the
+      response is written; may add ``ctx.response_headers``.
+    - ``finalize(ctx)``: exactly once per request, on every path (success,
+      rejection, upstream error, timeout, client gone); must not raise, and
+      an exception is logged and does not stop the other hooks.
+    """
+
+    name = Attribute("Short name, used in logs and as the ctx.state key.")
+
+    def pre_call(ctx):
+        """Check or reserve; raise GatewayError to reject."""
+
+    def post_call(ctx):
+        """Look at the answer (ctx.usage, ctx.status)."""
+
+    def finalize(ctx):
+        """Settle and record; called exactly once."""

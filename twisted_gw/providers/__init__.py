@@ -1,0 +1,1 @@
+"""Upstream providers behind one interface (IProvider); they know nothing of Klein."""

@@ -1,0 +1,151 @@
+"""The one HTTP client every upstream call goes through.
+
+A single treq ``HTTPClient`` over one shared persistent ``HTTPConnectionPool``,
+built once at start-up. Per request it does as little as possible: the request
+body is already bytes and is written in one go (no cooperator round trips),
+redirects and response buffering are off, and the body is read with
+``readBody`` so that cancelling the Deferred aborts the upstream connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TCPTimedOutError,
+    TimeoutError,
+)
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    PartialDownloadError,
+    ResponseFailed,
+    ResponseNeverReceived,
+    readBody,
+)
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from twisted_gw.errors import GatewayError, provider_error
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """Writes a bytes body at once (treq's default uses a cooperator)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body) if body is not None else UNKNOWN_LENGTH
+
+    def startProducing(self, consumer: Any) -> defer.Deferred:
+        consumer.write(self._body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def describe_failure(failure: Failure) -> str:
+    """A short, secret-free phrase for a transport failure (the 502 text)."""
+    if failure.check(ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(DNSLookupError):
+        return "DNS lookup failed"
+    if failure.check(TCPTimedOutError, TimeoutError):
+        return "connect timed out"
+    if failure.check(ConnectError):
+        return "could not connect to upstream"
+    if failure.check(ResponseNeverReceived):
+        return "connection closed before a response"
+    if failure.check(PartialDownloadError, ResponseFailed):
+        return "connection lost while reading the response"
+    return "upstream request failed"
+
+
+class UpstreamClient:
+    """POSTs JSON to upstreams over one pool; fires ``(status, headers, body)``."""
+
+    def __init__(self, reactor: Any, pool: HTTPConnectionPool | None = None) -> None:
+        import treq.client
+
+        self.reactor = reactor
+        if pool is None:
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = 256
+            pool.cachedConnectionTimeout = 120
+            pool.retryAutomatically = False  # a POST is not ours to replay
+        self.pool = pool
+        self._http = treq.client.HTTPClient(
+            Agent(reactor, pool=pool), data_to_body_producer=BytesProducer
+        )
+
+    def post(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
+        """POST ``body``; the Deferred fires with (status, Headers, body bytes).
+
+        Transport failures become a 502 GatewayError; cancellation passes
+        through (the caller turns a timeout into a 504)."""
+        d = self._http.request(
+            "POST",
+            url,
+            headers=Headers(headers),
+            data=body,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=self.reactor,
+        )
+        d.addCallback(self._read)
+        d.addErrback(self._transport_error)
+        return d
+
+    def post_streaming(
+        self, url: str, headers: dict[bytes, list[bytes]], body: bytes
+    ) -> defer.Deferred:
+        """POST and fire with the unread response (for streaming collectors)."""
+        d = self._http.request(
+            "POST",
+            url,
+            headers=Headers(headers),
+            data=body,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=self.reactor,
+        )
+        d.addErrback(self._transport_error)
+        return d
+
+    @staticmethod
+    def _read(response: Any) -> defer.Deferred:
+        d = readBody(response.original)
+
+        def close_delimited(failure: Failure) -> bytes:
+            # A body without Content-Length or chunking ends when the
+            # connection closes; readBody reports that as "partial" though it
+            # is the whole body.
+            failure.trap(PartialDownloadError)
+            return failure.value.response
+
+        d.addErrback(close_delimited)
+        d.addCallback(lambda body: (response.code, response.headers, body))
+        return d
+
+    @staticmethod
+    def _transport_error(failure: Failure) -> Failure:
+        if failure.check(defer.CancelledError, GatewayError):
+            return failure
+        raise provider_error(describe_failure(failure))
+
+    def close(self) -> defer.Deferred:
+        """Close pooled connections (service shutdown)."""
+        return self.pool.closeCachedConnections()

@@ -1,0 +1,100 @@
+"""The built-in ``mock`` provider: local, fast and deterministic **[beyond]**.
+
+A demo model works with no network and no key, and tests of everything above
+the provider get stable answers: chat echoes the last user message with usage
+5/33/38; embeddings are 16-dimension vectors derived from a hash of the input.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import struct
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twisted_gw.config.entities import Model
+from twisted_gw.providers.interfaces import (
+    CHAT,
+    EMBEDDINGS,
+    IProvider,
+    ProviderResult,
+    last_user_text,
+)
+from twisted_gw.providers.openai import dumps
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
+DIMENSIONS = 16
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def mock_chat_completion(model: Model, body: dict, created: int) -> dict:
+    """The mock's chat.completion for a request (pure)."""
+    text = last_user_text(body.get("messages"))
+    return {
+        "id": "chatcmpl-mock-" + _digest(model.upstream_model, text)[:24],
+        "object": "chat.completion",
+        "created": created,
+        "model": model.upstream_model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": dict(USAGE),
+    }
+
+
+def mock_vector(text: str) -> list[float]:
+    """A unit vector of DIMENSIONS floats that depends only on ``text``."""
+    raw = hashlib.sha256(text.encode()).digest()
+    values = [(b - 127.5) / 127.5 for b in raw[:DIMENSIONS]]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def mock_embeddings(model: Model, body: dict) -> dict:
+    """The mock's embeddings response (pure)."""
+    inputs = body.get("input")
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+    texts = [x if isinstance(x, str) else dumps(x).decode() for x in inputs]
+    b64 = body.get("encoding_format") == "base64"
+    data = []
+    for i, text in enumerate(texts):
+        vector: Any = mock_vector(text)
+        if b64:
+            vector = base64.b64encode(struct.pack(f"<{DIMENSIONS}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(max(1, len(t.split())) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@implementer(IProvider)
+class MockProvider:
+    """Answers in-process; never touches the network."""
+
+    name = "mock"
+    endpoints = frozenset({CHAT, EMBEDDINGS})
+
+    def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        doc = mock_chat_completion(model, body, int(reactor.seconds()))
+        return defer.succeed(ProviderResult(dumps(doc), doc["usage"]))
+
+    def embeddings(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        doc = mock_embeddings(model, body)
+        return defer.succeed(ProviderResult(dumps(doc), doc["usage"]))

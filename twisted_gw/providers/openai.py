@@ -1,0 +1,104 @@
+"""The OpenAI-compatible family: openai, deepseek, gemini and any ``api_base``.
+
+All of them speak OpenAI's wire format with ``Authorization: Bearer``; they
+differ only in the default base URL and in which endpoints they serve. The
+request is the client's JSON with ``model`` replaced (every other field goes
+through untouched); the response body is relayed as it came.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twisted_gw.config.entities import Model
+from twisted_gw.errors import provider_error
+from twisted_gw.providers.errors import map_upstream_status
+from twisted_gw.providers.http import UpstreamClient
+from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
+
+DEFAULT_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+}
+
+_JSON = [b"application/json"]
+
+
+def dumps(doc: Any) -> bytes:
+    """Compact UTF-8 JSON, as sent upstream and to clients."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_json_object(body: bytes) -> dict:
+    """Parse an upstream 2xx body; anything but a JSON object is a 502."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise provider_error("invalid JSON in upstream response") from None
+    if not isinstance(doc, dict):
+        raise provider_error("invalid JSON in upstream response")
+    return doc
+
+
+@implementer(IProvider)
+class OpenAICompatibleProvider:
+    """One OpenAI-compatible upstream family, over the shared UpstreamClient."""
+
+    def __init__(
+        self,
+        name: str,
+        client: UpstreamClient,
+        endpoints: frozenset = frozenset({CHAT, EMBEDDINGS}),
+    ) -> None:
+        self.name = name
+        self.endpoints = endpoints
+        self.default_base = DEFAULT_BASES.get(name, DEFAULT_BASES["openai"])
+        self._client = client
+
+    def url(self, model: Model, endpoint: str) -> str:
+        base = (model.api_base or self.default_base).rstrip("/")
+        return f"{base}/{endpoint}"
+
+    def headers(self, model: Model) -> dict[bytes, list[bytes]]:
+        return {
+            b"authorization": [b"Bearer " + (model.api_key or "").encode()],
+            b"content-type": _JSON,
+            b"accept": _JSON,
+        }
+
+    def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        upstream = dict(body)
+        upstream["model"] = model.upstream_model
+        d = self._client.post(self.url(model, CHAT), self.headers(model), dumps(upstream))
+        d.addCallback(self._chat_result, model)
+        return d
+
+    def embeddings(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        upstream = dict(body)
+        upstream["model"] = model.upstream_model
+        d = self._client.post(self.url(model, EMBEDDINGS), self.headers(model), dumps(upstream))
+        d.addCallback(self._embeddings_result, model)
+        return d
+
+    @staticmethod
+    def _check(result: tuple, model: Model) -> dict:
+        status, _headers, body = result
+        if not 200 <= status < 300:
+            raise map_upstream_status(status, body, (model.api_key,))
+        return decode_json_object(body)
+
+    def _chat_result(self, result: tuple, model: Model) -> ProviderResult:
+        doc = self._check(result, model)
+        usage = doc.get("usage")
+        return ProviderResult(result[2], usage if isinstance(usage, dict) else None)
+
+    def _embeddings_result(self, result: tuple, model: Model) -> ProviderResult:
+        doc = self._check(result, model)
+        doc["model"] = model.name  # CONTRACT 4.2: the client's model name
+        usage = doc.get("usage")
+        return ProviderResult(dumps(doc), usage if isinstance(usage, dict) else None)

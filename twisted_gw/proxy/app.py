@@ -1,0 +1,231 @@
+"""The proxy's Klein app (CONTRACT 4.1, 4.2).
+
+Routes are thin: each builds a RequestContext, authenticates, parses the body,
+runs the hook chain and hands the call to the model's provider; every outcome,
+success or error or a client gone away, ends in :meth:`ProxyApp._finish`,
+which writes at most one response and runs finalize exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.internet.error import TimeoutError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from twisted_gw.config.interfaces import IConfigStore
+from twisted_gw.errors import (
+    GatewayError,
+    method_not_allowed,
+    not_found,
+    request_timeout,
+    request_too_large,
+)
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.manager import HookManager
+from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
+from twisted_gw.providers.openai import dumps
+from twisted_gw.proxy.auth import authenticate
+from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
+
+log = Logger()
+
+_JSON = b"application/json"
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(500, "Internal server error", "internal_error", reason="upstream_error")
+
+
+class ProxyApp:
+    """The OpenAI-compatible API on the proxy listener."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        store: IConfigStore,
+        hooks: HookManager,
+        providers: dict[str, Any],
+        reactor: Any,
+        upstream_timeout: float = 600.0,
+        max_body_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.providers = providers
+        self.reactor = reactor
+        self.upstream_timeout = upstream_timeout
+        self.max_body_bytes = max_body_bytes
+        self.started = int(reactor.seconds())
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+
+    # -- routes --------------------------------------------------------------
+
+    @app.route("/v1/chat/completions", methods=["POST"])
+    def chat_completions(self, request: Any) -> Any:
+        return self._model_call(request, "/v1/chat/completions", CHAT, CHAT_FIELDS)
+
+    @app.route("/v1/embeddings", methods=["POST"])
+    def embeddings(self, request: Any) -> Any:
+        return self._model_call(request, "/v1/embeddings", EMBEDDINGS, EMBEDDINGS_FIELDS)
+
+    @app.route("/v1/models", methods=["GET"])
+    def models(self, request: Any) -> Any:
+        ctx = self._context(request, "/v1/models")
+        try:
+            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
+        except GatewayError as e:
+            return self._finish(request, ctx, error=e)
+        by_name = ctx.snapshot.models_by_name
+        data = [
+            {"id": name, "object": "model", "created": self.started, "owned_by": "apisix"}
+            for name in sorted(ctx.api_key.allowed_models)
+            if name in by_name
+        ]
+        return self._finish(request, ctx, body=dumps({"object": "list", "data": data}))
+
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def unmatched(self, request: Any, failure: Failure) -> bytes:
+        """Unknown path 404 / wrong method 405, but only after auth (CONTRACT 4.1).
+
+        Klein writes and finishes what an error handler returns, so this one
+        returns the body instead of writing it."""
+        ctx = self._context(request, "-")
+        try:
+            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
+            error = method_not_allowed() if failure.check(MethodNotAllowed) else not_found()
+        except GatewayError as e:
+            error = e
+        body = self._prepare(request, ctx, None, error)
+        self.hooks.finalize(ctx, error.reason)
+        return body
+
+    # -- the model call --------------------------------------------------------
+
+    def _context(self, request: Any, endpoint: str) -> RequestContext:
+        client = request.getClientAddress()
+        return RequestContext(
+            request_id=f"{self._id_prefix}-{next(self._ids)}",
+            started=self.reactor.seconds(),
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("utf-8", "replace"),
+            endpoint=endpoint,
+            client=getattr(client, "host", "-"),
+            snapshot=self.store.snapshot,  # held from here to the end
+        )
+
+    def _model_call(self, request: Any, endpoint: str, kind: str, fields: dict) -> Any:
+        ctx = self._context(request, endpoint)
+        try:
+            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
+            if getattr(request, "body_too_large", False):
+                raise request_too_large(self.max_body_bytes)
+            body = parse_body(request.content.read(), fields)
+            ctx.body = body
+            ctx.model_name = body["model"]
+            ctx.stream = body.get("stream") is True
+            if ctx.stream:
+                raise GatewayError(
+                    400,
+                    "Streaming is not supported by this build yet",
+                    "unsupported_endpoint",
+                )
+            pending = self.hooks.pre_call(ctx)
+        except GatewayError as e:
+            return self._finish(request, ctx, error=e)
+        except Exception:  # noqa: BLE001 - logged; the client gets a 500, not a hang
+            log.failure("pre_call failed for request {rid}", rid=ctx.request_id)
+            return self._finish(request, ctx, error=internal_error())
+        if pending is None:
+            return self._call_provider(request, ctx, kind)
+        pending.addCallback(lambda _: self._call_provider(request, ctx, kind))
+        pending.addErrback(self._failed, request, ctx)
+        return pending
+
+    def _call_provider(self, request: Any, ctx: RequestContext, kind: str) -> Any:
+        model = ctx.model
+        provider = self.providers[model.provider]
+        call = provider.chat if kind == CHAT else provider.embeddings
+        try:
+            d = call(model, ctx.body, self.reactor)
+        except GatewayError as e:
+            return self._finish(request, ctx, error=e)
+        if not d.called:
+            timeout = model.timeout_ms / 1000.0 if model.timeout_ms else self.upstream_timeout
+            d.addTimeout(timeout, self.reactor)
+        d.addCallbacks(
+            self._succeeded,
+            self._failed,
+            callbackArgs=(request, ctx),
+            errbackArgs=(request, ctx),
+        )
+        return d
+
+    def _succeeded(self, result: Any, request: Any, ctx: RequestContext) -> None:
+        ctx.usage = result.usage
+        ctx.status = 200
+        self.hooks.post_call(ctx)
+        return self._finish(request, ctx, body=result.body)
+
+    def _failed(self, failure: Failure, request: Any, ctx: RequestContext) -> None:
+        if failure.check(defer.CancelledError):  # Klein cancels us when the client goes
+            return self._finish(request, ctx, reason="client_gone")
+        if failure.check(TimeoutError):
+            error = request_timeout()
+        elif failure.check(GatewayError):
+            error = failure.value
+        else:
+            log.failure("request {rid} failed", failure, rid=ctx.request_id)
+            error = internal_error()
+        return self._finish(request, ctx, error=error)
+
+    # -- the one exit ----------------------------------------------------------
+
+    def _finish(
+        self,
+        request: Any,
+        ctx: RequestContext,
+        body: bytes | None = None,
+        error: GatewayError | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Write the response (unless the client is gone), then finalize once."""
+        if getattr(request, "_disconnected", False) or reason == "client_gone":
+            ctx.status = ctx.status or 499
+            self.hooks.finalize(ctx, "client_gone")
+            return
+        body = self._prepare(request, ctx, body, error)
+        if error is not None:
+            reason = error.reason
+        request.write(body)
+        request.finish()
+        ctx.finished_at = self.reactor.seconds()
+        self.hooks.finalize(ctx, reason or "ok")
+        return
+
+    @staticmethod
+    def _prepare(
+        request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    ) -> bytes:
+        """Set status and headers; the body to write (the error's when failing)."""
+        if error is not None:
+            ctx.status = error.status
+            body = error.body()
+            request.setResponseCode(error.status)
+            for name, value in error.headers.items():
+                request.setHeader(name, value)
+        else:
+            ctx.status = 200
+        request.setHeader(b"content-type", _JSON)
+        request.setHeader(b"x-request-id", ctx.request_id.encode())
+        for name, value in ctx.response_headers.items():
+            request.setHeader(name, value)
+        return body
