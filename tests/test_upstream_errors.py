@@ -29,8 +29,8 @@ def test_4xx_is_relayed_with_upstream_code_and_message():
     assert (e.status, e.type) == (429, "rate_limit_error")
 
 
-def test_4xx_without_code_uses_upstream_type_else_provider_error():
-    e = map_upstream_status(404, json.dumps({"error": {"message": "no such model"}}).encode())
+def test_4xx_without_code_is_provider_error():
+    e = map_upstream_status(404, body("no such model"))
     assert (e.status, e.code, e.message) == (404, "provider_error", "no such model")
     e = map_upstream_status(422, b"not json")
     assert (e.status, e.code, e.message) == (422, "provider_error", "upstream returned status 422")

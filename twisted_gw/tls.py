@@ -19,6 +19,7 @@ def context_factory(name: str, tls: TLSConfig) -> Any:
 
     The cert file may hold a chain (leaf first). Raises ConfigError with a
     message that names the file and what is wrong with it."""
+    from OpenSSL.crypto import FILETYPE_PEM
     from OpenSSL.crypto import Error as OpenSSLError
     from twisted.internet import ssl
 
@@ -39,7 +40,7 @@ def context_factory(name: str, tls: TLSConfig) -> Any:
             f"{name} TLS cert_file '{tls.cert_file}' is not a valid certificate: {e}"
         ) from None
     try:
-        key = ssl.KeyPair.load(key_pem, ssl.crypto.FILETYPE_PEM)
+        key = ssl.KeyPair.load(key_pem, FILETYPE_PEM)
     except (OpenSSLError, ValueError):
         raise ConfigError(
             f"{name} TLS key_file '{tls.key_file}' is not a PEM private key: Expecting: PRIVATE KEY"

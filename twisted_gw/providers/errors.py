@@ -35,9 +35,7 @@ def _upstream_error(body: bytes) -> tuple[str | None, str | None]:
     if not isinstance(err, dict):
         return None, None
     message = err.get("message")
-    code = err.get("code")
-    if code is None:
-        code = err.get("type")
+    code = err.get("code")  # CONTRACT 4.1: the upstream's code, else provider_error
     return (
         message if isinstance(message, str) else None,
         code if isinstance(code, str) else None,

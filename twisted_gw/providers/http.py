@@ -9,6 +9,7 @@ redirects and response buffering are off, and the body is read with
 
 from __future__ import annotations
 
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 from twisted.internet import defer
@@ -87,8 +88,13 @@ class UpstreamClient:
             pool.cachedConnectionTimeout = 120
             pool.retryAutomatically = False  # a POST is not ours to replay
         self.pool = pool
+        # Upstream cookies are never stored: a shared jar would hand one
+        # tenant's Set-Cookie back to the upstream on another tenant's call.
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = treq.client.HTTPClient(
-            Agent(reactor, pool=pool), data_to_body_producer=BytesProducer
+            Agent(reactor, pool=pool),
+            cookiejar=no_cookies,
+            data_to_body_producer=BytesProducer,
         )
 
     def post(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
@@ -144,6 +150,9 @@ class UpstreamClient:
     def _transport_error(failure: Failure) -> Failure:
         if failure.check(defer.CancelledError, GatewayError):
             return failure
+        reasons = getattr(failure.value, "reasons", ())  # ResponseFailed and kin wrap them
+        if any(r.check(defer.CancelledError) for r in reasons):
+            raise defer.CancelledError()  # we cancelled it: a timeout or a client gone
         raise provider_error(describe_failure(failure))
 
     def close(self) -> defer.Deferred:

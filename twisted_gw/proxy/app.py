@@ -14,7 +14,6 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.internet.error import TimeoutError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -178,7 +177,7 @@ class ProxyApp:
     def _failed(self, failure: Failure, request: Any, ctx: RequestContext) -> None:
         if failure.check(defer.CancelledError):  # Klein cancels us when the client goes
             return self._finish(request, ctx, reason="client_gone")
-        if failure.check(TimeoutError):
+        if failure.check(defer.TimeoutError):  # from addTimeout, after cancelling the call
             error = request_timeout()
         elif failure.check(GatewayError):
             error = failure.value

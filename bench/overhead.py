@@ -1,0 +1,1089 @@
+"""How much does twisted-gw add on top of its upstream? A benchmark, not a test.
+
+    python bench/overhead.py                      # 5 s per level, concurrency 1,16,64
+    python bench/overhead.py --duration 10 --concurrency 1,8,64,128
+    python bench/overhead.py --profile            # + where the gateway's time goes
+
+What it does, all on 127.0.0.1 and bounded in time:
+
+1. starts ``bench/upstream.py`` (a raw asyncio HTTP/1.1 keep-alive server with a
+   fixed ``chat.completion`` answer) pinned to the load core;
+2. writes a gateway config (embedded store in a temp dir, admin key, free
+   ports), starts ``twisted-gw --config`` pinned to ONE core (``taskset``),
+   creates the model and the API key through the Admin API, stops it, then
+   restarts it on the populated store and measures cold start = process start
+   -> first 200 on ``POST /v1/chat/completions`` (``--cold-runs`` times), and
+   the idle RSS after start-up;
+3. for each concurrency, drives ``wrk`` (pinned to the load core, Lua script for
+   the POST body, headers and p50/p99) for ``--duration`` seconds against the
+   upstream directly (baseline) and through the gateway, sampling the gateway's
+   CPU% and RSS from /proc;
+4. prints a side-by-side table, with the targets next to the figures;
+5. ``--profile``: one more run at the highest concurrency with py-spy attached
+   to the gateway (or the gateway under cProfile when py-spy is missing, or with
+   ``--profiler cprofile``), printing the top functions by self and cumulative
+   time and a per-subsystem breakdown; plus ``-X importtime`` for the start-up.
+
+Needs ``wrk`` (``apt-get install -y wrk``) and, for ``--profile``, preferably
+``py-spy`` (``pip install py-spy``). Every subprocess is stopped on exit,
+Ctrl-C and SIGTERM included (and dies with this script via PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ADMIN_KEY = "bench-admin-key"
+CLIENT_KEY = "sk-bench"
+MODEL_NAME = "bench"
+UPSTREAM_MODEL = "bench-model"
+CHAT_PATH = "/v1/chat/completions"
+REQUEST_BODY = json.dumps(
+    {"model": MODEL_NAME, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 8},
+    separators=(",", ":"),
+)
+
+TARGET_RPS = 1300  # at TARGET_RPS_CONCURRENCY connections, gateway on one core
+TARGET_RPS_CONCURRENCY = 64
+TARGET_ADDED_P50_MS = 1.0  # at 1 connection
+TARGET_COLD_START_MS = 1000.0
+TARGET_IDLE_RSS_MB = 60.0
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.body = [==[%(body)s]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT {\"requests\": %%.0f, \"duration_us\": %%.0f, \"bytes\": %%.0f, " ..
+    "\"err_connect\": %%.0f, \"err_read\": %%.0f, \"err_write\": %%.0f, " ..
+    "\"err_status\": %%.0f, \"err_timeout\": %%.0f, \"p50\": %%.1f, \"p90\": %%.1f, " ..
+    "\"p99\": %%.1f, \"p999\": %%.1f, \"max\": %%.1f, \"mean\": %%.1f}\n",
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+# -- subprocesses ----------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL the child if this script dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Processes:
+    """Every subprocess this script starts, so that all of them get stopped."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, argv: list[str], cpu: int | None, **kwargs: Any) -> subprocess.Popen:
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu), *argv]  # taskset execs: same pid
+        proc = subprocess.Popen(
+            argv,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - this script starts no threads
+            start_new_session=True,
+            **kwargs,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(
+        self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 5.0
+    ) -> float:
+        """Signal, wait (then SIGKILL); returns the seconds it took to exit."""
+        t0 = time.perf_counter()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+        return time.perf_counter() - t0
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.stop(proc, timeout=3.0)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- /proc sampling ------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` (all threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def core_times(cpu: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one core from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)
+                return sum(values) - idle, sum(values)
+    return 0, 0
+
+
+@dataclass
+class Usage:
+    cpu_pct: float = 0.0
+    rss_peak_mb: float = 0.0
+    upstream_cpu_pct: float = 0.0
+    load_core_pct: float | None = None
+    noise_pct: float | None = None  # gateway core busy with anything but the gateway
+    cpu_s: float = 0.0  # gateway CPU seconds over the run
+
+
+class Sampler:
+    """CPU% of the gateway and the upstream, peak RSS, the load core's busy %."""
+
+    def __init__(
+        self, gateway_pid: int | None, upstream_pid: int, load_cpu: int, gateway_cpu: int
+    ) -> None:
+        self.pids = {"gw": gateway_pid, "up": upstream_pid}
+        self.cpus = {"load": load_cpu, "gw": gateway_cpu}
+        self.rss_peak = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items() if p}
+        self.core0 = {k: core_times(c) for k, c in self.cpus.items()}
+        self.sample()
+
+    def sample(self) -> None:
+        if self.pids["gw"]:
+            with contextlib.suppress(OSError):
+                self.rss_peak = max(self.rss_peak, rss_mb(self.pids["gw"]))
+
+    def stop(self) -> Usage:
+        self.sample()
+        wall = max(time.perf_counter() - self.t0, 1e-6)
+        pct = {
+            k: 100.0 * (cpu_ticks(p) - self.ticks0[k]) / CLK_TCK / wall
+            for k, p in self.pids.items()
+            if p
+        }
+        usage = Usage(pct.get("gw", 0.0), self.rss_peak, pct.get("up", 0.0))
+        usage.cpu_s = usage.cpu_pct / 100.0 * wall
+        busy = {}
+        for k, c in self.cpus.items():
+            busy1, total1 = core_times(c)
+            dt = total1 - self.core0[k][1]
+            busy[k] = 100.0 * (busy1 - self.core0[k][0]) / dt if dt else None
+        usage.load_core_pct = busy["load"]
+        if busy["gw"] is not None and self.cpus["gw"] != self.cpus["load"]:
+            usage.noise_pct = max(0.0, busy["gw"] - usage.cpu_pct)
+        return usage
+
+
+# -- small HTTP helpers ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_call(
+    port: int, method: str, path: str, body: Any = None, key: str | None = None, timeout: float = 5
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = body if isinstance(body, str | bytes | None) else json.dumps(body)
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def log_tail(path: str, lines: int = 15) -> str:
+    with contextlib.suppress(OSError), open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+    return ""
+
+
+# -- the pieces ------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    proc: subprocess.Popen
+    started: float  # perf_counter just before Popen
+    log_path: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    procs: Processes
+    tmp: str
+    upstream_port: int = 0
+    upstream_pid: int = 0
+    proxy_port: int = 0
+    admin_port: int = 0
+    config_path: str = ""
+    gateway: Gateway | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # upstream
+
+    def start_upstream(self) -> None:
+        argv = [
+            sys.executable,
+            os.path.join(HERE, "upstream.py"),
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--max-seconds",
+            str(self.args.max_seconds),
+        ]
+        proc = self.procs.spawn(
+            argv, self.args.load_cpu, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        line = proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("LISTENING "):
+            raise BenchError(f"upstream did not start (said {line!r})")
+        self.upstream_port = int(line.split()[1])
+        self.upstream_pid = proc.pid
+        status, body = http_call(self.upstream_port, "POST", CHAT_PATH, REQUEST_BODY)
+        if status != 200 or b"chat.completion" not in body:
+            raise BenchError(f"upstream answered {status} {body[:200]!r}")
+
+    # gateway
+
+    def write_config(self) -> None:
+        self.proxy_port, self.admin_port = free_port(), free_port()
+        config = {
+            "deployment": {
+                "store": {"path": os.path.join(self.tmp, "store.json")},
+                "admin": {"admin_key": [{"key": ADMIN_KEY}]},
+            },
+            "server": {
+                "proxy": {"listen": f"{HOST}:{self.proxy_port}"},
+                "admin": {"listen": f"{HOST}:{self.admin_port}"},
+            },
+        }
+        # JSON is YAML too; the .yaml name is what users write.
+        self.config_path = os.path.join(self.tmp, "config.yaml")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=2)
+
+    def gateway_argv(self, python_flags: tuple[str, ...] = ()) -> list[str]:
+        cfg = ["--config", self.config_path]
+        bindir = os.path.dirname(sys.executable)
+        if self.args.launcher == "twistd":
+            twistd = os.path.join(bindir, "twistd")
+            twistd = twistd if os.access(twistd, os.X_OK) else shutil.which("twistd") or "twistd"
+            return [sys.executable, *python_flags, twistd, "-n", "--pidfile=", "twisted-gw", *cfg]
+        if python_flags:
+            return [sys.executable, *python_flags, "-m", "twisted_gw", *cfg]
+        # The real console script, not a pyenv shim (a shim adds ~60 ms to every start).
+        script = os.path.join(bindir, "twisted-gw")
+        if os.access(script, os.X_OK):
+            return [script, *cfg]
+        return [sys.executable, "-m", "twisted_gw", *cfg]
+
+    def start_gateway(self, python_flags: tuple[str, ...] = (), tag: str = "") -> Gateway:
+        log_path = os.path.join(self.tmp, f"gateway{tag}.log")
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            started = time.perf_counter()
+            proc = self.procs.spawn(
+                self.gateway_argv(python_flags),
+                self.args.gateway_cpu,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+            )
+        finally:
+            log.close()
+        return Gateway(proc, started, log_path)
+
+    def _check_alive(self, gw: Gateway, what: str) -> None:
+        if gw.proc.poll() is not None:
+            raise BenchError(
+                f"gateway exited with {gw.proc.returncode} while {what}:\n{log_tail(gw.log_path)}"
+            )
+
+    def wait_accepting(self, gw: Gateway, port: int, timeout: float = 15.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self._check_alive(gw, f"waiting for port {port}")
+            if accepts(port):
+                return time.perf_counter() - gw.started
+            time.sleep(0.002)
+        raise BenchError(f"gateway port {port} not accepting after {timeout} s")
+
+    def wait_first_200(self, gw: Gateway, timeout: float = 15.0) -> tuple[float, float]:
+        """(s to proxy port accepting, s to first 200 on a chat completion)."""
+        accepted = self.wait_accepting(gw, self.proxy_port, timeout)
+        deadline = time.perf_counter() + timeout
+        last = "no answer"
+        while time.perf_counter() < deadline:
+            self._check_alive(gw, "waiting for the first 200")
+            try:
+                status, body = http_call(
+                    self.proxy_port, "POST", CHAT_PATH, REQUEST_BODY, CLIENT_KEY, timeout=5
+                )
+            except OSError as e:
+                last = repr(e)
+                time.sleep(0.002)
+                continue
+            if status == 200:
+                done = time.perf_counter() - gw.started
+                if b'"usage"' not in body:
+                    raise BenchError(f"gateway 200 without usage: {body[:300]!r}")
+                return accepted, done
+            last = f"{status} {body[:200]!r}"
+            time.sleep(0.002)
+        raise BenchError(f"no 200 from the gateway within {timeout} s (last: {last})")
+
+    def provision(self) -> None:
+        """First start: create the model and the key through the Admin API."""
+        gw = self.start_gateway(tag="-provision")
+        self.wait_accepting(gw, self.admin_port)
+        model = {
+            "name": MODEL_NAME,
+            "model": f"openai/{UPSTREAM_MODEL}",
+            "provider_config": {
+                "api_key": "sk-upstream",
+                "api_base": f"http://{HOST}:{self.upstream_port}/v1",
+            },
+        }
+        apikey = {"key": CLIENT_KEY, "allowed_models": [MODEL_NAME]}
+        for path, entity in (("/aisix/admin/models", model), ("/aisix/admin/apikeys", apikey)):
+            status, body = http_call(self.admin_port, "POST", path, entity, ADMIN_KEY)
+            if status != 201:
+                raise BenchError(f"POST {path} -> {status} {body[:300]!r}")
+        self.wait_first_200(gw, timeout=10)  # the running gateway picked them up
+        self.procs.stop(gw.proc)
+
+    def cold_starts(self) -> tuple[list[float], list[float], list[float]]:
+        """Restart on the populated store; the last gateway stays up."""
+        firsts, accepts_, stops = [], [], []
+        for i in range(self.args.cold_runs):
+            gw = self.start_gateway()
+            accepted, first = self.wait_first_200(gw)
+            accepts_.append(accepted * 1000)
+            firsts.append(first * 1000)
+            if i < self.args.cold_runs - 1:
+                stops.append(self.procs.stop(gw.proc) * 1000)
+            else:
+                self.gateway = gw
+        return firsts, accepts_, stops
+
+    # load
+
+    def _spawn_wrk(self, port: int, connections: int, duration: int) -> subprocess.Popen:
+        script = os.path.join(self.tmp, "chat.lua")
+        if not os.path.exists(script):
+            with open(script, "w") as f:
+                f.write(WRK_LUA % {"body": REQUEST_BODY, "key": CLIENT_KEY})
+        threads = max(1, min(self.args.wrk_threads, connections))
+        argv = [
+            self.args.wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            script,
+            f"http://{HOST}:{port}{CHAT_PATH}",
+        ]
+        return self.procs.spawn(
+            argv, self.args.load_cpu, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def wrk(self, port: int, connections: int, duration: int) -> dict[str, Any]:
+        """One wrk run; its throughput, latency percentiles (us) and error counts."""
+        return self._wrk_result(self._spawn_wrk(port, connections, duration), duration)
+
+    def wrk_sampled(self, port: int, connections: int, duration: int) -> dict[str, Any]:
+        """wrk through the gateway while sampling its CPU and RSS."""
+        sampler = Sampler(
+            self.gateway.pid, self.upstream_pid, self.args.load_cpu, self.args.gateway_cpu
+        )
+        proc = self._spawn_wrk(port, connections, duration)
+        sampler.start()
+        return self._wrk_result(proc, duration, sampler)
+
+    def _wrk_result(
+        self, proc: subprocess.Popen, duration: int, sampler: Sampler | None = None
+    ) -> dict[str, Any]:
+        deadline = time.perf_counter() + duration + 20
+        while proc.poll() is None and time.perf_counter() < deadline:
+            if sampler is not None:
+                sampler.sample()
+            time.sleep(0.1)
+        usage = sampler.stop() if sampler is not None else None
+        self.procs.stop(proc)  # no-op when it finished; bounded when it hung
+        out = proc.stdout.read().decode(errors="replace")
+        m = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
+        if not m:
+            raise BenchError(f"wrk gave no result:\n{out[-2000:]}")
+        result = json.loads(m.group(1))
+        result["rps"] = result["requests"] / max(result["duration_us"] / 1e6, 1e-9)
+        result["errors"] = sum(v for k, v in result.items() if k.startswith("err_"))
+        if usage is not None:
+            result["usage"] = usage
+        return result
+
+
+# -- profiling -----------------------------------------------------------------------
+
+# Self time is grouped by where the code lives: (label, path fragment, bare
+# function names or None for any). First match wins, so specific rows go first.
+CATEGORIES = [
+    (
+        "twisted.web access log (HTTPFactory.log)",
+        "twisted/web/http.py",
+        {"log", "combinedLogFormatter", "_escape", "datetimeToLogString"},
+    ),
+    ("logging (twisted.logger / legacy log)", "twisted/logger/", None),
+    ("logging (twisted.logger / legacy log)", "twisted/python/log.py", None),
+    ("Content-Type parsing (stdlib email, twisted.web _parseContentType)", "email/", None),
+    (
+        "Content-Type parsing (stdlib email, twisted.web _parseContentType)",
+        "twisted/web/http.py",
+        {"_parseContentType"},
+    ),
+    ("upstream client (treq)", "treq/", None),
+    ("upstream client (twisted.web.client / _newclient)", "twisted/web/client.py", None),
+    ("upstream client (twisted.web.client / _newclient)", "twisted/web/_newclient.py", None),
+    ("cookie jar / urllib (treq's per-request cookie handling)", "http/cookiejar.py", None),
+    ("cookie jar / urllib (treq's per-request cookie handling)", "urllib/", None),
+    ("URL objects (hyperlink)", "hyperlink/", None),
+    ("routing (Klein / werkzeug)", "klein/", None),
+    ("routing (Klein / werkzeug)", "werkzeug/", None),
+    ("HTTP server (twisted.web http/server/resource, LineReceiver)", "twisted/web/", None),
+    (
+        "HTTP server (twisted.web http/server/resource, LineReceiver)",
+        "twisted/protocols/basic.py",
+        None,
+    ),
+    ("json", "json/", None),
+    ("Deferreds", "twisted/internet/defer.py", None),
+    ("reactor / TCP transport / endpoints", "twisted/internet/", None),
+    ("twisted.python (context, failure, components, ...)", "twisted/python/", None),
+    ("zope.interface", "zope/interface", None),
+    ("gateway code (twisted_gw)", "twisted_gw/", None),
+]
+
+# Inclusive time of a few functions that answer "what does X cost per request":
+# (label, function names, path fragment). A name with a dot must match py-spy's
+# qualified "Class.method"; cProfile knows bare names only, so there the part
+# after the last dot is compared. py-spy counts each sample once even when
+# several listed functions nest; cProfile takes the largest cumtime.
+HOTSPOTS = [
+    (
+        "incoming request: parse, route, handler, start of the upstream call",
+        {"Request.requestReceived"},
+        "twisted/web/http.py",
+    ),
+    (
+        "  Content-Type parse via stdlib email (Site(parsePOSTFormSubmission=True))",
+        {"_parseContentType"},
+        "twisted/web/http.py",
+    ),
+    ("  Klein render (routing + handler)", {"KleinResource.render"}, "klein/_resource.py"),
+    (
+        "    werkzeug routing (Map.bind + MapAdapter.match)",
+        {"Map.bind", "MapAdapter.match"},
+        "werkzeug/routing/",
+    ),
+    (
+        "    gateway handler ProxyApp._model_call (auth, body, hooks, provider)",
+        {"ProxyApp._model_call"},
+        "twisted_gw/proxy/app.py",
+    ),
+    (
+        "      treq HTTPClient.request (URL objects, cookies, then Agent)",
+        {"HTTPClient.request"},
+        "treq/client.py",
+    ),
+    (
+        "        Agent.request (endpoint per request, pool, write request)",
+        {"Agent.request"},
+        "twisted/web/client.py",
+    ),
+    (
+        "          HostnameEndpoint() built per request (idna)",
+        {"HostnameEndpoint.__init__"},
+        "twisted/internet/endpoints.py",
+    ),
+    (
+        "upstream response: HTTP11ClientProtocol.dataReceived (parse, body, callbacks)",
+        {"HTTP11ClientProtocol.dataReceived"},
+        "twisted/web/_newclient.py",
+    ),
+    (
+        "  gateway success path ProxyApp._succeeded (post_call, write, finish, finalize)",
+        {"ProxyApp._succeeded"},
+        "twisted_gw/proxy/app.py",
+    ),
+    ("    response Request.finish (incl. access log)", {"Request.finish"}, "twisted/web/"),
+    ("      access log line HTTPFactory.log", {"HTTPFactory.log"}, "twisted/web/http.py"),
+    ("    hooks finalize", {"HookManager.finalize"}, "twisted_gw/hooks/"),
+    (
+        "treq cookie jar (add_cookie_header + extract_cookies)",
+        {"CookieJar.add_cookie_header", "CookieJar.extract_cookies"},
+        "http/cookiejar.py",
+    ),
+    (
+        "twisted.logger events published (LogPublisher.__call__)",
+        {"LogPublisher.__call__"},
+        "twisted/logger/_observer.py",
+    ),
+    ("json.dumps", {"dumps"}, "json/__init__.py"),
+    ("json.loads", {"loads"}, "json/__init__.py"),
+    (
+        "new upstream connections (HostnameEndpoint.connect)",
+        {"HostnameEndpoint.connect"},
+        "twisted/internet/endpoints.py",
+    ),
+]
+
+
+def short_path(path: str) -> str:
+    for marker in ("site-packages/", "/lib/python3.11/", "/main/"):
+        i = path.rfind(marker)
+        if i >= 0:
+            return path[i + len(marker) :]
+    return path
+
+
+def bare(func: str) -> str:
+    """'Class.method' or 'f.<locals>.g' -> the last name."""
+    return func.rsplit(".", 1)[-1]
+
+
+def categorize(path: str, func: str) -> str:
+    name = bare(func)
+    for label, fragment, funcs in CATEGORIES:
+        if fragment in path and (funcs is None or name in funcs):
+            return label
+    return "other (stdlib, C builtins, unattributed)"
+
+
+@dataclass
+class ProfileRow:
+    func: str
+    path: str
+    self_value: float
+    cum_value: float
+    calls: int | None = None
+
+
+@dataclass
+class Profile:
+    rows: list[ProfileRow]
+    total: float
+    unit: str  # "samples" (py-spy) or "s" (cProfile)
+    stacks: list[tuple[list[tuple[str, str]], int]] | None = None  # py-spy only
+    parked: int = 0
+
+    def hotspot(self, names: set[str], fragment: str) -> float:
+        """Inclusive time of the named functions (each sample once)."""
+        if self.stacks is not None:
+            return sum(
+                count
+                for frames, count in self.stacks
+                if any(fragment in p and f in names for f, p in frames)
+            )
+        bare_names = {bare(n) for n in names}
+        return max(
+            (r.cum_value for r in self.rows if fragment in r.path and r.func in bare_names),
+            default=0.0,
+        )
+
+
+IDLE_LEAVES = {("wait", "threading.py"), ("get", "queue.py"), ("acquire", "threading.py")}
+
+
+def parse_pyspy_raw(path: str) -> Profile:
+    """Collapsed stacks ('f (file:line);g (...) N') -> per-function self/inclusive samples.
+
+    Samples of a thread parked in a lock/queue wait (the reactor's idle thread
+    pool worker, which py-spy's blocking mode reports as active) are dropped
+    and counted apart."""
+    self_c: Counter = Counter()
+    cum_c: Counter = Counter()
+    total = 0
+    parked = 0
+    stacks = []
+    frame_re = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
+    with open(path, errors="replace") as f:
+        for line in f:
+            stack, _, count_s = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_s.isdigit():
+                continue
+            count = int(count_s)
+            frames = []
+            for frame in stack.split(";"):
+                m = frame_re.match(frame)
+                frames.append((m.group(1), m.group(2)) if m else (frame, ""))
+            leaf_func, leaf_path = frames[-1]
+            if (bare(leaf_func), os.path.basename(leaf_path)) in IDLE_LEAVES:
+                parked += count
+                continue
+            total += count
+            stacks.append((frames, count))
+            self_c[frames[-1]] += count
+            for fr in set(frames):
+                cum_c[fr] += count
+    rows = [ProfileRow(fn, p, self_c.get((fn, p), 0), c) for (fn, p), c in cum_c.items()]
+    return Profile(rows, total, "samples", stacks, parked)
+
+
+def parse_cprofile(path: str) -> Profile:
+    import pstats
+
+    stats = pstats.Stats(path)
+    rows = []
+    total = 0.0
+    for (file, _line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(ProfileRow(func, short_path(file), tt, ct, nc))
+        total += tt
+    return Profile(rows, total, "s")
+
+
+def print_profile(prof: Profile, top: int, us_per_req: float | None) -> None:
+    """Top functions by self and cumulative time, hot spots, self time by subsystem."""
+    rows, total, unit = prof.rows, prof.total, prof.unit
+
+    def pct(v: float) -> str:
+        return f"{100.0 * v / total:5.1f}%" if total else "    -"
+
+    def us(v: float) -> str:
+        return f"{us_per_req * v / total:6.0f}" if total and us_per_req else "     -"
+
+    calls = unit == "s"
+    per_req = " us/req" if us_per_req else ""
+    head = f"  {'self':>6} {'cum':>6}{per_req}" + (f" {'calls':>8} {'us/call':>8}" if calls else "")
+    for title, key in (("self time (tottime)", "self_value"), ("cumulative time", "cum_value")):
+        print(f"\nTop {top} functions by {title}, % of {total:.0f} {unit}:")
+        print(head + "  function")
+        for r in sorted(rows, key=lambda r: getattr(r, key), reverse=True)[:top]:
+            extra = f" {us(getattr(r, key))}" if us_per_req else ""
+            if calls:
+                per = 1e6 * r.self_value / r.calls if r.calls else 0.0
+                extra += f" {r.calls or 0:>8} {per:>8.1f}"
+            line = (
+                f"  {pct(r.self_value)} {pct(r.cum_value)}{extra}  {r.func} ({short_path(r.path)})"
+            )
+            print(line[:170])
+    print(
+        "\nHot spots (inclusive time"
+        + (", us of gateway CPU per request" if us_per_req else "")
+        + "):"
+    )
+    for label, names, fragment in HOTSPOTS:
+        v = prof.hotspot(names, fragment)
+        print(f"  {pct(v)} {us(v) if us_per_req else ''}  {label}")
+    groups: Counter = Counter()
+    for r in rows:
+        groups[categorize(r.path, r.func)] += r.self_value
+    print("\nSelf time by subsystem:")
+    for label, v in groups.most_common():
+        print(f"  {pct(v)} {us(v) if us_per_req else ''}  {label}")
+
+
+def run_profile(bench: Bench) -> None:
+    """One more run at the highest concurrency, with the gateway profiled."""
+    args = bench.args
+    c = max(args.concurrency)
+    d = args.profile_duration
+    pyspy = args.py_spy
+    use_pyspy = args.profiler == "py-spy" or (args.profiler == "auto" and pyspy)
+    if use_pyspy and not pyspy:
+        raise BenchError("py-spy not found: pip install py-spy (or --profiler cprofile)")
+    if not use_pyspy:
+        run_cprofile(bench, c, d)
+        return
+    print(
+        f"\n== profile: gateway at {c} connections for {d} s (py-spy record --pid, "
+        f"{args.profile_rate} Hz, idle samples dropped) =="
+    )
+    out = os.path.join(bench.tmp, "pyspy.txt")
+    argv = [pyspy, "record", "--pid", str(bench.gateway.pid), "--duration", str(d + 2)]
+    argv += ["--rate", str(args.profile_rate), "--format", "raw", "--function", "-o", out]
+    if args.profile_nonblocking:
+        argv.append("--nonblocking")
+    spy = bench.procs.spawn(argv, args.load_cpu, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # attached before the load starts; idle samples are dropped anyway
+    result = bench.wrk_sampled(bench.proxy_port, c, d)
+    try:
+        _, err = spy.communicate(timeout=d + 20)
+    except subprocess.TimeoutExpired:
+        bench.procs.stop(spy, signal.SIGINT)
+        err = b""
+    bench.procs.stop(spy)
+    if not os.path.exists(out):
+        raise BenchError(f"py-spy wrote no profile: {err.decode(errors='replace')[-800:]}")
+    usage: Usage = result["usage"]
+    us_per_req = 1e6 * usage.cpu_s / result["requests"] if result["requests"] else None
+    print(
+        f"profiled run: {result['rps']:.0f} req/s, p50 {result['p50'] / 1000:.2f} ms, gateway "
+        f"CPU {usage.cpu_pct:.0f}% = {us_per_req or 0:.0f} us per request "
+        "(py-spy pauses the gateway per sample, so figures are a little lower than above)"
+    )
+    prof = parse_pyspy_raw(out)
+    if prof.parked:
+        print(f"({prof.parked} samples of idle worker threads parked in a wait left out)")
+    print_profile(prof, args.profile_top, us_per_req)
+    if args.keep:
+        print(f"\n(collapsed stacks: {out}; for a flame graph use --format flamegraph)")
+
+
+def run_cprofile(bench: Bench, c: int, d: int) -> None:
+    """Fallback without py-spy: a fresh gateway under cProfile for one run."""
+    args = bench.args
+    print(
+        f"\n== profile: gateway restarted under cProfile, {c} connections for {d} s "
+        "(cProfile slows the Python code ~2x; stats cover the whole process life) =="
+    )
+    bench.procs.stop(bench.gateway.proc)
+    prof = os.path.join(bench.tmp, "gateway.prof")
+    gw = bench.start_gateway(("-m", "cProfile", "-o", prof), tag="-cprofile")
+    bench.gateway = gw
+    bench.wait_first_200(gw)
+    if args.warmup:
+        bench.wrk(bench.proxy_port, c, args.warmup)
+    result = bench.wrk_sampled(bench.proxy_port, c, d)
+    bench.procs.stop(gw.proc, signal.SIGINT, timeout=15)  # cProfile writes on a clean exit
+    bench.gateway = None
+    print(f"profiled run: {result['rps']:.0f} req/s, p50 {result['p50'] / 1000:.2f} ms")
+    if not os.path.exists(prof):
+        raise BenchError("cProfile wrote no profile (the gateway did not exit cleanly)")
+    print_profile(parse_cprofile(prof), args.profile_top, None)
+    if args.keep:
+        print(f"\n(pstats file: {prof})")
+
+
+def import_time(bench: Bench, top: int = 12) -> None:
+    """Start the gateway once under -X importtime and show the heaviest imports."""
+    gw = bench.start_gateway(("-X", "importtime"), tag="-importtime")
+    try:
+        bench.wait_first_200(gw)
+    finally:
+        bench.procs.stop(gw.proc)
+    entries = []
+    with open(gw.log_path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)", line)
+            if m:
+                entries.append((int(m.group(2)), int(m.group(1)), len(m.group(3)), m.group(4)))
+    if not entries:
+        return
+    total_self = sum(e[1] for e in entries)
+    roots = sorted((e for e in entries if e[2] == 1), reverse=True)
+    print(
+        f"\n== start-up imports (-X importtime): {len(entries)} modules, "
+        f"{total_self / 1000:.0f} ms total self time; heaviest top-level imports =="
+    )
+    for cum, _self, _indent, name in roots[:top]:
+        print(f"  {cum / 1000:7.1f} ms  {name}")
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISS"
+
+
+def report(
+    bench: Bench,
+    levels: list[tuple[int, dict, dict]],
+    cold: tuple[list[float], list[float], list[float]],
+    idle_rss: float,
+    idle_rss_after: float | None,
+    log_bytes_per_req: float | None,
+) -> None:
+    args = bench.args
+    firsts, accepted, stops = cold
+    print("\n== twisted-gw overhead ==")
+    print(
+        f"gateway pinned to CPU {args.gateway_cpu}; wrk + upstream pinned to CPU {args.load_cpu}; "
+        f"{args.duration} s per run after {args.warmup} s warm-up; launcher: "
+        f"{' '.join(bench.gateway_argv())}"
+    )
+    head = (
+        f"{'conc':>5} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'gw rps':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'CPU%':>5} {'us/req':>6} {'RSS MB':>7} | "
+        f"{'up CPU%':>7} {'load core%':>10} {'noise%':>6} {'errors':>6} | target"
+    )
+    print(head)
+    print("-" * len(head))
+    for c, direct, gw in levels:
+        usage: Usage = gw["usage"]
+        added = (gw["p50"] - direct["p50"]) / 1000
+        target = ""
+        if c == TARGET_RPS_CONCURRENCY:
+            target = f">= {TARGET_RPS} rps: {mark(gw['rps'] >= TARGET_RPS)}"
+        elif c == 1:
+            target = f"+p50 <= {TARGET_ADDED_P50_MS:g} ms: {mark(added <= TARGET_ADDED_P50_MS)}"
+        load = f"{usage.load_core_pct:.0f}" if usage.load_core_pct is not None else "-"
+        noise = f"{usage.noise_pct:.0f}" if usage.noise_pct is not None else "-"
+        errors = int(direct["errors"] + gw["errors"])
+        us_req = 1e6 * usage.cpu_s / gw["requests"] if gw["requests"] else 0.0
+        print(
+            f"{c:>5} | {direct['rps']:>10.0f} {direct['p50'] / 1000:>7.2f} "
+            f"{direct['p99'] / 1000:>7.2f} | {gw['rps']:>8.0f} {gw['p50'] / 1000:>7.2f} "
+            f"{gw['p99'] / 1000:>7.2f} {added:>8.2f} {usage.cpu_pct:>5.0f} {us_req:>6.0f} "
+            f"{usage.rss_peak_mb:>7.1f} | {usage.upstream_cpu_pct:>7.0f} {load:>10} {noise:>6} "
+            f"{errors:>6} | {target}"
+        )
+    cold_ms = statistics.median(firsts)
+    print(
+        f"\ncold start (process start -> first 200 chat completion): median {cold_ms:.0f} ms "
+        f"[{', '.join(f'{v:.0f}' for v in firsts)}]; proxy port accepting at median "
+        f"{statistics.median(accepted):.0f} ms   target <= {TARGET_COLD_START_MS:.0f} ms: "
+        f"{mark(cold_ms <= TARGET_COLD_START_MS)}"
+    )
+    if stops:
+        print(f"shutdown (SIGTERM -> exit): median {statistics.median(stops):.0f} ms")
+    print(
+        f"idle RSS after start-up: {idle_rss:.1f} MB   target <= {TARGET_IDLE_RSS_MB:.0f} MB: "
+        f"{mark(idle_rss <= TARGET_IDLE_RSS_MB)}"
+        + (f"; idle RSS after the load: {idle_rss_after:.1f} MB" if idle_rss_after else "")
+    )
+    if log_bytes_per_req is not None:
+        print(f"gateway stdout/log written per proxied request: {log_bytes_per_req:.0f} bytes")
+    print(
+        "columns: +p50 = gateway p50 - direct p50 at the same concurrency; CPU%/RSS = gateway "
+        "process (100% = its one core saturated, RSS = peak); us/req = gateway CPU time per "
+        "request; up CPU% = upstream; load core% = "
+        "busy % of the wrk/upstream core (near 100 means the load side limits the figures); "
+        "noise% = gateway core busy with other processes (other people's tests, ...)"
+    )
+    for note in bench.notes:
+        print(f"note: {note}")
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--duration", type=int, default=5, help="seconds per measured run (wrk: whole s)"
+    )
+    p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run")
+    p.add_argument(
+        "--concurrency", default="1,16,64", help="comma-separated connection counts (1,16,64)"
+    )
+    p.add_argument("--cold-runs", type=int, default=3, help="cold starts to measure (median)")
+    p.add_argument("--gateway-cpu", type=int, default=0, help="core the gateway is pinned to")
+    p.add_argument("--load-cpu", type=int, default=1, help="core for wrk and the upstream")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (one load core: 1)")
+    p.add_argument(
+        "--launcher",
+        choices=["script", "twistd"],
+        default="script",
+        help="twisted-gw console script or twistd -n twisted-gw",
+    )
+    p.add_argument("--profile", action="store_true", help="profile the highest-concurrency run")
+    p.add_argument("--profiler", choices=["auto", "py-spy", "cprofile"], default="auto")
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--profile-top", type=int, default=25, help="functions to list")
+    p.add_argument("--profile-duration", type=int, default=10, help="seconds of the profiled run")
+    p.add_argument(
+        "--profile-nonblocking",
+        action="store_true",
+        help="py-spy --nonblocking: no pauses, but some stacks come out torn",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    p.add_argument(
+        "--max-seconds",
+        type=int,
+        default=1800,
+        help="hard bound: the upstream exits by itself after this long",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    except ValueError:
+        p.error("--concurrency takes integers, e.g. 1,16,64")
+    if not args.concurrency or min(args.concurrency) < 1:
+        p.error("--concurrency needs connection counts >= 1")
+    if args.duration < 1:
+        p.error("--duration is whole seconds >= 1 (wrk's unit)")
+    return args
+
+
+def find_tools(args: argparse.Namespace) -> None:
+    args.wrk = shutil.which("wrk")
+    if not args.wrk and not args.no_install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found; installing it: apt-get install -y wrk", flush=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"],
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        args.wrk = shutil.which("wrk")
+    if not args.wrk:
+        raise BenchError("wrk is needed: apt-get install -y wrk (Debian) and run again")
+    bindir = os.path.dirname(sys.executable)
+    local = os.path.join(bindir, "py-spy")
+    args.py_spy = local if os.access(local, os.X_OK) else shutil.which("py-spy")
+    cpus = os.sched_getaffinity(0)
+    if args.gateway_cpu not in cpus or args.load_cpu not in cpus:
+        raise BenchError(f"--gateway-cpu/--load-cpu must be among the usable CPUs {sorted(cpus)}")
+    if not shutil.which("taskset"):
+        raise BenchError("taskset (util-linux) is needed to pin the processes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    procs = Processes()
+    tmp = tempfile.mkdtemp(prefix="twisted-gw-bench-")
+    try:
+        find_tools(args)
+        if args.gateway_cpu == args.load_cpu:
+            print("warning: gateway and load share a core; figures will be pessimistic")
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {args.load_cpu})  # keep this script off the gateway core
+        bench = Bench(args, procs, tmp)
+        bench.start_upstream()
+        bench.write_config()
+        print(
+            f"upstream on :{bench.upstream_port}, gateway proxy :{bench.proxy_port} admin "
+            f":{bench.admin_port}, work dir {tmp}",
+            flush=True,
+        )
+        bench.provision()
+        cold = bench.cold_starts()
+        time.sleep(1.0)
+        idle_rss = rss_mb(bench.gateway.pid)
+        print(
+            f"cold start {statistics.median(cold[0]):.0f} ms, idle RSS {idle_rss:.1f} MB; "
+            f"running {len(args.concurrency)} levels x 2 x {args.duration} s ...",
+            flush=True,
+        )
+        levels = []
+        log_bytes = 0
+        log_reqs = 0
+        for c in args.concurrency:
+            if args.warmup:
+                bench.wrk(bench.upstream_port, c, args.warmup)
+            direct = bench.wrk(bench.upstream_port, c, args.duration)
+            if args.warmup:
+                bench.wrk(bench.proxy_port, c, args.warmup)
+            size0 = os.path.getsize(bench.gateway.log_path)
+            gw = bench.wrk_sampled(bench.proxy_port, c, args.duration)
+            log_bytes += os.path.getsize(bench.gateway.log_path) - size0
+            log_reqs += gw["requests"]
+            levels.append((c, direct, gw))
+            print(
+                f"  c={c}: direct {direct['rps']:.0f} req/s, gateway {gw['rps']:.0f} req/s",
+                flush=True,
+            )
+            if gw["errors"]:
+                bench.notes.append(
+                    f"c={c}: wrk counted {gw['errors']:.0f} errors through the gateway "
+                    f"({ {k: v for k, v in gw.items() if k.startswith('err_') and v} }); "
+                    f"log tail:\n{log_tail(bench.gateway.log_path, 5)}"
+                )
+        time.sleep(1.0)
+        idle_after = rss_mb(bench.gateway.pid)
+        report(
+            bench, levels, cold, idle_rss, idle_after, log_bytes / log_reqs if log_reqs else None
+        )
+        if args.profile:
+            run_profile(bench)
+            import_time(bench)
+        return 0
+    except BenchError as e:
+        print(f"bench failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping subprocesses", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
