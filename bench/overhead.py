@@ -357,6 +357,9 @@ class Bench:
         return [sys.executable, "-m", "twisted_gw", *cfg]
 
     def start_gateway(self, python_flags: tuple[str, ...] = (), tag: str = "") -> Gateway:
+        for port in (self.proxy_port, self.admin_port):
+            if accepts(port):  # a gateway still up would answer in the new one's place
+                raise BenchError(f"port {port} is still taken before starting a gateway")
         log_path = os.path.join(self.tmp, f"gateway{tag}.log")
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -762,8 +765,12 @@ def print_profile(prof: Profile, top: int, us_per_req: float | None) -> None:
         print(f"  {pct(v)} {us(v) if us_per_req else ''}  {label}")
 
 
-def run_profile(bench: Bench) -> None:
-    """One more run at the highest concurrency, with the gateway profiled."""
+def run_profile(bench: Bench, table_us_per_req: float | None = None) -> None:
+    """One more run at the highest concurrency, with the gateway profiled.
+
+    Sample shares are turned into us per request with the unprofiled run's CPU
+    time per request (``table_us_per_req``) when there is one: py-spy's pauses
+    inflate the profiled run's own figure."""
     args = bench.args
     c = max(args.concurrency)
     d = args.profile_duration
@@ -795,11 +802,13 @@ def run_profile(bench: Bench) -> None:
     if not os.path.exists(out):
         raise BenchError(f"py-spy wrote no profile: {err.decode(errors='replace')[-800:]}")
     usage: Usage = result["usage"]
-    us_per_req = 1e6 * usage.cpu_s / result["requests"] if result["requests"] else None
+    own = 1e6 * usage.cpu_s / result["requests"] if result["requests"] else None
+    us_per_req = table_us_per_req or own
     print(
         f"profiled run: {result['rps']:.0f} req/s, p50 {result['p50'] / 1000:.2f} ms, gateway "
-        f"CPU {usage.cpu_pct:.0f}% = {us_per_req or 0:.0f} us per request "
-        "(py-spy pauses the gateway per sample, so figures are a little lower than above)"
+        f"CPU {usage.cpu_pct:.0f}% = {own or 0:.0f} us/req (py-spy pauses the gateway for each "
+        "sample, so these are worse than in the table); us/req below = sample share x "
+        f"{us_per_req or 0:.0f} us/req" + (" (unprofiled run)" if table_us_per_req else "")
     )
     prof = parse_pyspy_raw(out)
     if prof.parked:
@@ -836,6 +845,9 @@ def run_cprofile(bench: Bench, c: int, d: int) -> None:
 
 def import_time(bench: Bench, top: int = 12) -> None:
     """Start the gateway once under -X importtime and show the heaviest imports."""
+    if bench.gateway is not None:  # it holds the ports
+        bench.procs.stop(bench.gateway.proc)
+        bench.gateway = None
     gw = bench.start_gateway(("-X", "importtime"), tag="-importtime")
     try:
         bench.wait_first_200(gw)
@@ -959,9 +971,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--profile", action="store_true", help="profile the highest-concurrency run")
     p.add_argument("--profiler", choices=["auto", "py-spy", "cprofile"], default="auto")
-    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        help="py-spy samples per second (each pauses the gateway; 100 costs ~15%% throughput)",
+    )
     p.add_argument("--profile-top", type=int, default=25, help="functions to list")
-    p.add_argument("--profile-duration", type=int, default=10, help="seconds of the profiled run")
+    p.add_argument("--profile-duration", type=int, default=15, help="seconds of the profiled run")
     p.add_argument(
         "--profile-nonblocking",
         action="store_true",
@@ -1068,7 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
             bench, levels, cold, idle_rss, idle_after, log_bytes / log_reqs if log_reqs else None
         )
         if args.profile:
-            run_profile(bench)
+            _, _, top_gw = levels[-1]  # the highest concurrency, the one profiled
+            cpu_s = top_gw["usage"].cpu_s
+            run_profile(bench, 1e6 * cpu_s / top_gw["requests"] if top_gw["requests"] else None)
             import_time(bench)
         return 0
     except BenchError as e:

@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from twisted_gw.admin.auth import admin_token, check_admin_key
 from twisted_gw.config.entities import KINDS, Kind, SchemaError
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
+from twisted_gw.jsonutil import loads
 
 log = Logger()
 
@@ -97,7 +98,7 @@ class AdminApp:
     def _document(request: Any, kind: Kind, id: str) -> dict:
         """Parse and validate the body: 'Invalid JSON' then schema errors, in that order."""
         try:
-            doc = json.loads(request.content.read())
+            doc = loads(request.content.read())
         except ValueError as e:
             raise AdminError(400, f"Invalid JSON: {e}") from None
         try:

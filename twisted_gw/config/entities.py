@@ -132,9 +132,15 @@ def _validator(schema: dict) -> Callable[[Any], None]:
 
     def validate(doc: Any) -> None:
         if not holder:  # built on first use: jsonschema import is not start-up work
-            from jsonschema import Draft202012Validator
+            from jsonschema import Draft202012Validator, validators
 
-            holder.append(Draft202012Validator(schema))
+            # JSON Schema counts 1.0 as an integer; AISIX's typed reader of the
+            # same store (serde u64) does not, so neither do we.
+            checker = Draft202012Validator.TYPE_CHECKER.redefine(
+                "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool)
+            )
+            strict = validators.extend(Draft202012Validator, type_checker=checker)
+            holder.append(strict(schema))
         errors = sorted(holder[0].iter_errors(doc), key=lambda e: list(e.absolute_path))
         if errors:
             lines = []

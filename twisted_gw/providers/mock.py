@@ -17,6 +17,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from twisted_gw.config.entities import Model
+from twisted_gw.jsonutil import dumps
 from twisted_gw.providers.interfaces import (
     CHAT,
     EMBEDDINGS,
@@ -24,7 +25,6 @@ from twisted_gw.providers.interfaces import (
     ProviderResult,
     last_user_text,
 )
-from twisted_gw.providers.openai import dumps
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
 DIMENSIONS = 16

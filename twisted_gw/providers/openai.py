@@ -8,7 +8,6 @@ through untouched); the response body is relayed as it came.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.internet import defer
@@ -16,6 +15,7 @@ from zope.interface import implementer
 
 from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
+from twisted_gw.jsonutil import dumps, loads
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
@@ -29,15 +29,10 @@ DEFAULT_BASES = {
 _JSON = [b"application/json"]
 
 
-def dumps(doc: Any) -> bytes:
-    """Compact UTF-8 JSON, as sent upstream and to clients."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def decode_json_object(body: bytes) -> dict:
     """Parse an upstream 2xx body; anything but a JSON object is a 502."""
     try:
-        doc = json.loads(body)
+        doc = loads(body)
     except ValueError:
         raise provider_error("invalid JSON in upstream response") from None
     if not isinstance(doc, dict):

@@ -28,8 +28,8 @@ from twisted_gw.errors import (
 )
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
+from twisted_gw.jsonutil import dumps
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
-from twisted_gw.providers.openai import dumps
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 

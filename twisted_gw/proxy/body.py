@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted_gw.errors import invalid_json
+from twisted_gw.jsonutil import loads
 
 
 def parse_body(raw: bytes, required: dict[str, tuple[type, ...]]) -> dict:
     """Parse ``raw`` as a JSON object holding ``required`` fields of the given types."""
     try:
-        doc: Any = json.loads(raw)
+        doc: Any = loads(raw)
     except ValueError as e:  # includes UnicodeDecodeError
         raise invalid_json(str(e)) from None
     if not isinstance(doc, dict):
