@@ -184,6 +184,16 @@ class ProxyApp:
         else:
             log.failure("request {rid} failed", failure, rid=ctx.request_id)
             error = internal_error()
+        if error.status >= 500:
+            # what an operator tailing the log needs to see; the message is
+            # already secret-free (upstream text is redacted in providers.errors)
+            log.warn(
+                "request {rid} model {model}: {status} {message}",
+                rid=ctx.request_id,
+                model=ctx.model_name,
+                status=error.status,
+                message=error.message,
+            )
         return self._finish(request, ctx, error=error)
 
     # -- the one exit ----------------------------------------------------------
