@@ -1,7 +1,9 @@
 """JSON in and out, the same way everywhere.
 
 Strict parsing (RFC 8259: no NaN/Infinity, which AISIX's serde also refuses)
-and compact UTF-8 output for what goes upstream and to clients.
+and compact UTF-8 output for what goes upstream and to clients. The codec
+objects are built once: ``json.loads``/``dumps`` with keyword arguments build
+a new decoder/encoder on every call, on the hot path.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"invalid number {name}")
 
 
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON, refusing NaN and Infinity; raises ValueError."""
-    return json.loads(data, parse_constant=_reject_constant)
+    if isinstance(data, (bytes, bytearray)):
+        data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return _decoder.decode(data)
 
 
 def dumps(doc: Any) -> bytes:
     """Compact UTF-8 JSON."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return _encoder.encode(doc).encode()

@@ -116,16 +116,15 @@ class GatewayService(MultiService):
 
 def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     """Compose the gateway from a checked config (raises ConfigError/StoreFileError)."""
-    from twisted.web.server import Site
-
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.config.embedded import EmbeddedStore
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.validate_model import ValidateModelHook
+    from twisted_gw.observability.access_log import AccessLogHook
     from twisted_gw.providers.http import UpstreamClient
     from twisted_gw.providers.registry import build_providers
     from twisted_gw.proxy.app import ProxyApp
-    from twisted_gw.proxy.request import limited_request_factory
+    from twisted_gw.site import GatewaySite
 
     tls = {}
     for listen in (config.proxy, config.admin):
@@ -146,7 +145,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
 
     upstream = UpstreamClient(reactor)
     providers = build_providers(upstream)
-    hooks = HookManager([ValidateModelHook(providers)])
+    hooks = HookManager([ValidateModelHook(providers), AccessLogHook(reactor)])
     proxy = ProxyApp(
         store,
         hooks,
@@ -157,15 +156,8 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     )
     admin = AdminApp(store, config.admin_keys)
 
-    proxy_site = Site(
-        proxy.app.resource(), requestFactory=limited_request_factory(config.max_body_bytes)
-    )
-    admin_site = Site(
-        admin.app.resource(), requestFactory=limited_request_factory(config.max_body_bytes)
-    )
-    for site in (proxy_site, admin_site):
-        site.noisy = False
-        site.displayTracebacks = False
+    proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
+    admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)
 
     gateway = GatewayService(config, store, upstream)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)

@@ -13,6 +13,13 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.error import (
     ConnectError,
     ConnectionRefusedError,
@@ -23,6 +30,7 @@ from twisted.internet.error import (
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
+    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     PartialDownloadError,
     ResponseFailed,
@@ -30,7 +38,7 @@ from twisted.web.client import (
     readBody,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError, provider_error
@@ -56,6 +64,45 @@ class BytesProducer:
 
     def stopProducing(self) -> None:
         pass
+
+
+@implementer(IAgentEndpointFactory)
+class CachingEndpointFactory:
+    """One client endpoint per upstream (scheme, host, port), built once.
+
+    Agent's default builds a HostnameEndpoint per request (IDNA encoding and
+    all), and resolves even IP literals through the thread-pool resolver; the
+    set of upstreams is small and fixed by config, so build each once, and
+    connect to IP literals directly."""
+
+    def __init__(self, reactor: Any, connect_timeout: float = 30.0) -> None:
+        self.reactor = reactor
+        self.connect_timeout = connect_timeout
+        self._cache: dict[tuple[bytes, bytes, int], Any] = {}
+        self._tls = BrowserLikePolicyForHTTPS()
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            endpoint = self._cache[key] = self._build(uri)
+        return endpoint
+
+    def _build(self, uri: Any) -> Any:
+        host = uri.host.decode("ascii")
+        if isIPAddress(host):
+            endpoint: Any = TCP4ClientEndpoint(
+                self.reactor, host, uri.port, timeout=self.connect_timeout
+            )
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(
+                self.reactor, host, uri.port, timeout=self.connect_timeout
+            )
+        else:
+            endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=self.connect_timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
 
 
 def describe_failure(failure: Failure) -> str:
@@ -91,8 +138,9 @@ class UpstreamClient:
         # Upstream cookies are never stored: a shared jar would hand one
         # tenant's Set-Cookie back to the upstream on another tenant's call.
         no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor), pool=pool)
         self._http = treq.client.HTTPClient(
-            Agent(reactor, pool=pool),
+            agent,
             cookiejar=no_cookies,
             data_to_body_producer=BytesProducer,
         )

@@ -234,6 +234,7 @@ class ProxyApp:
         else:
             ctx.status = 200
         request.setHeader(b"content-type", _JSON)
+        request.setHeader(b"content-length", b"%d" % len(body))  # no chunked framing
         request.setHeader(b"x-request-id", ctx.request_id.encode())
         for name, value in ctx.response_headers.items():
             request.setHeader(name, value)

@@ -1,0 +1,1 @@
+"""Observability: the access log now; Prometheus metrics come as a hook later."""

@@ -1,0 +1,84 @@
+"""One access-log line per finished proxy request (CONTRACT 4.6) **[beyond]**.
+
+A finalize hook, so it runs exactly once on every path. The line is logfmt,
+made to be read with ``tail -f | grep``: ``key=value`` pairs, values quoted
+only when they must be. It never holds a key: the API key is named by its
+store id, the model only when it is a configured model name (a client that
+pastes a key into ``model`` must not get it logged), and the path without its
+query string.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.interfaces import IHook
+
+log = Logger()
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+")
+
+
+def logfmt_value(value: Any) -> str:
+    """``value`` as a logfmt value: bare when safe, else double-quoted and escaped."""
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    if all(c in _PLAIN for c in text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def access_line(ctx: RequestContext, now: float) -> str:
+    """The access-log line of a finished request (pure)."""
+    usage = ctx.usage if isinstance(ctx.usage, dict) else {}
+    model = ctx.model_name if ctx.model_name in ctx.snapshot.models_by_name else None
+    finished = ctx.finished_at if ctx.finished_at is not None else now
+    first = None if ctx.first_token_at is None else ctx.first_token_at - ctx.started
+    return " ".join(
+        (
+            f"rid={ctx.request_id}",
+            f"client={logfmt_value(ctx.client)}",
+            f"method={logfmt_value(ctx.method)}",
+            f"path={logfmt_value(ctx.path)}",
+            f"status={ctx.status}",
+            f"model={logfmt_value(model)}",
+            f"key_id={logfmt_value(ctx.api_key.id if ctx.api_key else None)}",
+            f"latency_ms={_ms(finished - ctx.started)}",
+            f"first_token_ms={_ms(first)}",
+            f"prompt_tokens={usage.get('prompt_tokens', 0)}",
+            f"completion_tokens={usage.get('completion_tokens', 0)}",
+            f"total_tokens={usage.get('total_tokens', 0)}",
+            f"end={ctx.end_reason or '-'}",
+        )
+    )
+
+
+@implementer(IHook)
+class AccessLogHook:
+    """Writes :func:`access_line` through twisted.logger at finalize."""
+
+    name = "access_log"
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def pre_call(self, ctx: RequestContext) -> None:
+        return None
+
+    def post_call(self, ctx: RequestContext) -> None:
+        pass
+
+    def finalize(self, ctx: RequestContext) -> None:
+        log.info("access {line}", line=access_line(ctx, self.reactor.seconds()))
