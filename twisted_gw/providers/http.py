@@ -12,6 +12,7 @@ from __future__ import annotations
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
+from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
@@ -135,6 +136,7 @@ class UpstreamClient:
             pool.cachedConnectionTimeout = 120
             pool.retryAutomatically = False  # a POST is not ours to replay
         self.pool = pool
+        self._urls: dict[str, Any] = {}
         # Upstream cookies are never stored: a shared jar would hand one
         # tenant's Set-Cookie back to the upstream on another tenant's call.
         no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
@@ -152,7 +154,7 @@ class UpstreamClient:
         through (the caller turns a timeout into a 504)."""
         d = self._http.request(
             "POST",
-            url,
+            self._url(url),
             headers=Headers(headers),
             data=body,
             allow_redirects=False,
@@ -169,7 +171,7 @@ class UpstreamClient:
         """POST and fire with the unread response (for streaming collectors)."""
         d = self._http.request(
             "POST",
-            url,
+            self._url(url),
             headers=Headers(headers),
             data=body,
             allow_redirects=False,
@@ -178,6 +180,16 @@ class UpstreamClient:
         )
         d.addErrback(self._transport_error)
         return d
+
+    def _url(self, url: str) -> Any:
+        """The parsed URL, parsed once per distinct upstream URL (treq would
+        parse the string on every call)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 1024:  # bounded: URLs come from config, but be safe
+                self._urls.clear()
+            parsed = self._urls[url] = EncodedURL.from_text(url)
+        return parsed
 
     @staticmethod
     def _read(response: Any) -> defer.Deferred:
