@@ -161,7 +161,7 @@ class UpstreamClient:
             unbuffered=True,
             reactor=self.reactor,
         )
-        d.addCallback(self._read)
+        d.addCallback(self._read_body)
         d.addErrback(self._transport_error)
         return d
 
@@ -191,8 +191,16 @@ class UpstreamClient:
             parsed = self._urls[url] = EncodedURL.from_text(url)
         return parsed
 
+    @classmethod
+    def read(cls, response: Any) -> defer.Deferred:
+        """Read a whole response: fires (status, headers, body); transport
+        failures while reading become the 502 GatewayError."""
+        d = cls._read_body(response)
+        d.addErrback(cls._transport_error)
+        return d
+
     @staticmethod
-    def _read(response: Any) -> defer.Deferred:
+    def _read_body(response: Any) -> defer.Deferred:
         d = readBody(response.original)
 
         def close_delimited(failure: Failure) -> bytes:

@@ -38,6 +38,14 @@ class IProvider(Interface):
         fires with a ProviderResult or fails with a GatewayError; cancelling it
         cancels the upstream request."""
 
+    def stream_chat(model, body, reactor):
+        """Streaming chat completion (CONTRACT 4.3).
+
+        Fires with a chunk source (see twisted_gw.streaming.source) once the
+        upstream accepted the request; an upstream error status fails with the
+        4.1 GatewayError instead. Cancelling it cancels the upstream request.
+        The provider sends ``stream_options.include_usage: true`` upstream."""
+
     def embeddings(model, body, reactor):
         """Embeddings; same contract as ``chat``; the response ``model`` is the
         client's model name."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import struct
 from typing import Any
 
@@ -25,6 +26,7 @@ from twisted_gw.providers.interfaces import (
     ProviderResult,
     last_user_text,
 )
+from twisted_gw.streaming.source import ListSource
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
 DIMENSIONS = 16
@@ -52,6 +54,32 @@ def mock_chat_completion(model: Model, body: dict, created: int) -> dict:
         ],
         "usage": dict(USAGE),
     }
+
+
+def mock_chat_chunks(model: Model, body: dict, created: int) -> list[dict]:
+    """The mock's stream (pure): a role chunk, one chunk per word of the echoed
+    prompt, a finish chunk and the usage chunk (CONTRACT 2)."""
+    text = last_user_text(body.get("messages"))
+    base = {
+        "id": "chatcmpl-mock-" + _digest(model.upstream_model, text)[:24],
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model.upstream_model,
+    }
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    pieces = re.findall(r"\s*\S+", text)  # words with the spaces before them
+    tail = text[sum(map(len, pieces)) :]
+    chunks += [chunk({"content": piece}) for piece in pieces + ([tail] if tail else [])]
+    chunks.append(chunk({}, "stop"))
+    chunks.append({**base, "choices": [], "usage": dict(USAGE)})
+    return chunks
 
 
 def mock_vector(text: str) -> list[float]:
@@ -94,6 +122,10 @@ class MockProvider:
     def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
         doc = mock_chat_completion(model, body, int(reactor.seconds()))
         return defer.succeed(ProviderResult(dumps(doc), doc["usage"]))
+
+    def stream_chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        chunks = mock_chat_chunks(model, body, int(reactor.seconds()))
+        return defer.succeed(ListSource([dumps(c) for c in chunks], reactor))
 
     def embeddings(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
         doc = mock_embeddings(model, body)

@@ -19,6 +19,7 @@ from twisted_gw.jsonutil import dumps, loads
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
+from twisted_gw.streaming.source import HTTPSSESource
 
 DEFAULT_BASES = {
     "openai": "https://api.openai.com/v1",
@@ -27,6 +28,7 @@ DEFAULT_BASES = {
 }
 
 _JSON = [b"application/json"]
+_SSE = [b"text/event-stream"]
 
 
 def decode_json_object(body: bytes) -> dict:
@@ -78,6 +80,28 @@ class OpenAICompatibleProvider:
         upstream["model"] = model.upstream_model
         d = self._client.post(self.url(model, EMBEDDINGS), self.headers(model), dumps(upstream))
         d.addCallback(self._embeddings_result, model)
+        return d
+
+    def stream_chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        """Open a streaming chat; fires with a chunk source once the upstream
+        answered 200 (an error status fails with the 4.1 GatewayError)."""
+        upstream = dict(body)
+        upstream["model"] = model.upstream_model
+        options = body.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        options["include_usage"] = True  # CONTRACT 4.3: so tokens can be counted
+        upstream["stream_options"] = options
+        headers = self.headers(model)
+        headers[b"accept"] = _SSE
+        d = self._client.post_streaming(self.url(model, CHAT), headers, dumps(upstream))
+        d.addCallback(self._stream_opened, model)
+        return d
+
+    def _stream_opened(self, response: Any, model: Model) -> Any:
+        if response.code == 200:
+            return HTTPSSESource(response)
+        d = self._client.read(response)  # an error answer: read it whole, map it
+        d.addCallback(self._check, model)
         return d
 
     @staticmethod

@@ -32,6 +32,7 @@ from twisted_gw.jsonutil import dumps
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
+from twisted_gw.streaming.relay import StreamRelay
 
 log = Logger()
 
@@ -130,13 +131,7 @@ class ProxyApp:
             body = parse_body(request.content.read(), fields)
             ctx.body = body
             ctx.model_name = body["model"]
-            ctx.stream = body.get("stream") is True
-            if ctx.stream:
-                raise GatewayError(
-                    400,
-                    "Streaming is not supported by this build yet",
-                    "unsupported_endpoint",
-                )
+            ctx.stream = kind == CHAT and body.get("stream") is True
             pending = self.hooks.pre_call(ctx)
         except GatewayError as e:
             return self._finish(request, ctx, error=e)
@@ -149,17 +144,26 @@ class ProxyApp:
         pending.addErrback(self._failed, request, ctx)
         return pending
 
+    def _timeout(self, ctx: RequestContext) -> float:
+        """CONTRACT 4.4: the model's timeout, else the gateway-wide default."""
+        ms = ctx.model.timeout_ms
+        return ms / 1000.0 if ms else self.upstream_timeout
+
     def _call_provider(self, request: Any, ctx: RequestContext, kind: str) -> Any:
         model = ctx.model
         provider = self.providers[model.provider]
+        if ctx.stream:
+            relay = StreamRelay(
+                request, ctx, self.hooks, self.reactor, self._timeout(ctx), self._write_error
+            )
+            return relay.run(provider.stream_chat(model, ctx.body, self.reactor))
         call = provider.chat if kind == CHAT else provider.embeddings
         try:
             d = call(model, ctx.body, self.reactor)
         except GatewayError as e:
             return self._finish(request, ctx, error=e)
         if not d.called:
-            timeout = model.timeout_ms / 1000.0 if model.timeout_ms else self.upstream_timeout
-            d.addTimeout(timeout, self.reactor)
+            d.addTimeout(self._timeout(ctx), self.reactor)
         d.addCallbacks(
             self._succeeded,
             self._failed,
@@ -184,16 +188,6 @@ class ProxyApp:
         else:
             log.failure("request {rid} failed", failure, rid=ctx.request_id)
             error = internal_error()
-        if error.status >= 500:
-            # what an operator tailing the log needs to see; the message is
-            # already secret-free (upstream text is redacted in providers.errors)
-            log.warn(
-                "request {rid} model {model}: {status} {message}",
-                rid=ctx.request_id,
-                model=ctx.model_name,
-                status=error.status,
-                message=error.message,
-            )
         return self._finish(request, ctx, error=error)
 
     # -- the one exit ----------------------------------------------------------
@@ -211,14 +205,29 @@ class ProxyApp:
             ctx.status = ctx.status or 499
             self.hooks.finalize(ctx, "client_gone")
             return
-        body = self._prepare(request, ctx, body, error)
-        if error is not None:
-            reason = error.reason
-        request.write(body)
-        request.finish()
+        self._write(request, ctx, body, error)
         ctx.finished_at = self.reactor.seconds()
-        self.hooks.finalize(ctx, reason or "ok")
-        return
+        self.hooks.finalize(ctx, error.reason if error is not None else reason or "ok")
+
+    def _write_error(self, request: Any, ctx: RequestContext, error: GatewayError) -> None:
+        self._write(request, ctx, None, error)
+
+    def _write(
+        self, request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    ) -> None:
+        """Write one whole JSON response (a result, or the error's body)."""
+        if error is not None and error.status >= 500:
+            # what an operator tailing the log needs to see; the message is
+            # already secret-free (upstream text is redacted in providers.errors)
+            log.warn(
+                "request {rid} model {model}: {status} {message}",
+                rid=ctx.request_id,
+                model=ctx.model_name,
+                status=error.status,
+                message=error.message,
+            )
+        request.write(self._prepare(request, ctx, body, error))
+        request.finish()
 
     @staticmethod
     def _prepare(

@@ -1,0 +1,143 @@
+"""Where stream chunks come from: an upstream SSE body, or a local generator.
+
+A source calls its sink's ``chunk(data)`` for every OpenAI chunk (the raw JSON
+bytes of one event, relayed unchanged) and ``upstream_ended(clean, detail)``
+once. The relay drives it back with ``pause``/``resume`` (backpressure) and
+``cancel`` (client gone, timeout): cancelling closes the upstream connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from twisted_gw.streaming.sse import SSEParser
+
+DONE = b"[DONE]"
+
+
+class ChunkSink(Protocol):
+    """What a source feeds (the StreamRelay)."""
+
+    def chunk(self, data: bytes) -> None: ...
+
+    def upstream_ended(self, clean: bool, detail: str) -> None: ...
+
+
+class _SSEBodyProtocol(TwistedProtocol):
+    """Receives an upstream response body and feeds parsed events to the sink."""
+
+    def __init__(self, source: HTTPSSESource) -> None:
+        self.source = source
+        self.parser = SSEParser()
+
+    def dataReceived(self, data: bytes) -> None:
+        source = self.source
+        for event in self.parser.feed(data):
+            if source.closed:
+                return
+            payload = event.data
+            if payload == DONE:
+                source.saw_done = True
+                continue
+            if source.saw_done:
+                continue  # nothing after [DONE] is part of the stream
+            source.sink.chunk(payload)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        source = self.source
+        if source.closed:
+            return
+        source.closed = True
+        if reason is None or reason.check(ResponseDone):
+            source.sink.upstream_ended(True, "end of stream")
+        elif reason.check(PotentialDataLoss):
+            # a body without length or chunking ends when the connection does:
+            # it was whole only if the upstream said [DONE]
+            source.sink.upstream_ended(source.saw_done, "connection closed")
+        else:
+            source.sink.upstream_ended(False, "upstream connection lost mid-stream")
+
+
+class HTTPSSESource:
+    """An upstream ``text/event-stream`` response body as a chunk source."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.sink: Any = None
+        self.closed = False
+        self.saw_done = False
+        self._protocol: _SSEBodyProtocol | None = None
+
+    def start(self, sink: ChunkSink) -> None:
+        self.sink = sink
+        self._protocol = _SSEBodyProtocol(self)
+        self.response.deliverBody(self._protocol)
+
+    def _transport(self) -> Any:
+        return self._protocol.transport if self._protocol is not None else None
+
+    def pause(self) -> None:
+        transport = self._transport()
+        if transport is not None and not self.closed:
+            transport.pauseProducing()
+
+    def resume(self) -> None:
+        transport = self._transport()
+        if transport is not None and not self.closed:
+            transport.resumeProducing()
+
+    def cancel(self) -> None:
+        """Stop reading and close the upstream connection now."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self._transport()
+        if transport is None:
+            return
+        producer = getattr(transport, "_producer", None)  # the TCP transport
+        abort = getattr(producer, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.stopProducing()
+
+
+class ListSource:
+    """A finished list of chunks (the mock provider), honouring pause/cancel."""
+
+    def __init__(self, chunks: list[bytes], reactor: Any) -> None:
+        self.chunks = chunks
+        self.reactor = reactor
+        self.sink: Any = None
+        self.closed = False
+        self._paused = False
+        self._next = 0
+
+    def start(self, sink: ChunkSink) -> None:
+        self.sink = sink
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self.closed and not self._paused and self._next < len(self.chunks):
+            data = self.chunks[self._next]
+            self._next += 1
+            self.sink.chunk(data)
+        if not self.closed and not self._paused:
+            self.closed = True
+            self.sink.upstream_ended(True, "end of stream")
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused and not self.closed:
+            self._paused = False
+            self.reactor.callLater(0, self._pump)
+
+    def cancel(self) -> None:
+        self.closed = True
