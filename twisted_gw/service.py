@@ -118,6 +118,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     """Compose the gateway from a checked config (raises ConfigError/StoreFileError)."""
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.config.embedded import EmbeddedStore
+    from twisted_gw.hooks.loader import load_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.validate_model import ValidateModelHook
     from twisted_gw.observability.access_log import AccessLogHook
@@ -145,7 +146,9 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
 
     upstream = UpstreamClient(reactor)
     providers = build_providers(upstream)
-    hooks = HookManager([ValidateModelHook(providers), AccessLogHook(reactor)])
+    hooks = HookManager(
+        [ValidateModelHook(providers), AccessLogHook(reactor), *load_hooks(config.hooks)]
+    )
     proxy = ProxyApp(
         store,
         hooks,

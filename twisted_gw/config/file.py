@@ -64,6 +64,8 @@ class GatewayConfig:
     seed_demo: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    #: dotted paths of extra IHook factories, run after the built-in hooks
+    hooks: tuple[str, ...] = ()
 
 
 def parse_listen(name: str, value: Any, default: str) -> tuple[str, int]:
@@ -198,8 +200,12 @@ def load_config(path: str | None) -> GatewayConfig:
     max_body = proxy_raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
         raise ConfigError("server.proxy.max_body_bytes must be a positive integer")
+    hooks = raw.get("hooks") or []
+    if not isinstance(hooks, list) or not all(isinstance(h, str) and h for h in hooks):
+        raise ConfigError("hooks must be a list of dotted paths (package.module.Name)")
     return GatewayConfig(
         path=path,
+        hooks=tuple(hooks),
         proxy=proxy,
         admin=admin,
         admin_keys=_admin_keys(admin_raw.get("admin_key")),

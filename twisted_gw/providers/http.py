@@ -36,6 +36,7 @@ from twisted.web.client import (
     PartialDownloadError,
     ResponseFailed,
     ResponseNeverReceived,
+    _HTTP11ClientFactory,
     readBody,
 )
 from twisted.web.http_headers import Headers
@@ -43,6 +44,10 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProduce
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError, provider_error
+
+
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    noisy = False
 
 
 @implementer(IBodyProducer)
@@ -135,6 +140,7 @@ class UpstreamClient:
             pool.maxPersistentPerHost = 256
             pool.cachedConnectionTimeout = 120
             pool.retryAutomatically = False  # a POST is not ours to replay
+            pool._factory = _QuietHTTP11ClientFactory  # no log line per upstream connection
         self.pool = pool
         self._urls: dict[str, Any] = {}
         # Upstream cookies are never stored: a shared jar would hand one

@@ -128,6 +128,8 @@ class StreamRelay:
         if self.state == WAITING:
             self._start_response()
         self.chunks += 1
+        if b"\n" in data:  # an upstream multi-line data field: keep it one event
+            data = data.replace(b"\n", b"\ndata: ")
         self.request.write(b"data: " + data + b"\n\n")
 
     def upstream_ended(self, clean: bool, detail: str) -> None:
@@ -213,7 +215,9 @@ class StreamRelay:
         if self.state == CLOSED:
             return
         self._cancel_upstream()
-        self._producing = False
+        if self._producing:  # the transport calls stopProducing before connectionLost
+            self._producing = False
+            self.request.unregisterProducer()
         self.ctx.status = self.ctx.status or 499
         self._close("client_gone")
 
