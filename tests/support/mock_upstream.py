@@ -316,9 +316,14 @@ class _Exchange:
         self._pending = None
         if self._over:
             return
-        if index < len(answer.events):
-            self._request.write(answer.events[index])
-            if index + 1 < len(answer.events):
+        events = answer.events
+        if answer.gap <= 0:  # all at once, in a loop (recursion would hit the stack limit)
+            while index < len(events):
+                self._request.write(events[index])
+                index += 1
+        elif index < len(events):
+            self._request.write(events[index])
+            if index + 1 < len(events):
                 self._later(answer.gap, lambda: self._send_event(answer, index + 1))
                 return
         self._later(answer.end_delay, lambda: self._end_stream(answer.end))
