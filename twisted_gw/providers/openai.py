@@ -98,7 +98,7 @@ class OpenAICompatibleProvider:
         return d
 
     def _stream_opened(self, response: Any, model: Model) -> Any:
-        if response.code == 200:
+        if 200 <= response.code < 300:
             return HTTPSSESource(response)
         d = self._client.read(response)  # an error answer: read it whole, map it
         d.addCallback(self._check, model)

@@ -97,14 +97,30 @@ class HTTPSSESource:
             return
         self.closed = True
         transport = self._transport()
-        if transport is None:
-            return
+        if transport is None:  # never started: take the body only to drop it
+            self.sink = _NullSink()
+            self._protocol = _SSEBodyProtocol(self)
+            self.response.deliverBody(self._protocol)
+        else:
+            self.abort(transport)
+
+    @staticmethod
+    def abort(transport: Any) -> None:
+        """Close the connection under a response body at once (not kept alive)."""
         producer = getattr(transport, "_producer", None)  # the TCP transport
         abort = getattr(producer, "abortConnection", None)
         if abort is not None:
             abort()
         else:
             transport.stopProducing()
+
+
+class _NullSink:
+    def chunk(self, data: bytes) -> None:
+        pass
+
+    def upstream_ended(self, clean: bool, detail: str) -> None:
+        pass
 
 
 class ListSource:
