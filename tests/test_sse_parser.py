@@ -12,6 +12,7 @@ by a blank line when the stream ends is discarded.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +33,7 @@ def parse(feeds: Iterable[bytes], parser: SSEParser | None = None) -> list[SSEEv
 def split_at(stream: bytes, points: Iterable[int]) -> list[bytes]:
     """``stream`` cut at the (sorted, distinct, inner) ``points``."""
     bounds = [0, *points, len(stream)]
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [stream[a:b] for a, b in pairwise(bounds)]
 
 
 E = SSEEvent
@@ -264,14 +265,6 @@ def test_many_events_in_one_feed() -> None:
 # -- known deviations from the spec (bugs): pinned, to be fixed ----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an empty feed right after a feed ending in CR clears the pending "
-        "CR/LF pairing (_skip_lf), so the LF in the next feed is read as a blank "
-        "line and dispatches the event early"
-    ),
-)
 @pytest.mark.parametrize(
     ("feeds", "expected"),
     [
@@ -291,14 +284,6 @@ def test_empty_feed_between_cr_and_lf(feeds: list[bytes], expected: list[SSEEven
     assert parse(feeds) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SPEC DEVIATION: the event-stream is UTF-8 decoded with one leading BOM "
-        "stripped; the parser keeps the BOM, so the first field name is "
-        "b'\\xef\\xbb\\xbfdata' (unknown) and the first event is lost"
-    ),
-)
 @pytest.mark.parametrize(
     "feeds",
     [
@@ -363,9 +348,7 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[SSEEvent]]:
             if draw(st.integers(0, 4)) == 0:
                 lines.append(b": between data lines")
         lines.append(b"")  # dispatch
-        expected.append(
-            SSEEvent(b"\n".join(data_lines), name.encode() if name else b"", last_id)
-        )
+        expected.append(SSEEvent(b"\n".join(data_lines), name.encode() if name else b"", last_id))
     maybe_comments()
 
     out: list[bytes] = []

@@ -136,6 +136,7 @@ class StreamRelay:
         if self.state == CLOSED:
             return
         self.source = None  # it is over; nothing to cancel
+        self.ctx.upstream_finished = self.reactor.seconds()
         if self.state == WAITING:
             if clean:
                 self._start_response()

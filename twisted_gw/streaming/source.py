@@ -35,6 +35,10 @@ class _SSEBodyProtocol(TwistedProtocol):
         self.source = source
         self.parser = SSEParser()
 
+    def connectionMade(self) -> None:
+        if self.source.closed:  # cancelled before the body was asked for
+            self.source.abort(self.transport)
+
     def dataReceived(self, data: bytes) -> None:
         source = self.source
         for event in self.parser.feed(data):
@@ -59,6 +63,8 @@ class _SSEBodyProtocol(TwistedProtocol):
             # a body without length or chunking ends when the connection does:
             # it was whole only if the upstream said [DONE]
             source.sink.upstream_ended(source.saw_done, "connection closed")
+        elif source.saw_done:  # lost after [DONE]: the client has it all
+            source.sink.upstream_ended(True, "end of stream")
         else:
             source.sink.upstream_ended(False, "upstream connection lost mid-stream")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -24,7 +26,7 @@ class SSEEvent:
 class SSEParser:
     """Turns a byte stream into SSEEvents; keep one per stream."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_has_data", "_id", "_skip_lf")
+    __slots__ = ("_bom", "_buffer", "_data", "_event", "_has_data", "_id", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -33,9 +35,22 @@ class SSEParser:
         self._event = b""
         self._id: bytes | None = None
         self._skip_lf = False  # the last read ended with CR: a leading LF is its pair
+        self._bom = True  # a UTF-8 BOM may open the stream; the spec drops it
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse ``chunk``; return the events it completed (maybe none)."""
+        if not chunk:
+            return []
+        if self._bom:
+            head = self._buffer + chunk
+            if len(head) < 3 and _BOM.startswith(head):
+                self._buffer = head  # too short to tell yet
+                return []
+            self._bom = False
+            self._buffer = b""
+            chunk = head[3:] if head.startswith(_BOM) else head
+            if not chunk:
+                return []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -44,9 +59,15 @@ class SSEParser:
         events: list[SSEEvent] = []
         start = 0
         end = len(buffer)
+        lf = -1
         while start < end:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, lf if lf >= 0 else end)
+            if lf < start:  # searched again only once passed: CR-only streams stay linear
+                lf = buffer.find(b"\n", start)
+                if lf < 0:
+                    lf = end  # none in this buffer
+            cr = buffer.find(b"\r", start, lf)
+            if lf == end and cr < 0:
+                break  # no complete line yet
             if cr >= 0:
                 line_end, next_start = cr, cr + 1
                 if next_start < end:
@@ -54,10 +75,8 @@ class SSEParser:
                         next_start += 1
                 else:
                     self._skip_lf = True  # maybe "\r" + "\n" split across reads
-            elif lf >= 0:
-                line_end, next_start = lf, lf + 1
             else:
-                break  # no complete line yet
+                line_end, next_start = lf, lf + 1
             self._line(buffer[start:line_end], events)
             start = next_start
         self._buffer = buffer[start:]
