@@ -120,11 +120,14 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.config.embedded import EmbeddedStore
     from twisted_gw.hooks.loader import load_hooks
     from twisted_gw.hooks.manager import HookManager
+    from twisted_gw.hooks.rate_limit import RateLimitHook
     from twisted_gw.hooks.validate_model import ValidateModelHook
     from twisted_gw.observability.access_log import AccessLogHook
+    from twisted_gw.observability.metrics import GatewayMetrics, MetricsHook
     from twisted_gw.providers.http import UpstreamClient
     from twisted_gw.providers.registry import build_providers
     from twisted_gw.proxy.app import ProxyApp
+    from twisted_gw.ratelimit.memory import MemoryRateLimitStore
     from twisted_gw.site import GatewaySite
 
     tls = {}
@@ -146,8 +149,16 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
 
     upstream = UpstreamClient(reactor)
     providers = build_providers(upstream)
+    metrics = GatewayMetrics()
+    limiter = MemoryRateLimitStore(reactor)
     hooks = HookManager(
-        [ValidateModelHook(providers), AccessLogHook(reactor), *load_hooks(config.hooks)]
+        [
+            ValidateModelHook(providers),
+            RateLimitHook(limiter),
+            MetricsHook(metrics, reactor),
+            AccessLogHook(reactor),
+            *load_hooks(config.hooks),
+        ]
     )
     proxy = ProxyApp(
         store,
@@ -157,7 +168,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
     )
-    admin = AdminApp(store, config.admin_keys)
+    admin = AdminApp(store, config.admin_keys, metrics)
 
     proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
     admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)

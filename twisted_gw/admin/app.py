@@ -59,8 +59,9 @@ class AdminApp:
 
     app = Klein()
 
-    def __init__(self, store: IConfigStore, admin_keys: Sequence[str]) -> None:
+    def __init__(self, store: IConfigStore, admin_keys: Sequence[str], metrics: Any = None) -> None:
         self.store = store
+        self.metrics = metrics
         self._keys = tuple(k.encode() for k in admin_keys)
 
     # -- plumbing ----------------------------------------------------------------
@@ -192,6 +193,16 @@ class AdminApp:
 
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return openapi_html(openapi_document())
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_page(self, request: Any) -> bytes:
+        """Prometheus text exposition, no auth (CONTRACT 3) **[beyond]**."""
+        if self.metrics is None:
+            request.setResponseCode(404)
+            return b""
+        body, content_type = self.metrics.render()
+        request.setHeader(b"content-type", content_type.encode())
+        return body
 
     @app.route("/ui", methods=["GET"], strict_slashes=False)
     def ui_redirect(self, request: Any) -> bytes:

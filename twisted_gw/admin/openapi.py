@@ -431,6 +431,24 @@ def _public_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "tags": ["docs"],
+                "operationId": "getMetrics",
+                "summary": "Prometheus metrics (text exposition format)",
+                "description": "aisix_request_count_total, aisix_token_count_total, "
+                "aisix_request_latency_milliseconds, aisix_llm_latency_milliseconds, "
+                "aisix_llm_first_token_latency_milliseconds, and twisted-gw's own "
+                "twisted_gw_* series.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The current metrics.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/ui": {
             "get": {
                 "tags": ["ui"],

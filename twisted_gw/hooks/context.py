@@ -35,6 +35,9 @@ class RequestContext:
     #: upstream_error, timeout, client_gone, rejected
     end_reason: str | None = None
     first_token_at: float | None = None
+    #: when the upstream call started and when its last byte came (LLM latency)
+    upstream_started: float | None = None
+    upstream_finished: float | None = None
     finished_at: float | None = None
     #: headers hooks want on the response (added before the first byte)
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -152,6 +152,7 @@ class ProxyApp:
     def _call_provider(self, request: Any, ctx: RequestContext, kind: str) -> Any:
         model = ctx.model
         provider = self.providers[model.provider]
+        ctx.upstream_started = self.reactor.seconds()
         if ctx.stream:
             relay = StreamRelay(
                 request, ctx, self.hooks, self.reactor, self._timeout(ctx), self._write_error
@@ -173,6 +174,7 @@ class ProxyApp:
         return d
 
     def _succeeded(self, result: Any, request: Any, ctx: RequestContext) -> None:
+        ctx.upstream_finished = self.reactor.seconds()
         ctx.usage = result.usage
         ctx.status = 200
         self.hooks.post_call(ctx)

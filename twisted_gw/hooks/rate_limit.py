@@ -1,0 +1,85 @@
+"""Built-in hook 2: rate limits and concurrency (CONTRACT 4.5).
+
+pre_call builds the request's Plan from the key and model of its snapshot (so
+a limit changed through the Admin API applies to the next request), asks the
+store to apply it atomically, and either rejects with the contract's 429 or
+puts the x-ratelimit-* headers on the response. finalize, which runs exactly
+once on every path, spends the tokens the usage reported (missing = 0) and
+gives back the concurrency slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.ratelimit.limits import Outcome, Plan, headers, plan_for, rejection
+
+log = Logger()
+
+STATE = "rate_limit"
+
+
+def total_tokens(usage: Any) -> int:
+    """``usage.total_tokens`` as a non-negative int; anything else counts 0."""
+    if isinstance(usage, dict):
+        value = usage.get("total_tokens")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+@implementer(IHook)
+class RateLimitHook:
+    """Checks and accounts the limits of CONTRACT 4.5 on an IRateLimitStore."""
+
+    name = "rate_limit"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._sync = getattr(store, "acquire_now", None)  # the memory store: no Deferred
+
+    def pre_call(self, ctx: RequestContext) -> Any:
+        if ctx.model is None:  # endpoints without a model are not limited
+            return None
+        plan = plan_for(ctx.api_key, ctx.model)
+        if plan.empty:
+            return None
+        if self._sync is not None:
+            self._decided(self._sync(plan), ctx, plan)
+            return None
+        d = self.store.acquire(plan, ctx.request_id)
+        d.addCallback(self._decided, ctx, plan)
+        return d
+
+    @staticmethod
+    def _decided(outcome: Outcome, ctx: RequestContext, plan: Plan) -> None:
+        if not outcome.allowed:
+            error = rejection(plan, outcome)
+            ctx.state["rate_limit_rejected"] = (
+                plan.windows[outcome.rejected_window].kind
+                if outcome.rejected_window is not None
+                else "concurrency"
+            )
+            raise error
+        if outcome.used or outcome.in_flight:
+            ctx.state[STATE] = plan
+            ctx.response_headers.update(headers(plan, outcome))
+
+    def post_call(self, ctx: RequestContext) -> None:
+        pass
+
+    def finalize(self, ctx: RequestContext) -> None:
+        plan = ctx.state.pop(STATE, None)
+        if plan is None:
+            return
+        d = self.store.settle(plan, ctx.request_id, total_tokens(ctx.usage))
+        d.addErrback(
+            lambda f: log.failure(
+                "request {rid}: settling rate limits failed", f, rid=ctx.request_id
+            )
+        )
