@@ -77,11 +77,14 @@ class ListenerService(Service):
 class GatewayService(MultiService):
     """The whole gateway; binds every listener or none."""
 
-    def __init__(self, config: GatewayConfig, store: Any, upstream: Any) -> None:
+    def __init__(
+        self, config: GatewayConfig, store: Any, upstream: Any, limiter: Any = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.store = store
         self.upstream = upstream
+        self.limiter = limiter
 
     def privilegedStartService(self) -> None:
         listeners = [s for s in self if isinstance(s, ListenerService)]
@@ -111,6 +114,9 @@ class GatewayService(MultiService):
         d = defer.maybeDeferred(super().stopService)
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
+        close = getattr(self.limiter, "close", None)
+        if close is not None:
+            d.addBoth(lambda _: close())
         return d
 
 
@@ -150,13 +156,25 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     upstream = UpstreamClient(reactor)
     providers = build_providers(upstream)
     metrics = GatewayMetrics()
-    limiter = MemoryRateLimitStore(reactor)
+    if config.redis is not None:
+        from twisted_gw.ratelimit.redis import RedisRateLimitStore
+
+        limiter: Any = RedisRateLimitStore(
+            reactor,
+            url=config.redis.url,
+            prefix=config.redis.prefix,
+            timeout=config.redis.timeout,
+            fail_open=config.redis.fail_open,
+            metrics=metrics,
+        )
+    else:
+        limiter = MemoryRateLimitStore(reactor)
     hooks = HookManager(
         [
             ValidateModelHook(providers),
             RateLimitHook(limiter),
             MetricsHook(metrics, reactor),
-            AccessLogHook(reactor),
+            AccessLogHook(reactor, config.access_log_format),
             *load_hooks(config.hooks),
         ]
     )
@@ -173,7 +191,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
     admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)
 
-    gateway = GatewayService(config, store, upstream)
+    gateway = GatewayService(config, store, upstream, limiter)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     return gateway

@@ -52,6 +52,16 @@ class EtcdConfig:
 
 
 @dataclass(frozen=True)
+class RedisConfig:
+    """Shared rate-limit counters (CONTRACT 4.5, several nodes)."""
+
+    url: str = field(default="redis://127.0.0.1:6379", repr=False)  # may hold a password
+    prefix: str = "twisted-gw"
+    timeout: float = 1.0
+    fail_open: bool = True
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole config file, checked and with defaults filled in."""
 
@@ -66,6 +76,8 @@ class GatewayConfig:
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     #: dotted paths of extra IHook factories, run after the built-in hooks
     hooks: tuple[str, ...] = ()
+    redis: RedisConfig | None = None
+    access_log_format: str = "logfmt"
 
 
 def parse_listen(name: str, value: Any, default: str) -> tuple[str, int]:
@@ -147,6 +159,23 @@ def _etcd(raw: Any) -> EtcdConfig | None:
     )
 
 
+def _redis(raw: Any) -> RedisConfig | None:
+    if not isinstance(raw, dict):
+        return None
+    on_error = raw.get("on_error", "allow")
+    if on_error not in ("allow", "reject"):
+        raise ConfigError("deployment.redis.on_error must be 'allow' or 'reject'")
+    url = str(raw.get("url") or "redis://127.0.0.1:6379")
+    if not url.startswith(("redis://", "rediss://")):
+        raise ConfigError("deployment.redis.url must start with redis:// or rediss://")
+    return RedisConfig(
+        url=url,
+        prefix=str(raw.get("prefix") or "twisted-gw"),
+        timeout=_seconds(raw.get("timeout"), "deployment.redis.timeout", 1.0, ms_above=60),
+        fail_open=on_error == "allow",
+    )
+
+
 def _admin_keys(raw: Any) -> tuple[str, ...]:
     keys = []
     for entry in raw or ():
@@ -200,12 +229,20 @@ def load_config(path: str | None) -> GatewayConfig:
     max_body = proxy_raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
         raise ConfigError("server.proxy.max_body_bytes must be a positive integer")
+    access_raw = (
+        proxy_raw.get("access_log") if isinstance(proxy_raw.get("access_log"), dict) else {}
+    )
+    access_format = access_raw.get("format", "logfmt")
+    if access_format not in ("logfmt", "json"):
+        raise ConfigError("server.proxy.access_log.format must be 'logfmt' or 'json'")
     hooks = raw.get("hooks") or []
     if not isinstance(hooks, list) or not all(isinstance(h, str) and h for h in hooks):
         raise ConfigError("hooks must be a list of dotted paths (package.module.Name)")
     return GatewayConfig(
         path=path,
         hooks=tuple(hooks),
+        redis=_redis(deployment.get("redis")),
+        access_log_format=access_format,
         proxy=proxy,
         admin=admin,
         admin_keys=_admin_keys(admin_raw.get("admin_key")),

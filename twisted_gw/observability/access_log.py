@@ -10,6 +10,7 @@ query string.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.logger import Logger
@@ -65,14 +66,43 @@ def access_line(ctx: RequestContext, now: float) -> str:
     )
 
 
+def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
+    """The access-log fields of a finished request (pure); JSON-lines form."""
+    usage = ctx.usage if isinstance(ctx.usage, dict) else {}
+    finished = ctx.finished_at if ctx.finished_at is not None else now
+    return {
+        "rid": ctx.request_id,
+        "client": ctx.client,
+        "method": ctx.method,
+        "path": ctx.path[:200],
+        "status": ctx.status,
+        "model": ctx.model_name if ctx.model_name in ctx.snapshot.models_by_name else None,
+        "key_id": ctx.api_key.id if ctx.api_key else None,
+        "latency_ms": round((finished - ctx.started) * 1000, 1),
+        "first_token_ms": None
+        if ctx.first_token_at is None
+        else round((ctx.first_token_at - ctx.started) * 1000, 1),
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "completion_tokens": usage.get("completion_tokens", 0),
+        "total_tokens": usage.get("total_tokens", 0),
+        "end": ctx.end_reason,
+    }
+
+
+def access_json(ctx: RequestContext, now: float) -> str:
+    """The access-log line as one JSON object (``access_log.format: json``)."""
+    return json.dumps(access_fields(ctx, now), ensure_ascii=False, separators=(",", ":"))
+
+
 @implementer(IHook)
 class AccessLogHook:
     """Writes :func:`access_line` through twisted.logger at finalize."""
 
     name = "access_log"
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, format: str = "logfmt") -> None:
         self.reactor = reactor
+        self._line = access_json if format == "json" else access_line
 
     def pre_call(self, ctx: RequestContext) -> None:
         return None
@@ -81,4 +111,4 @@ class AccessLogHook:
         pass
 
     def finalize(self, ctx: RequestContext) -> None:
-        log.info("access {line}", line=access_line(ctx, self.reactor.seconds()))
+        log.info("access {line}", line=self._line(ctx, self.reactor.seconds()))

@@ -42,7 +42,9 @@ class GatewayMetrics:
     """The gateway's metric families, in their own registry."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no *_created series: AISIX has none, they only add noise
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

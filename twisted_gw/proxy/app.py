@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from http import HTTPStatus
 from typing import Any
 
 from klein import Klein
@@ -37,6 +38,14 @@ from twisted_gw.streaming.relay import StreamRelay
 log = Logger()
 
 _JSON = b"application/json"
+
+
+def _reason(status: int) -> bytes:
+    """The reason phrase (twisted.web lacks some, e.g. 429 'Too Many Requests')."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
 
 
 def internal_error() -> GatewayError:
@@ -239,7 +248,7 @@ class ProxyApp:
         if error is not None:
             ctx.status = error.status
             body = error.body()
-            request.setResponseCode(error.status)
+            request.setResponseCode(error.status, _reason(error.status))
             for name, value in error.headers.items():
                 request.setHeader(name, value)
         else:
