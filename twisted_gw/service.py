@@ -124,7 +124,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     """Compose the gateway from a checked config (raises ConfigError/StoreFileError)."""
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.config.embedded import EmbeddedStore
-    from twisted_gw.hooks.loader import load_hooks
+    from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
     from twisted_gw.hooks.validate_model import ValidateModelHook
@@ -176,6 +176,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
             *load_hooks(config.hooks),
+            *(plugin_hooks() if config.plugin_hooks else ()),
         ]
     )
     proxy = ProxyApp(

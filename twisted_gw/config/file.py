@@ -49,6 +49,13 @@ class EtcdConfig:
     timeout: float = 5.0
     user: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: start-up: retries after the first failed load, and the pause between
+    #: attempts (AISIX: 5 retries, 5 s apart, then exit 1)
+    startup_retries: int = 5
+    startup_retry_interval: float = 5.0
+    #: https hosts: a PEM trust root instead of the system's, or no check at all
+    ca_file: str | None = None
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class GatewayConfig:
     hooks: tuple[str, ...] = ()
     redis: RedisConfig | None = None
     access_log_format: str = "logfmt"
+    #: run hooks installed as Twisted plugins (IPlugin + IHook)
+    plugin_hooks: bool = True
 
 
 def parse_listen(name: str, value: Any, default: str) -> tuple[str, int]:
@@ -150,12 +159,28 @@ def _etcd(raw: Any) -> EtcdConfig | None:
     if isinstance(hosts, str):
         hosts = [hosts]
     prefix = str(raw.get("prefix") or "/aisix").rstrip("/") or ""
+    retries = raw.get("startup_retries", 5)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError("deployment.etcd.startup_retries must be a non-negative integer")
+    tls = raw.get("tls") if isinstance(raw.get("tls"), dict) else {}
+    ca_file = tls.get("ca_file")
+    if ca_file is not None and not os.path.isfile(str(ca_file)):
+        raise ConfigError(f"etcd TLS ca_file '{ca_file}' does not exist")
     return EtcdConfig(
-        hosts=tuple(str(h).rstrip("/") for h in hosts),
+        # a bare host:port means http, as etcd's own clients read it
+        hosts=tuple(
+            (h if "://" in h else f"http://{h}").rstrip("/") for h in (str(h) for h in hosts)
+        ),
         prefix=prefix,
         timeout=_seconds(raw.get("timeout"), "deployment.etcd.timeout", 5.0, ms_above=300),
         user=raw.get("user"),
         password=raw.get("password"),
+        startup_retries=retries,
+        startup_retry_interval=_seconds(
+            raw.get("startup_retry_interval"), "deployment.etcd.startup_retry_interval", 5.0
+        ),
+        ca_file=str(ca_file) if ca_file is not None else None,
+        verify=tls.get("verify", True) is not False,
     )
 
 
@@ -242,6 +267,7 @@ def load_config(path: str | None) -> GatewayConfig:
         path=path,
         hooks=tuple(hooks),
         redis=_redis(deployment.get("redis")),
+        plugin_hooks=raw.get("plugin_hooks", True) is not False,
         access_log_format=access_format,
         proxy=proxy,
         admin=admin,
