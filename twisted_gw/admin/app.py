@@ -48,6 +48,18 @@ class AdminError(Exception):
         self.message = message
 
 
+def _audit(request: Any, key: str, status: int) -> None:
+    """One log line per successful admin write: who changed what (never values)."""
+    client = request.getClientAddress()
+    log.info(
+        "admin {method} {key} -> {status} from {client}",
+        method=request.method.decode("ascii", "replace"),
+        key=key,
+        status=status,
+        client=getattr(client, "host", "-"),
+    )
+
+
 def _json(request: Any, status: int, doc: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
@@ -144,6 +156,7 @@ class AdminApp:
         def stored(result: Any) -> bytes:
             entry, created = result
             status = 201 if created or create_only else 200
+            _audit(request, entry.key, status)
             return _json(request, status, {"key": entry.key, "value": entry.value})
 
         d = self._store_call(self.store.put(kind.segment, id, value), "store put")
@@ -153,6 +166,7 @@ class AdminApp:
         def deleted(entry: Any) -> bytes:
             if entry is None:
                 raise AdminError(404, kind.not_found(id))
+            _audit(request, entry.key, 200)
             return _json(request, 200, {"deleted": 1, "key": entry.key})
 
         return self._store_call(self.store.delete(kind.segment, id), "store delete").addCallback(
