@@ -1,0 +1,106 @@
+"""The ``anthropic`` provider: OpenAI chat requests on Anthropic's native
+Messages API (``POST {api_base}/messages``, ``x-api-key``,
+``anthropic-version: 2023-06-01``).
+
+Unlike the openai family it cannot relay bytes as they came: the request and
+the answer are translated (:mod:`~twisted_gw.providers.anthropic_translate`),
+and so is the stream, event by event
+(:mod:`~twisted_gw.providers.anthropic_stream`), through a source that the
+same StreamRelay drives, so CONTRACT 4.3 holds here too. Chat only:
+embeddings are refused with 400 ``unsupported_endpoint`` by the
+validate-model hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twisted_gw.config.entities import Model
+from twisted_gw.errors import GatewayError, unsupported_endpoint
+from twisted_gw.jsonutil import dumps
+from twisted_gw.providers.anthropic_stream import AnthropicStreamTranslator
+from twisted_gw.providers.anthropic_translate import from_anthropic_response, to_anthropic_request
+from twisted_gw.providers.errors import map_upstream_status
+from twisted_gw.providers.http import UpstreamClient
+from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
+from twisted_gw.providers.openai import decode_json_object
+from twisted_gw.streaming.translated import TranslatedSSESource
+
+DEFAULT_BASE = "https://api.anthropic.com/v1"
+API_VERSION = b"2023-06-01"
+
+_JSON = [b"application/json"]
+_SSE = [b"text/event-stream"]
+
+
+@implementer(IProvider)
+class AnthropicProvider:
+    """Anthropic's Messages API behind the OpenAI chat interface."""
+
+    name = "anthropic"
+    endpoints = frozenset({CHAT})
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self._client = client
+
+    def url(self, model: Model) -> str:
+        base = (model.api_base or DEFAULT_BASE).rstrip("/")
+        return f"{base}/messages"
+
+    def headers(self, model: Model, accept: list[bytes] = _JSON) -> dict[bytes, list[bytes]]:
+        return {
+            b"x-api-key": [(model.api_key or "").encode()],
+            b"anthropic-version": [API_VERSION],
+            b"content-type": _JSON,
+            b"accept": accept,
+        }
+
+    def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        try:
+            request = to_anthropic_request(body, model.upstream_model)
+        except GatewayError:
+            return defer.fail()
+        request.pop("stream", None)
+        d = self._client.post(self.url(model), self.headers(model), dumps(request))
+        d.addCallback(self._chat_result, model, int(reactor.seconds()))
+        return d
+
+    def stream_chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        """Open a stream; fires with a source of OpenAI chunks once Anthropic
+        answered 2xx (an error status fails with the 4.1 GatewayError)."""
+        try:
+            request = to_anthropic_request(body, model.upstream_model)
+        except GatewayError:
+            return defer.fail()
+        request["stream"] = True
+        headers = self.headers(model, _SSE)
+        d = self._client.post_streaming(self.url(model), headers, dumps(request))
+        d.addCallback(self._stream_opened, model, int(reactor.seconds()))
+        return d
+
+    def embeddings(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        return defer.fail(unsupported_endpoint(model.name, EMBEDDINGS))
+
+    def _stream_opened(self, response: Any, model: Model, created: int) -> Any:
+        if 200 <= response.code < 300:
+            translator = AnthropicStreamTranslator(
+                created, model.upstream_model, secrets=(model.api_key,)
+            )
+            return TranslatedSSESource(response, translator)
+        d = self._client.read(response)  # an error answer: read it whole, map it
+        d.addCallback(self._check, model)
+        return d
+
+    @staticmethod
+    def _check(result: tuple, model: Model) -> dict:
+        status, _headers, body = result
+        if not 200 <= status < 300:
+            raise map_upstream_status(status, body, (model.api_key,))
+        return decode_json_object(body)
+
+    def _chat_result(self, result: tuple, model: Model, created: int) -> ProviderResult:
+        doc = from_anthropic_response(self._check(result, model), created)
+        return ProviderResult(dumps(doc), doc["usage"])
