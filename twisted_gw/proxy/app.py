@@ -172,8 +172,10 @@ class ProxyApp:
             d = call(model, ctx.body, self.reactor)
         except GatewayError as e:
             return self._finish(request, ctx, error=e)
-        if not d.called:
-            d.addTimeout(self._timeout(ctx), self.reactor)
+        # Always: a call on a pooled upstream connection has "fired" already,
+        # with its result still pending on a chained Deferred; addTimeout
+        # cancels that chain, and costs nothing on a result that is really in.
+        d.addTimeout(self._timeout(ctx), self.reactor)
         d.addCallbacks(
             self._succeeded,
             self._failed,
