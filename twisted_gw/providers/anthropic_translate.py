@@ -62,6 +62,9 @@ logit_bias                  rejected when non-empty (a hard constraint we
 functions, function_call    rejected (deprecated: use tools, tool_choice)
 audio, modalities           rejected when audio is asked for (text only)
 web_search_options          rejected (a different server tool on Anthropic)
+moderation                  rejected when set (OpenAI's moderation of input
+                            and output: dropping it would skip a check the
+                            client relies on)
 seed                        dropped: a best-effort hint in OpenAI too
 frequency_penalty,          dropped: sampling hints with no Anthropic
 presence_penalty            equivalent
@@ -69,8 +72,8 @@ metadata, store             dropped: OpenAI's stored-completions features
 prediction                  dropped: a latency optimisation, same answer
 service_tier                dropped: the tiers differ; Anthropic's default
 prompt_cache_key,           dropped: OpenAI's cache hints (Anthropic caches
-prompt_cache_retention      through ``cache_control`` on content parts, which
-                            text parts pass through)
+prompt_cache_retention,     through ``cache_control`` on content parts, which
+prompt_cache_options        text parts pass through)
 verbosity                   dropped: a hint
 any other field             dropped (Anthropic would refuse it)
 ==========================  ===================================================
@@ -178,8 +181,9 @@ def _reject_unsupported(body: dict) -> None:
         isinstance(modalities, list) and any(m != "text" for m in modalities)
     ):
         raise unsupported("audio output is not supported by anthropic models")
-    if body.get("web_search_options") is not None:
-        raise unsupported("'web_search_options' is not supported by anthropic models")
+    for name in ("web_search_options", "moderation"):
+        if body.get(name) is not None:
+            raise unsupported(f"'{name}' is not supported by anthropic models")
 
 
 def _max_tokens(body: dict) -> Any:
