@@ -63,16 +63,13 @@ class Snapshot:
     ) -> Snapshot:
         """Build from stored entries in key order; an invalid document is skipped
         with one log line and the rest still load (CONTRACT 2)."""
-        models_by_name: dict[str, Model] = {}
-        models_by_id: dict[str, Model] = {}
-        keys_by_key: dict[str, ApiKey] = {}
-        keys_by_id: dict[str, ApiKey] = {}
+        parsed: list[tuple[str, Model | ApiKey]] = []
         for entry in sorted(entries, key=lambda e: e.key):
             kind = KINDS.get(entry.segment)
             if kind is None:
                 continue
             try:
-                entity = kind.parse(entry.id, entry.value)
+                parsed.append((entry.key, kind.parse(entry.id, entry.value)))
             except SchemaError as e:
                 log.warn(
                     "skipping invalid document {key} in {source}: {error}",
@@ -80,16 +77,32 @@ class Snapshot:
                     source=source,
                     error=str(e).replace("\n", "; "),
                 )
-                continue
+        return cls.from_entities(parsed, revision)
+
+    @classmethod
+    def from_entities(
+        cls, entities: Iterable[tuple[str, Model | ApiKey]], revision: int = 0
+    ) -> Snapshot:
+        """Build from entities already validated, as ``(key, entity)`` in key order.
+
+        A store that validates each document once, when it changes (etcd's
+        watch), rebuilds with this in plain dict work instead of validating
+        every document again on every change. A second entity with a name or
+        key already taken is skipped with a log line, as in :meth:`build`."""
+        models_by_name: dict[str, Model] = {}
+        models_by_id: dict[str, Model] = {}
+        keys_by_key: dict[str, ApiKey] = {}
+        keys_by_id: dict[str, ApiKey] = {}
+        for key, entity in entities:
             if isinstance(entity, Model):
                 if entity.name in models_by_name:
-                    log.warn("skipping {key}: model name already used", key=entry.key)
+                    log.warn("skipping {key}: model name already used", key=key)
                     continue
                 models_by_name[entity.name] = entity
                 models_by_id[entity.id] = entity
             else:
                 if entity.key in keys_by_key:
-                    log.warn("skipping {key}: API key already used", key=entry.key)
+                    log.warn("skipping {key}: API key already used", key=key)
                     continue
                 keys_by_key[entity.key] = entity
                 keys_by_id[entity.id] = entity
