@@ -129,3 +129,14 @@ def fresh_upstream(upstream: MockUpstream) -> MockUpstream:
     """The module's upstream with answers and recorded requests forgotten."""
     upstream.reset()
     return upstream
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory):
+    """A private etcd (tests/support/etcd.py) for the session, started by the
+    first test that asks for it; tests that kill etcd start their own."""
+    from tests.support.etcd import EtcdServer
+
+    server = EtcdServer(tmp_path_factory.mktemp("etcd")).start()
+    yield server
+    server.stop()
