@@ -105,8 +105,12 @@ class GatewayService(MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
+        from twisted.internet import defer
+
         super().startService()
-        self.store.start()
+        # A store that loads in the background (etcd) reports a failed load
+        # where it is handled (StartupGate: exit 1), not as an unhandled error.
+        defer.maybeDeferred(self.store.start).addErrback(lambda _: None)
 
     def stopService(self) -> Any:
         from twisted.internet import defer
@@ -143,15 +147,16 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
 
             tls[listen.name] = context_factory(listen.name, listen.tls)
 
+    store: Any
     if config.etcd is not None:
-        raise ConfigError(
-            "deployment.etcd is configured, but this build has only the embedded store "
-            "(etcd support is not implemented yet); remove deployment.etcd to use it"
-        )
-    store = EmbeddedStore(config.store_path)
-    existed = store.load()
-    if not existed and config.seed_demo:
-        store.seed_demo()
+        from twisted_gw.config.etcd_store import EtcdStore
+
+        store = EtcdStore.from_config(config.etcd, reactor)  # loads in startService
+    else:
+        store = EmbeddedStore(config.store_path)
+        existed = store.load()
+        if not existed and config.seed_demo:
+            store.seed_demo()
 
     upstream = UpstreamClient(reactor)
     providers = build_providers(upstream)
@@ -187,7 +192,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
     )
-    admin = AdminApp(store, config.admin_keys, metrics)
+    admin = AdminApp(store, config.admin_keys, metrics, proxy=proxy)
 
     proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
     admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)
@@ -195,6 +200,11 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     gateway = GatewayService(config, store, upstream, limiter)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
+    if config.etcd is not None:
+        from twisted_gw.config.etcd_store import StartupGate
+
+        # listeners accept once etcd is loaded; exit 1 if it never is
+        StartupGate(store, reactor).setServiceParent(gateway)
     return gateway
 
 
