@@ -31,6 +31,7 @@ DOCUMENTED = {
     ("GET", "/ui"),
     ("GET", "/ui/"),
     ("GET", "/ui/{path}"),
+    ("POST", "/playground/chat/completions"),
 }
 
 CONTRACT_MODEL = {
@@ -113,9 +114,18 @@ def test_documented_operations_are_exactly_the_admin_listener_routes(doc):
     assert documented == DOCUMENTED
 
 
-def test_metrics_is_documented_and_the_playground_not_yet(doc):
+def test_metrics_and_the_playground_are_documented(doc):
     assert "/metrics" in doc["paths"]
-    assert not [p for p in doc["paths"] if "playground" in p]
+    playground = doc["paths"]["/playground/chat/completions"]["post"]
+    assert playground["security"] == [{"proxyKey": []}]
+    for status in ("400", "401", "403", "429", "502", "504"):
+        assert response_schema(doc, playground, status) == {
+            "$ref": "#/components/schemas/ProxyError"
+        }
+    error = {"message": "Invalid API key", "type": "invalid_request_error", "param": None}
+    assert component(doc, "ProxyError").is_valid({"error": {**error, "code": None}})
+    assert not component(doc, "ProxyError").is_valid({"error_msg": "Invalid API key"})
+    assert "text/event-stream" in playground["responses"]["200"]["content"]
 
 
 def test_every_operation_has_responses_and_a_unique_operation_id(doc):
@@ -153,6 +163,10 @@ def test_admin_operations_need_the_admin_key_and_public_ones_do_not(doc):
     for path, method, op in operations(doc):
         if path.startswith("/aisix/admin/"):
             assert "security" not in op, (method, path)
+            assert "401" in op["responses"], (method, path)
+        elif path.startswith("/playground/"):  # the proxy's key, not the admin's
+            assert op["security"] == [{"proxyKey": []}], (method, path)
+            assert schemes["proxyKey"] == {**schemes["proxyKey"], "type": "http"}
             assert "401" in op["responses"], (method, path)
         else:
             assert op["security"] == [], (method, path)

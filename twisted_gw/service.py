@@ -192,7 +192,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
     )
-    admin = AdminApp(store, config.admin_keys, metrics)
+    admin = AdminApp(store, config.admin_keys, metrics, proxy=proxy)
 
     proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
     admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)

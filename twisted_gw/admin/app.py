@@ -1,5 +1,5 @@
 """The Admin API's Klein app (CONTRACT 3): CRUD of models and API keys,
-the OpenAPI document and page, and the UI routes.
+the OpenAPI document and page, the UI routes and the UI's playground.
 
 Each write is checked in the contract's order (JSON, schema, duplicate), then
 goes to the IConfigStore, which checks the duplicate again atomically against
@@ -71,9 +71,17 @@ class AdminApp:
 
     app = Klein()
 
-    def __init__(self, store: IConfigStore, admin_keys: Sequence[str], metrics: Any = None) -> None:
+    def __init__(
+        self,
+        store: IConfigStore,
+        admin_keys: Sequence[str],
+        metrics: Any = None,
+        proxy: Any = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        #: the ProxyApp the playground hands its requests to
+        self.proxy = proxy
         self._keys = tuple(k.encode() for k in admin_keys)
 
     # -- plumbing ----------------------------------------------------------------
@@ -217,6 +225,18 @@ class AdminApp:
         body, content_type = self.metrics.render()
         request.setHeader(b"content-type", content_type.encode())
         return body
+
+    @app.route("/playground/chat/completions", methods=["POST"])
+    def playground_chat(self, request: Any) -> Any:
+        """The UI's playground (CONTRACT 3): exactly ``POST /v1/chat/completions``
+        of the proxy, so the proxy key's auth, the rate limits, the hooks, the
+        streaming relay and its cancellation apply as they do on the proxy
+        listener; answers and errors are the proxy's. No admin key: the
+        request carries the proxy key it is made with."""
+        if self.proxy is None:
+            request.setResponseCode(404)
+            return b""
+        return self.proxy.chat_completions(request)
 
     @app.route("/ui", methods=["GET"], strict_slashes=False)
     def ui_redirect(self, request: Any) -> bytes:

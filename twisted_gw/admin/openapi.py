@@ -174,6 +174,46 @@ def _schemas() -> dict[str, Any]:
             },
             "examples": [_APIKEY_EXAMPLE],
         },
+        "ChatCompletionRequest": {
+            "type": "object",
+            "description": (
+                "An OpenAI chat completion request. `model` is a configured model's "
+                "`name`; every other field is forwarded upstream unchanged."
+            ),
+            "required": ["model", "messages"],
+            "properties": {
+                "model": {"type": "string"},
+                "messages": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": 'OpenAI messages, e.g. `{"role": "user", "content": "Hi"}`.',
+                },
+                "stream": {
+                    "type": "boolean",
+                    "description": "Answer with Server-Sent Events, relayed chunk by chunk.",
+                },
+            },
+            "examples": [
+                {"model": "my-gpt", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+            ],
+        },
+        "ProxyError": {
+            "type": "object",
+            "description": "The proxy's errors: OpenAI's error shape (CONTRACT 4.1).",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": "null"},
+                        "code": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        },
         "Error": {
             "type": "object",
             "description": "Every Admin API error that has a body.",
@@ -449,6 +489,52 @@ def _public_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/playground/chat/completions": {
+            "post": {
+                "tags": ["ui"],
+                "operationId": "playgroundChatCompletions",
+                "summary": "The UI's playground: a chat completion through the proxy",
+                "description": (
+                    "Runs exactly as `POST /v1/chat/completions` on the proxy listener: "
+                    "the proxy API key's auth and allowed models, rate limits (and their "
+                    "`x-ratelimit-*` headers), hooks, metrics and the access log apply, and "
+                    "a client that goes away mid-stream cancels the upstream request. "
+                    "Answers and errors are the proxy's, in OpenAI's shape. The admin key "
+                    "is not needed here and is not accepted as a proxy key."
+                ),
+                "security": [{"proxyKey": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": _json_content(_ref("ChatCompletionRequest")),
+                },
+                "responses": {
+                    "200": {
+                        "description": (
+                            "The completion (JSON), or with `stream: true` an event stream: "
+                            "`data: <chunk>` events, then `data: [DONE]` after a clean end."
+                        ),
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **{
+                        status: {
+                            "description": description,
+                            "content": _json_content(_ref("ProxyError")),
+                        }
+                        for status, description in (
+                            ("400", "Body not JSON, a field missing, or model not found."),
+                            ("401", "No proxy API key, or an unknown one."),
+                            ("403", "The model is not in the key's `allowed_models`."),
+                            ("429", "A rate or concurrency limit of the key or model."),
+                            ("502", "The upstream failed before its first chunk."),
+                            ("504", "The upstream did not answer within the model's timeout."),
+                        )
+                    },
+                },
+            }
+        },
         "/ui": {
             "get": {
                 "tags": ["ui"],
@@ -537,7 +623,12 @@ def _build_document() -> dict[str, Any]:
             {"name": "models", "description": "Models clients can call through the proxy."},
             {"name": "apikeys", "description": "Client keys of the proxy."},
             {"name": "docs", "description": "This reference (no auth)."},
-            {"name": "ui", "description": "The admin UI (no auth; it asks for the admin key)."},
+            {
+                "name": "ui",
+                "description": (
+                    "The admin UI (no auth; it asks for the admin key) and its playground."
+                ),
+            },
         ],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": paths,
@@ -557,6 +648,14 @@ def _build_document() -> dict[str, Any]:
                     "in": "header",
                     "name": "x-api-key",
                     "description": "Read only when there is no `Authorization` header.",
+                },
+                "proxyKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "A proxy API key (an entry of `/aisix/admin/apikeys`), as on the "
+                        "proxy listener: only the playground takes it."
+                    ),
                 },
             },
         },
