@@ -1,186 +1,195 @@
-// The admin UI: lists models and API keys through the Admin API (CONTRACT 3).
-// Plain DOM, no framework; every value is written with textContent, never as HTML.
-// An API key's secret value is never read into the page: keys are shown by their ID.
+// The admin UI: a single page under /ui/ (CONTRACT 3). The gateway serves
+// index.html for every path that is not a file, so deep links such as
+// /ui/models or /ui/apikeys/create load this app, which then opens that view
+// (History API routing). Plain DOM modules, no framework, no build step.
 
-const STORAGE_KEY = "twisted-gw.adminKey";
-const API = "/aisix/admin";
+import { ApiError, adminCall } from "./api.js";
+import { announce, field, h } from "./dom.js";
+import * as apikeys from "./apikeys.js";
+import * as models from "./models.js";
+import * as overview from "./overview.js";
+import * as playground from "./playground.js";
+import { adminKey, forgetAdminKey, setAdminKey } from "./session.js";
 
-const $ = (id) => document.getElementById(id);
+const ROUTES = [
+  [/^$/, "overview", "Overview", overview.render],
+  [/^models$/, "models", "Models", models.renderList],
+  [/^models\/create$/, "models", "Add model", models.renderForm],
+  [/^models\/(?<id>[^/]+)\/edit$/, "models", "Edit model", models.renderForm],
+  [/^apikeys$/, "apikeys", "API keys", apikeys.renderList],
+  [/^apikeys\/create$/, "apikeys", "Add API key", apikeys.renderForm],
+  [/^apikeys\/(?<id>[^/]+)\/edit$/, "apikeys", "Edit API key", apikeys.renderForm],
+  [/^playground$/, "playground", "Playground", playground.render],
+];
 
-function storedKey() {
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const signOut = document.getElementById("sign-out");
+
+let current = null; // {controller, cleanup} of the view on screen
+let flash = ""; // a message for the next view ("Model x created.")
+let loginNotice = ""; // why the login form is shown again
+
+function match(pathname) {
+  const rest = decodeURIComponent(pathname.replace(/^\/ui\/?/, "")).replace(/\/+$/, "");
+  for (const [pattern, section, title, render] of ROUTES) {
+    const m = pattern.exec(rest);
+    if (m) return { section, title, render, params: { ...m.groups } };
+  }
+  return { section: "", title: "Not found", render: notFound, params: {} };
+}
+
+function notFound(target) {
+  target.append(
+    h("div", { class: "view-head" }, h("h1", { tabindex: "-1" }, "Page not found")),
+    h("p", {}, "There is no such view. ", h("a", { href: "/ui/" }, "Go to the overview"), "."),
+  );
+}
+
+export function navigate(path, { replace = false, flash: message = "" } = {}) {
+  flash = message;
+  if (replace) history.replaceState(null, "", path);
+  else history.pushState(null, "", path);
+  show();
+}
+
+function leaveView() {
+  if (!current) return;
+  current.controller.abort();
   try {
-    return sessionStorage.getItem(STORAGE_KEY) || "";
-  } catch {
-    return ""; // storage disabled: the key lives only in the input
-  }
-}
-
-function storeKey(key) {
-  try {
-    if (key) sessionStorage.setItem(STORAGE_KEY, key);
-    else sessionStorage.removeItem(STORAGE_KEY);
-  } catch {
-    /* storage disabled */
-  }
-}
-
-function currentKey() {
-  return $("admin-key").value.trim() || storedKey();
-}
-
-// "/models/<id>" -> "<id>"
-function idOf(entry) {
-  return String(entry && entry.key ? entry.key : "").replace(/^\/(?:models|apikeys)\//, "");
-}
-
-class ApiError extends Error {}
-
-async function fetchList(segment, key) {
-  let response;
-  try {
-    response = await fetch(`${API}/${segment}`, {
-      headers: { Authorization: `Bearer ${key}`, Accept: "application/json" },
-      cache: "no-store",
-      credentials: "omit",
-    });
-  } catch (err) {
-    throw new ApiError(`Could not reach the Admin API: ${err.message}`);
-  }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    body = null; // e.g. the empty body of a 404
-  }
-  if (!response.ok) {
-    const msg = body && typeof body.error_msg === "string" ? body.error_msg : "";
-    throw new ApiError(
-      msg ? `${msg} (HTTP ${response.status})` : `HTTP ${response.status} ${response.statusText}`.trim(),
-    );
-  }
-  if (!body || !Array.isArray(body.list)) {
-    throw new ApiError("Unexpected response: no list in the body");
-  }
-  return body.list;
-}
-
-function cell(row, text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  row.appendChild(td);
-}
-
-function placeholder(tbody, columns, text) {
-  const row = document.createElement("tr");
-  const td = document.createElement("td");
-  td.colSpan = columns;
-  td.className = "empty";
-  td.textContent = text;
-  row.appendChild(td);
-  tbody.replaceChildren(row);
-}
-
-const VIEWS = {
-  models: {
-    label: "models",
-    columns: 3,
-    row(entry, tr) {
-      const v = entry.value || {};
-      cell(tr, String(v.name ?? ""));
-      cell(tr, String(v.model ?? ""));
-      cell(tr, idOf(entry), "id");
-    },
-  },
-  apikeys: {
-    label: "API keys",
-    columns: 2,
-    row(entry, tr) {
-      // Only the ID and allowed_models: the key itself is a secret.
-      const allowed = entry.value && Array.isArray(entry.value.allowed_models)
-        ? entry.value.allowed_models : [];
-      cell(tr, idOf(entry), "id");
-      cell(tr, allowed.length ? allowed.join(", ") : "none (no access)");
-    },
-  },
-};
-
-async function load(segment) {
-  const view = VIEWS[segment];
-  const table = $(`${segment}-table`);
-  const tbody = table.tBodies[0];
-  const error = $(`${segment}-error`);
-  const key = currentKey();
-  error.hidden = true;
-  error.textContent = "";
-  if (!key) {
-    placeholder(tbody, view.columns, "Enter the admin key to load.");
-    return null;
-  }
-  table.setAttribute("aria-busy", "true");
-  placeholder(tbody, view.columns, "Loading…");
-  try {
-    const list = await fetchList(segment, key);
-    if (list.length === 0) {
-      placeholder(tbody, view.columns, `No ${view.label}.`);
-    } else {
-      const rows = list.map((entry) => {
-        const tr = document.createElement("tr");
-        view.row(entry, tr);
-        return tr;
-      });
-      tbody.replaceChildren(...rows);
-    }
-    return list.length;
-  } catch (err) {
-    placeholder(tbody, view.columns, "Not loaded.");
-    error.textContent = err instanceof ApiError ? err.message : `Error: ${err}`;
-    error.hidden = false;
-    return null;
+    current.cleanup?.();
   } finally {
-    table.setAttribute("aria-busy", "false");
+    current = null;
   }
 }
 
-async function loadAll() {
-  const status = $("status");
-  if (!currentKey()) {
-    status.textContent = "Enter the admin key to load.";
-    await Promise.all([load("models"), load("apikeys")]);
+// Render the view of location.pathname (or the login form), then move the
+// focus to its heading so keyboard and screen reader users start there.
+function show({ focus = true } = {}) {
+  leaveView();
+  main.replaceChildren();
+  if (!adminKey()) {
+    nav.hidden = true;
+    signOut.hidden = true;
+    renderLogin();
     return;
   }
-  status.textContent = "Loading…";
-  const [models, apikeys] = await Promise.all([load("models"), load("apikeys")]);
-  const parts = [];
-  if (models !== null) parts.push(`${models} model${models === 1 ? "" : "s"}`);
-  if (apikeys !== null) parts.push(`${apikeys} API key${apikeys === 1 ? "" : "s"}`);
-  status.textContent = parts.length ? `Loaded ${parts.join(" and ")}.` : "Loading failed.";
+  nav.hidden = false;
+  signOut.hidden = false;
+  const route = match(location.pathname);
+  for (const link of nav.querySelectorAll("a[data-section]")) {
+    if (link.dataset.section === route.section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const controller = new AbortController();
+  const ctx = { params: route.params, signal: controller.signal, navigate };
+  current = { controller, cleanup: null };
+  current.cleanup = route.render(main, ctx) || null;
+  document.title = `${route.title} · twisted-gw admin`;
+  if (flash) {
+    const note = h("p", { class: "flash", role: "status" }, flash);
+    (main.querySelector(".view-head") || main.firstChild)?.after(note);
+    flash = "";
+  }
+  if (focus) main.querySelector("h1")?.focus({ preventScroll: false });
 }
 
-function start() {
-  const input = $("admin-key");
-  input.value = storedKey();
-
-  $("key-form").addEventListener("submit", (event) => {
+function renderLogin() {
+  document.title = "Sign in · twisted-gw admin";
+  const input = h("input", {
+    id: "admin-key",
+    name: "admin-key",
+    type: "password",
+    autocomplete: "off",
+    spellcheck: "false",
+    required: true,
+  });
+  const error = h("p", { class: "error", id: "login-error", role: "alert", hidden: true });
+  const button = h("button", { type: "submit", class: "button primary" }, "Sign in");
+  const form = h(
+    "form",
+    { id: "login-form", class: "card login", novalidate: true, "aria-labelledby": "login-title" },
+    h("h1", { id: "login-title", tabindex: "-1" }, "Sign in"),
+    h(
+      "p",
+      {},
+      "Enter an admin key (",
+      h("code", {}, "deployment.admin.admin_key"),
+      " in the gateway's config).",
+    ),
+    field(
+      "Admin key",
+      input,
+      "Kept in this browser tab only (sessionStorage) until you sign out or close the tab.",
+    ),
+    error,
+    h("div", { class: "actions" }, button),
+  );
+  if (loginNotice) {
+    error.textContent = loginNotice;
+    error.hidden = false;
+    loginNotice = "";
+  }
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    storeKey(input.value.trim());
-    loadAll();
-  });
-  $("forget-key").addEventListener("click", () => {
-    storeKey("");
-    input.value = "";
-    for (const segment of Object.keys(VIEWS)) {
-      placeholder($(`${segment}-table`).tBodies[0], VIEWS[segment].columns, "Not loaded.");
-      $(`${segment}-error`).hidden = true;
+    const key = input.value.trim();
+    if (!key) {
+      error.textContent = "Enter the admin key.";
+      error.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
     }
-    $("status").textContent = "Admin key forgotten.";
-    input.focus();
+    button.disabled = true;
+    try {
+      await adminCall("GET", "/models", undefined, { key }); // checks the key
+      setAdminKey(key);
+      input.value = "";
+      announce("Signed in.");
+      show();
+    } catch (err) {
+      error.textContent =
+        err instanceof ApiError && err.status === 401
+          ? `The gateway refused this key: ${err.message}.`
+          : err.message;
+      error.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+      input.select();
+      input.focus();
+    } finally {
+      button.disabled = false;
+    }
   });
-  $("reload-models").addEventListener("click", () => load("models"));
-  $("reload-apikeys").addEventListener("click", () => load("apikeys"));
-
-  if (input.value) loadAll();
-  else input.focus();
+  main.append(form);
+  input.setAttribute("aria-describedby", `${input.getAttribute("aria-describedby")} login-error`);
+  input.focus();
 }
 
-start(); // module scripts run after the document is parsed
+// Same-origin links into the app change views without reloading the page.
+document.addEventListener("click", (event) => {
+  if (event.defaultPrevented || event.button !== 0) return;
+  if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  const link = event.target.closest("a[href]");
+  if (!link || link.target || link.hasAttribute("download")) return;
+  const url = new URL(link.href, location.href);
+  if (url.origin !== location.origin || !/^\/ui(\/|$)/.test(url.pathname)) return;
+  event.preventDefault();
+  navigate(url.pathname);
+});
+
+window.addEventListener("popstate", () => show());
+
+window.addEventListener("admin-unauthorized", (event) => {
+  forgetAdminKey();
+  loginNotice = `The gateway refused the admin key (${event.detail}). Sign in again.`;
+  show();
+});
+
+signOut.addEventListener("click", () => {
+  forgetAdminKey();
+  loginNotice = "";
+  show();
+  announce("Signed out: the admin key is forgotten.");
+});
+
+show({ focus: false });
