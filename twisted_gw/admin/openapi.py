@@ -693,7 +693,8 @@ h1{margin:0 0 .2rem}h2{margin-top:2.2rem;border-bottom:1px solid var(--line);pad
 .meta{color:var(--muted)}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 code{background:var(--code);padding:0 .25em;border-radius:3px}
-pre{background:var(--code);padding:.6rem .8rem;border-radius:4px;overflow:auto}
+pre{background:var(--code);padding:.6rem .8rem;border-radius:4px;overflow:auto;
+white-space:pre-wrap;overflow-wrap:anywhere}
 pre code{background:none;padding:0}
 .op{border:1px solid var(--line);border-radius:6px;margin:1rem 0;padding:.2rem 1rem .8rem}
 .op h3{display:flex;gap:.6rem;align-items:baseline;flex-wrap:wrap}
