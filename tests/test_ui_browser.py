@@ -1,0 +1,802 @@
+"""The admin UI in a real browser (issue 8): headless Debian Chromium driven by
+Selenium, against the real gateway process and a mock upstream.
+
+The tests run in order and share one browser and one gateway, like an
+operator's session: sign in, create a model and an API key through the forms,
+hit a schema error, follow deep links, chat in the playground (streamed text
+must appear progressively), stop a stream (the upstream must see its
+connection closed), read the overview, delete both. Each view is saved as a
+screenshot under the test's artifacts directory and copied to
+``/tmp/twisted-gw-ui-screens/``.
+
+The mock upstream lives in this process's reactor, and Selenium blocks, so
+each test's browser steps run in a thread (``deferToThread``) and reach the
+reactor with ``blockingCallFromThread``.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and PyPI's ``selenium``;
+skipped, with the reason, only where Chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+
+from tests.conftest import SESSION_SECRETS, secret, start_gateway
+from tests.support.gateway import http
+from tests.support.mock_upstream import chat_chunk, sse_event
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SCREENS = Path("/tmp/twisted-gw-ui-screens")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="headless browser tests need Chromium: apt-get install chromium chromium-driver",
+)
+
+MODEL = "ui-stream"  # on the mock upstream, streams with gaps
+ECHO = "ui-echo"  # the mock provider
+WORDS = ["Streaming ", "arrives ", "word ", "by ", "word ", "here."]
+
+
+# -- the browser -------------------------------------------------------------------------
+
+
+class Browser:
+    """A Chromium session and the few things these tests do with it."""
+
+    def __init__(self, driver: Any, base: str, screens: Path) -> None:
+        self.driver = driver
+        self.base = base
+        self.screens = screens
+
+    # finding and waiting
+    def css(self, selector: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, selector)
+
+    def all(self, selector: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def wait(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        from selenium.common.exceptions import WebDriverException
+
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = condition()
+                if value:
+                    return value
+            except WebDriverException as e:  # not there yet, or replaced while we read it
+                last = e
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what or condition}: {last}")
+
+    def visible(self, selector: str, timeout: float = 10.0) -> Any:
+        return self.wait(
+            lambda: next((e for e in self.all(selector) if e.is_displayed()), None),
+            timeout,
+            f"{selector} to be visible",
+        )
+
+    def heading(self) -> str:
+        return self.visible("main h1").text
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    # acting
+    def go(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    def fill(self, selector: str, text: str) -> None:
+        element = self.visible(selector)
+        element.clear()
+        element.send_keys(text)
+
+    def click(self, selector: str) -> None:
+        self.visible(selector).click()
+
+    def select(self, selector: str, value: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.visible(selector)).select_by_value(value)
+
+    def shot(self, name: str) -> Path:
+        """A full-page screenshot: the window grows to the page's height for it."""
+        width, height = self.driver.get_window_size().values()
+        full = self.js("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(width, max(height, min(full + 100, 4000)))
+        self.js("window.scrollTo(0, 0)")
+        path = self.screens / f"{name}.png"
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(width, height)
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENS / path.name)
+        return path
+
+    # checks every view gets
+    def check_accessible_controls(self) -> None:
+        """Every visible form control has a label (or an aria-label)."""
+        unlabelled = self.js(
+            """
+            return [...document.querySelectorAll('input, select, textarea, button')]
+              .filter(el => el.offsetParent !== null)
+              .filter(el => el.tagName === 'BUTTON'
+                ? !(el.textContent.trim() || el.getAttribute('aria-label'))
+                : !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+              .map(el => el.outerHTML.slice(0, 120));
+            """
+        )
+        assert unlabelled == []
+
+    def check_same_origin_only(self) -> None:
+        """Nothing was loaded from anywhere but the admin listener."""
+        urls = self.js("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert urls and all(u.startswith(self.base + "/") for u in urls), urls
+
+
+def _chromium(user_data: str) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert os.path.exists(CHROMEDRIVER), (
+        "Chromium is installed but chromedriver is not: apt-get install chromium-driver"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--force-prefers-reduced-motion",
+        f"--user-data-dir={user_data}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    gateway = start_gateway(tmp_path_factory.mktemp("ui-browser"))
+    yield gateway
+    gateway.process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(gw, tmp_path_factory):
+    screens = tmp_path_factory.mktemp("ui-screens")
+    user_data = tempfile.mkdtemp(prefix="twisted-gw-chromium-")
+    driver = _chromium(user_data)
+    driver.set_window_size(1280, 860)
+    driver.set_page_load_timeout(20)
+    try:
+        yield Browser(driver, gw.admin, screens)
+        errors = [
+            e
+            for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+        ]
+        assert errors == [], errors  # no uncaught exception in any view
+    finally:
+        driver.quit()
+        shutil.rmtree(user_data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    """What one test leaves for the next (ids, keys), as an operator would remember."""
+    return {}
+
+
+def in_thread(work: Callable[[], Any]) -> Any:
+    """Run blocking browser steps off the reactor, which keeps serving the upstream."""
+    return threads.deferToThread(work)
+
+
+def on_reactor(f: Callable[..., Any], *args: Any) -> Any:
+    """From a browser thread: call ``f`` in the reactor (waits for a Deferred it returns)."""
+    return threads.blockingCallFromThread(reactor, f, *args)
+
+
+def admin_list(gw, segment: str) -> list[dict]:
+    status, body = gw.admin_call("GET", f"/aisix/admin/{segment}")
+    assert status == 200, body
+    return body["list"]
+
+
+def entry_named(gw, segment: str, field: str, value: str) -> dict | None:
+    return next((e for e in admin_list(gw, segment) if e["value"].get(field) == value), None)
+
+
+# -- sign in -----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_sign_in_keeps_the_admin_key_in_session_storage_only(gw, browser):
+    def steps():
+        b = browser
+        b.go("/ui/")
+        b.visible("#admin-key")
+        assert b.heading() == "Sign in"
+        assert b.js("return document.activeElement.id") == "admin-key"
+        b.fill("#admin-key", "not-the-key")
+        b.click("#login-form button[type=submit]")
+        error = b.visible("#login-error")
+        assert "Invalid API key" in error.text
+        assert b.css("#admin-key").get_attribute("aria-invalid") == "true"
+        b.shot("01-sign-in-refused")
+
+        b.fill("#admin-key", gw.admin_key + "\n")  # Enter submits
+        b.wait(lambda: b.heading() == "Overview", what="the overview")
+        assert b.js("return sessionStorage.getItem('twisted-gw.adminKey')") == gw.admin_key
+        assert b.js("return localStorage.length") == 0
+        assert b.driver.get_cookies() == []
+        assert gw.admin_key not in b.driver.current_url
+        assert b.css('#nav a[aria-current="page"]').text == "Overview"
+        # the same tab keeps it across reloads, and a deep link needs no new sign-in
+        b.go("/ui/models")
+        assert b.heading() == "Models"
+
+    await in_thread(steps)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_models_are_created_through_the_form_and_listed_with_masked_keys(
+    gw, browser, upstream, state
+):
+    provider_key = secret("sk-provider")
+    state["provider_key"] = provider_key
+
+    def steps():
+        b = browser
+        b.go("/ui/models")
+        b.click("a[href='/ui/models/create']")
+        b.wait(lambda: b.heading() == "Add model")
+        assert b.driver.current_url.endswith("/ui/models/create")
+
+        # a mock model: no provider connection fields
+        b.fill("#m-name", ECHO)
+        b.select("#m-provider", "mock")
+        assert not b.css("#m-remote").is_displayed()
+        b.fill("#m-upstream", "echo")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+        assert f"Model {ECHO} created." in b.visible(".flash").text
+
+        # a real provider on the mock upstream, with a bad value first
+        b.click("a[href='/ui/models/create']")
+        b.wait(lambda: b.heading() == "Add model")
+        b.fill("#m-name", MODEL)
+        b.select("#m-provider", "openai")
+        assert b.css("#m-remote").is_displayed()
+        b.fill("#m-upstream", "gpt-ui/stream")
+        b.fill("#m-api-key", provider_key)
+        b.fill("#m-api-base", upstream.base_url)
+        b.fill("#m-timeout", "-5")
+        b.fill("#m-rpm", "600")
+        preview = b.css("#preview-body").text
+        assert provider_key not in preview and provider_key[-4:] in preview
+        b.click("#model-form button[type=submit]")
+        panel = b.visible("#form-error")
+        assert 'property "/timeout" validation failed' in panel.text
+        assert "-5 is less than the minimum of 0" in panel.text
+        timeout = b.css("#m-timeout")
+        assert timeout.get_attribute("aria-invalid") == "true"
+        assert "form-error" in timeout.get_attribute("aria-describedby")
+        assert b.js("return document.activeElement.id") == "m-timeout"
+        assert b.driver.current_url.endswith("/ui/models/create")  # still on the form
+        b.shot("04-model-form-schema-error")
+
+        b.fill("#m-timeout", "30000")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+        rows = b.wait(
+            lambda: (
+                len(b.all("#models-table tbody tr[data-id]")) == 2
+                and b.all("#models-table tbody tr[data-id]")
+            )
+        )
+        table = b.css("#models-table").text
+        assert MODEL in table and ECHO in table and "gpt-ui/stream" in table
+        assert "30 s" in table and "rpm 600" in table
+        assert f"••••{provider_key[-4:]}" in table
+        assert provider_key not in b.driver.page_source
+        assert len(rows) == 2
+        b.shot("03-models")
+
+    await in_thread(steps)
+    entry = entry_named(gw, "models", "name", MODEL)
+    assert entry["value"] == {
+        "name": MODEL,
+        "model": "openai/gpt-ui/stream",
+        "provider_config": {"api_key": provider_key, "api_base": upstream.base_url},
+        "timeout": 30000,
+        "rate_limit": {"rpm": 600},
+    }
+    state["model_id"] = entry["key"].rsplit("/", 1)[1]
+    state["echo_id"] = entry_named(gw, "models", "name", ECHO)["key"].rsplit("/", 1)[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_editing_a_model_keeps_its_provider_key_unless_a_new_one_is_typed(gw, browser, state):
+    provider_key = state["provider_key"]
+
+    def steps():
+        b = browser
+        b.go(f"/ui/models/{state['model_id']}/edit")  # a deep link
+        b.wait(lambda: b.heading() == f"Edit model {MODEL}")
+        assert b.css("#m-api-key").get_attribute("value") == ""
+        help_text = b.css("#m-api-key-help").text
+        assert f"••••{provider_key[-4:]}" in help_text and provider_key not in b.driver.page_source
+        assert b.css("#m-timeout").get_attribute("value") == "30000"
+        b.fill("#m-rpm", "")
+        b.fill("#m-tpm", "50000")
+        b.shot("05-model-edit")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+        assert f"Model {MODEL} saved." in b.visible(".flash").text
+
+    await in_thread(steps)
+    value = entry_named(gw, "models", "name", MODEL)["value"]
+    assert value["provider_config"]["api_key"] == provider_key
+    assert value["rate_limit"] == {"tpm": 50000}
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_generated_api_key_is_shown_once_with_a_copy_button(gw, browser, state):
+    def steps():
+        b = browser
+        b.driver.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"origin": b.base, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+        )
+        b.go("/ui/apikeys/create")  # a deep link
+        b.wait(lambda: b.heading() == "Add API key")
+        assert b.css('#nav a[aria-current="page"]').text == "API keys"
+        assert b.css("#k-mode-generate").is_selected()
+        assert not b.css("#k-key").is_displayed()
+        boxes = {e.get_attribute("value"): e for e in b.all("input[name=allowed_models]")}
+        assert set(boxes) == {MODEL, ECHO}
+        boxes[MODEL].click()
+        b.fill("#k-rpm", "1.5")
+        b.click("#apikey-form button[type=submit]")
+        panel = b.visible("#form-error")
+        assert 'property "/rate_limit/rpm" validation failed' in panel.text
+        assert b.css("#k-rpm").get_attribute("aria-invalid") == "true"
+        b.fill("#k-rpm", "")
+        b.click("#apikey-form button[type=submit]")
+
+        b.wait(lambda: b.heading() == "API key created")
+        key = b.css("#new-key").get_attribute("value")
+        assert b.driver.current_url == b.base + "/ui/apikeys"  # never the key in a URL
+        b.click("#copy-key")
+        b.wait(lambda: b.css("#copy-status").text, what="the copy status")
+        copied = b.driver.execute_async_script(
+            "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('error: ' + e))"
+        )
+        b.shot("06-apikey-created")
+        b.click("#key-done")
+        b.wait(lambda: b.heading() == "API keys")
+        b.wait(lambda: b.all("#apikeys-table tbody tr[data-id]"))
+        table = b.css("#apikeys-table").text
+        assert f"••••{key[-4:]}" in table and MODEL in table
+        assert key not in b.driver.page_source  # shown once: not in the list
+        return key, copied
+
+    key, copied = await in_thread(steps)
+    SESSION_SECRETS.add(key)
+    assert key.startswith("sk-") and len(key) == 46  # 32 random bytes, base64url
+    assert copied == key
+    entry = entry_named(gw, "apikeys", "key", key)
+    assert entry["value"] == {"key": key, "allowed_models": [MODEL]}
+    state["key"] = key
+    state["key_id"] = entry["key"].rsplit("/", 1)[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_allowed_models_are_edited_from_the_list_of_models(gw, browser, state):
+    def steps():
+        b = browser
+        b.go("/ui/apikeys")
+        b.click(f"a[href='/ui/apikeys/{state['key_id']}/edit']")
+        b.wait(lambda: b.heading().startswith("Edit API key"))
+        assert b.css("#k-mode-keep").is_selected()
+        boxes = {e.get_attribute("value"): e for e in b.all("input[name=allowed_models]")}
+        assert boxes[MODEL].is_selected() and not boxes[ECHO].is_selected()
+        boxes[ECHO].click()
+        b.shot("07-apikey-edit")
+        b.click("#apikey-form button[type=submit]")
+        b.wait(lambda: b.heading() == "API keys")
+        b.wait(lambda: ECHO in b.css("#apikeys-table").text)
+        b.shot("08-apikeys")
+
+    await in_thread(steps)
+    value = entry_named(gw, "apikeys", "key", state["key"])["value"]
+    assert value == {"key": state["key"], "allowed_models": [ECHO, MODEL]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_typed_key_that_exists_shows_the_admin_api_error(gw, browser, state):
+    def steps():
+        b = browser
+        b.go("/ui/apikeys/create")
+        b.wait(lambda: b.heading() == "Add API key")
+        b.click("#k-mode-type")
+        assert b.js("return document.activeElement.id") == "k-key"
+        b.fill("#k-key", state["key"])
+        b.click("#apikey-form button[type=submit]")
+        assert "API key already exists" in b.visible("#form-error").text
+        assert b.css("#k-key").get_attribute("aria-invalid") == "true"
+
+    await in_thread(steps)
+
+
+# -- deep links and history --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_deep_links_open_their_view_and_history_works(gw, browser):
+    def steps():
+        b = browser
+        for path, heading, section in [
+            ("/ui/models", "Models", "Models"),
+            ("/ui/apikeys/create", "Add API key", "API keys"),
+            ("/ui/playground", "Playground", "Playground"),
+            ("/ui/models/create/", "Add model", "Models"),
+            ("/ui/", "Overview", "Overview"),
+        ]:
+            b.go(path)
+            b.wait(lambda h=heading: b.heading() == h, what=heading)
+            assert b.css('#nav a[aria-current="page"]').text == section
+            assert b.driver.title.startswith(heading)
+            b.check_accessible_controls()
+            b.check_same_origin_only()
+        b.go("/ui/no/such/view")
+        assert b.heading() == "Page not found"
+        # in-app navigation uses the History API: no reload, back and forward work
+        b.go("/ui/models")
+        b.js("window.__sameDocument = true")
+        b.click("#nav a[href='/ui/apikeys']")
+        b.wait(lambda: b.heading() == "API keys")
+        b.driver.back()
+        b.wait(lambda: b.heading() == "Models")
+        b.driver.forward()
+        b.wait(lambda: b.heading() == "API keys")
+        assert b.js("return window.__sameDocument") is True
+        # keyboard: the focus lands on the new view's heading
+        assert b.js("return document.activeElement.tagName") == "H1"
+
+    await in_thread(steps)
+
+
+# -- the playground ----------------------------------------------------------------------
+
+OBSERVE = """
+window.__states = [];
+const t0 = performance.now();
+new MutationObserver(() => {
+  const el = document.querySelector('#pg-answer .text');
+  const text = el ? el.textContent : null;
+  const last = window.__states[window.__states.length - 1];
+  if (text && (!last || last.text !== text)) window.__states.push({text, t: performance.now() - t0});
+}).observe(document.getElementById('pg-transcript'),
+           {subtree: true, childList: true, characterData: true});
+"""
+
+
+def stream_events(words: list[str]) -> list[bytes]:
+    events = [chat_chunk("", role="assistant")]
+    events += [chat_chunk(w) for w in words]
+    events.append(chat_chunk(finish_reason="stop"))
+    events.append(
+        chat_chunk(usage={"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15})
+    )
+    return [sse_event(e) for e in events] + [sse_event("[DONE]")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_playground_streams_the_answer_token_by_token(gw, browser, upstream, state):
+    upstream.set_sse("/v1/chat/completions", stream_events(WORDS), gap=0.3)
+
+    def steps():
+        b = browser
+        b.go("/ui/playground")
+        b.wait(lambda: b.heading() == "Playground")
+        b.wait(lambda: b.all(f"#pg-key option[value='{state['key_id']}']"), what="the key")
+        b.select("#pg-key", state["key_id"])
+        b.wait(lambda: b.all(f"#pg-model option[value='{MODEL}']"), what="the model")
+        b.select("#pg-model", MODEL)
+        assert b.css("#pg-stream").is_selected()
+        b.js(OBSERVE)
+        b.fill("#pg-input", "Tell me how streaming works.")
+        b.click("#pg-send")
+        b.wait(lambda: len(b.js("return window.__states")) >= 3, what="partial text")
+        assert b.css("#pg-stop").is_enabled() and not b.css("#pg-send").is_enabled()
+        b.shot("09-playground-streaming")
+        b.wait(lambda: b.css("#pg-stats").text.startswith("Usage"), what="the stats")
+        b.shot("10-playground-done")
+        return b.js("return window.__states"), b.css("#pg-stats").text
+
+    states, stats = await in_thread(steps)
+    full = "".join(WORDS)
+    texts = [s["text"] for s in states]
+    assert texts[-1] == full
+    intermediate = [t for t in texts[:-1] if full.startswith(t) and t != full]
+    assert len(intermediate) >= 2, texts  # it grew while the stream was running
+    assert texts == sorted(texts, key=len)  # only ever appended to
+    assert states[-1]["t"] - states[0]["t"] >= 0.3 * (len(WORDS) - 2) * 1000
+    assert "9 prompt + 6 completion = 15 tokens" in stats
+    assert "first token" in stats and "total" in stats and "Request ID" in stats
+    sent = upstream.requests[-1].json
+    assert sent["model"] == "gpt-ui/stream" and sent["stream"] is True
+    assert sent["messages"] == [{"role": "user", "content": "Tell me how streaming works."}]
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {state['provider_key']}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_playground_stop_aborts_the_stream_and_the_upstream_is_cancelled(
+    gw, browser, upstream, state
+):
+    many = [f"w{i} " for i in range(100)]
+    upstream.set_sse("/v1/chat/completions", stream_events(many), gap=0.2, end="hang")
+    armed: list[Any] = []
+
+    def steps():
+        b = browser
+        b.fill("#pg-input", "Go on forever.")
+        b.click("#pg-send")
+        b.wait(lambda: "w1" in b.css("#pg-answer .text").text, what="the first words")
+        requests_before = on_reactor(lambda: len(upstream.requests))
+        on_reactor(lambda: armed.append(upstream.wait_for_disconnect(timeout=5)))
+        b.click("#pg-stop")
+        on_reactor(lambda: armed[0])  # the gateway dropped the upstream connection
+        b.wait(lambda: "Stopped" in b.css("#pg-stats").text, what="the stopped note")
+        assert b.css("#pg-send").is_enabled() and not b.css("#pg-stop").is_enabled()
+        text = b.css("#pg-answer .text").text
+        b.shot("11-playground-stopped")
+        return requests_before, text
+
+    requests_before, text = await in_thread(steps)
+    record = upstream.requests[requests_before - 1]
+    for _ in range(40):  # the connection is gone; its request record follows at once
+        if record.client_gone:
+            break
+        await threads.deferToThread(time.sleep, 0.05)
+    assert record.client_gone and not record.completed
+    assert text.startswith("w0 w1") and "w99" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_playground_shows_the_proxy_s_errors(gw, browser, upstream, state):
+    from selenium.webdriver.common.keys import Keys
+
+    upstream.set_json("/v1/chat/completions", {"error": {"message": "boom"}}, status=500)
+
+    def steps():
+        b = browser
+        b.fill("#pg-input", "Fail please.")
+        b.click("#pg-send")
+        error = b.visible("#pg-error")
+        assert "Provider error" in error.text and "502 provider_error" in error.text
+        assert b.css("#pg-input").get_attribute("value") == "Fail please."  # not lost
+        b.shot("12-playground-error")
+        b.select("#pg-model", ECHO)
+        b.css("#pg-input").send_keys(Keys.CONTROL, Keys.ENTER)  # the keyboard way to send
+        b.wait(lambda: "Fail please." in b.css("#pg-answer .text").text, what="the echo")
+        assert b.css("#pg-error").is_displayed() is False
+
+    await in_thread(steps)
+    upstream.clear("/v1/chat/completions")
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_overview_reads_metrics_and_refreshes(gw, browser, state):
+    def steps():
+        b = browser
+        b.go("/ui/")
+        b.wait(lambda: b.css("#overview-updated").text != "loading…", what="metrics")
+        requests = int(b.css("#stat-requests .stat-value").text.replace(",", ""))
+        tokens = int(b.css("#stat-tokens .stat-value").text.replace(",", ""))
+        assert requests >= 4 and tokens >= 15
+        assert "%" in b.css("#stat-errors .stat-value").text
+        assert "502" in b.css("#overview-body").text
+        first = b.css("#overview-updated").text
+        b.shot("02-overview")
+        # a request made elsewhere shows up on the next refresh, without a reload
+        status, _, _ = http(
+            "POST",
+            gw.admin + "/playground/chat/completions",
+            headers={"Authorization": f"Bearer {state['key']}"},
+            json_body={"model": ECHO, "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert status == 200
+        b.wait(lambda: b.css("#overview-updated").text != first, timeout=8, what="a refresh")
+        b.wait(
+            lambda: int(b.css("#stat-requests .stat-value").text.replace(",", "")) > requests,
+            timeout=8,
+            what="the new request counted",
+        )
+
+    await in_thread(steps)
+
+
+# -- phone width and the reference page -------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_views_fit_a_phone_screen(gw, browser):
+    def steps():
+        b = browser
+        b.driver.set_window_size(390, 844)
+        try:
+            for path, name in [
+                ("/ui/models", "13-phone-models"),
+                ("/ui/apikeys", "14-phone-apikeys"),
+                ("/ui/playground", "15-phone-playground"),
+                ("/ui/models/create", "16-phone-model-form"),
+            ]:
+                b.go(path)
+                b.wait(lambda: b.all("main h1"))
+                b.wait(lambda: not b.all("[aria-busy=true]"), what="loaded")
+                time.sleep(0.2)
+                overflow = b.js(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
+                b.shot(name)
+        finally:
+            b.driver.set_window_size(1280, 860)
+
+    await in_thread(steps)
+
+
+@pytest_twisted.ensureDeferred
+async def test_openapi_page_renders_offline(gw, browser):
+    def steps():
+        b = browser
+        b.go("/openapi")
+        assert "twisted-gw Admin API" in b.css("h1").text
+        assert b.all("[id='op-post-/playground/chat/completions']")
+        assert b.js("return document.scripts.length") == 0
+        assert b.js("return performance.getEntriesByType('resource').length") == 0
+        b.shot("17-openapi")
+
+    await in_thread(steps)
+
+
+# -- the UI's pure modules, in the browser ---------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_and_sse_modules(gw, browser):
+    script = """
+    const done = arguments[0];
+    Promise.all([import('/ui/metrics.js'), import('/ui/sse.js'), import('/ui/schema.js')])
+      .then(([m, s, schema]) => {
+        const text = [
+          '# TYPE aisix_request_count_total counter',
+          'aisix_request_count_total{endpoint="/v1/chat/completions",method="POST",status_code="200"} 6.0',
+          'aisix_request_count_total{endpoint="-",method="GET",status_code="404"} 1.0',
+          'aisix_request_count_total{endpoint="/v1/chat/completions",method="POST",status_code="502"} 1.0',
+          'aisix_token_count_total{model="a",type="total"} 38.0',
+          'aisix_token_count_total{model="a",type="prompt"} 5.0',
+          'aisix_request_latency_milliseconds_sum{endpoint="-",method="GET",status_code="404"} 16.0',
+          'aisix_request_latency_milliseconds_count{endpoint="-",method="GET",status_code="404"} 8.0',
+        ].join('\\n');
+        const sum = m.summarize(m.parsePrometheus(text));
+        const p = new s.SSEParser();
+        const events = [...p.push('data: {"a":'), ...p.push('1}\\r\\n\\r\\ndata: x\\ndata: y\\n\\n'),
+                        ...p.push('data: [DONE]\\n\\n')];
+        const keys = new Set(Array.from({length: 50}, () => schema.generateKey()));
+        done({requests: sum.requests, errors: sum.errors, rate: sum.errorRate,
+              tokens: sum.tokens.total, latency: sum.meanLatencyMs, events,
+              keys: keys.size, mask: [schema.mask('sk-abcdefgh1234'), schema.mask('short')],
+              pointers: schema.errorPointers(
+                'JSON schema validation error: property "/name" validation failed: x\\n' +
+                'property "/rate_limit/rpm" validation failed: y')});
+      }, e => done({error: String(e)}));
+    """
+
+    def steps():
+        browser.go("/ui/")  # the UI's origin and CSP (the /openapi page allows no script)
+        return browser.driver.execute_async_script(script)
+
+    result = await in_thread(steps)
+    assert result == {
+        "requests": 8,
+        "errors": 2,
+        "rate": 0.25,
+        "tokens": 38,
+        "latency": 2,
+        "events": ['{"a":1}', "x\ny", "[DONE]"],
+        "keys": 50,
+        "mask": ["••••1234", "••••"],
+        "pointers": ["/name", "/rate_limit/rpm"],
+    }
+
+
+# -- delete both -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_asks_first_then_removes_the_key_and_the_models(gw, browser, state):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    def steps():
+        b = browser
+        b.go("/ui/apikeys")
+        row = f"#apikeys-table tr[data-id='{state['key_id']}']"
+        b.visible(row)
+        b.click(f"{row} button.danger")
+        dialog = b.visible("dialog.confirm")
+        assert "Delete API key" in dialog.text
+        assert b.js("return document.activeElement.textContent") == "Cancel"
+        b.shot("18-confirm-delete")
+        ActionChains(b.driver).send_keys(Keys.ESCAPE).perform()  # Escape declines
+        b.wait(lambda: not b.all("dialog.confirm"), what="the dialog to close")
+        assert b.all(row)  # still there
+
+        b.click(f"{row} button.danger")
+        b.click("dialog.confirm button[value=ok]")
+        b.wait(lambda: not b.all(row), what="the key to go")
+
+        b.go("/ui/models")
+        for model_id in (state["model_id"], state["echo_id"]):
+            model_row = f"#models-table tr[data-id='{model_id}']"
+            b.click(f"{model_row} button.danger")
+            b.click("dialog.confirm button[value=ok]")
+            b.wait(lambda r=model_row: not b.all(r), what="the model to go")
+        assert "No models yet" in b.css("#models-table").text
+
+    await in_thread(steps)
+    assert admin_list(gw, "apikeys") == []
+    assert admin_list(gw, "models") == []
+    assert gw.admin_call("GET", f"/aisix/admin/apikeys/{state['key_id']}")[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_sign_out_forgets_the_key(gw, browser):
+    def steps():
+        b = browser
+        b.click("#sign-out")
+        b.visible("#admin-key")
+        assert b.js("return sessionStorage.getItem('twisted-gw.adminKey')") is None
+        b.go("/ui/models")
+        assert b.heading() == "Sign in"  # a deep link asks for the key again
+        b.shot("19-signed-out")
+
+    await in_thread(steps)
