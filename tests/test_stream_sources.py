@@ -68,11 +68,15 @@ class RecordingSink:
     def __init__(self) -> None:
         self.log: list[tuple[Any, ...]] = []
         self.on_chunk: Any = None
+        self.flushes = 0
 
     def chunk(self, data: bytes) -> None:
         self.log.append(("chunk", data))
         if self.on_chunk is not None:
             self.on_chunk(data)
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def upstream_ended(self, clean: bool, detail: str) -> None:
         assert isinstance(detail, str) and detail
@@ -520,3 +524,11 @@ def test_list_cancel_before_start_delivers_nothing() -> None:
     source.cancel()
     source.start(sink)
     assert sink.log == []
+
+
+def test_the_sink_is_flushed_once_per_read_after_its_events() -> None:
+    up = Upstream()
+    up.send(sse(CHUNK1) + sse(CHUNK1) + sse(CHUNK1))
+    assert up.sink.chunks == [CHUNK1] * 3 and up.sink.flushes == 1
+    up.send(b"data: {")  # no complete event: nothing to flush... but still a read
+    assert up.sink.flushes == 2 and len(up.sink.chunks) == 3

@@ -27,6 +27,19 @@ def loads(data: bytes | str) -> Any:
     return _decoder.decode(data)
 
 
+try:
+    from orjson import loads as _read
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _read = loads
+
+
+def read(data: bytes) -> Any:
+    """Parse JSON that is only read, never re-serialized (stream chunks, upstream
+    answers relayed as they came): orjson, ~4x faster, equally strict. It reads
+    integers past 64 bits as floats, so whatever is sent on uses :func:`loads`."""
+    return _read(data)
+
+
 def dumps(doc: Any) -> bytes:
     """Compact UTF-8 JSON."""
     return _encoder.encode(doc).encode()

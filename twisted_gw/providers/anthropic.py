@@ -99,7 +99,7 @@ class AnthropicProvider:
         status, _headers, body = result
         if not 200 <= status < 300:
             raise map_upstream_status(status, body, (model.api_key,))
-        return decode_json_object(body)
+        return decode_json_object(body, reserialized=True)
 
     def _chat_result(self, result: tuple, model: Model, created: int) -> ProviderResult:
         doc = from_anthropic_response(self._check(result, model), created)

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
-from twisted_gw.jsonutil import dumps, loads
+from twisted_gw.jsonutil import dumps, loads, read
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
@@ -31,10 +31,13 @@ _JSON = [b"application/json"]
 _SSE = [b"text/event-stream"]
 
 
-def decode_json_object(body: bytes) -> dict:
-    """Parse an upstream 2xx body; anything but a JSON object is a 502."""
+def decode_json_object(body: bytes, reserialized: bool = False) -> dict:
+    """Parse an upstream 2xx body; anything but a JSON object is a 502.
+
+    A body relayed as it came is only read (the fast parser); one that is
+    re-serialized goes through the exact one."""
     try:
-        doc = loads(body)
+        doc = loads(body) if reserialized else read(body)
     except ValueError:
         raise provider_error("invalid JSON in upstream response") from None
     if not isinstance(doc, dict):
@@ -105,11 +108,11 @@ class OpenAICompatibleProvider:
         return d
 
     @staticmethod
-    def _check(result: tuple, model: Model) -> dict:
+    def _check(result: tuple, model: Model, reserialized: bool = False) -> dict:
         status, _headers, body = result
         if not 200 <= status < 300:
             raise map_upstream_status(status, body, (model.api_key,))
-        return decode_json_object(body)
+        return decode_json_object(body, reserialized)
 
     def _chat_result(self, result: tuple, model: Model) -> ProviderResult:
         doc = self._check(result, model)
@@ -117,7 +120,7 @@ class OpenAICompatibleProvider:
         return ProviderResult(result[2], usage if isinstance(usage, dict) else None)
 
     def _embeddings_result(self, result: tuple, model: Model) -> ProviderResult:
-        doc = self._check(result, model)
+        doc = self._check(result, model, reserialized=True)
         doc["model"] = model.name  # CONTRACT 4.2: the client's model name
         usage = doc.get("usage")
         return ProviderResult(dumps(doc), usage if isinstance(usage, dict) else None)

@@ -25,6 +25,8 @@ class ChunkSink(Protocol):
 
     def chunk(self, data: bytes) -> None: ...
 
+    def flush(self) -> None: ...
+
     def upstream_ended(self, clean: bool, detail: str) -> None: ...
 
 
@@ -51,6 +53,8 @@ class _SSEBodyProtocol(TwistedProtocol):
             if source.saw_done:
                 continue  # nothing after [DONE] is part of the stream
             source.sink.chunk(payload)
+        if not source.closed:
+            source.sink.flush()
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
@@ -125,6 +129,9 @@ class _NullSink:
     def chunk(self, data: bytes) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def upstream_ended(self, clean: bool, detail: str) -> None:
         pass
 
@@ -149,6 +156,8 @@ class ListSource:
             data = self.chunks[self._next]
             self._next += 1
             self.sink.chunk(data)
+        if not self.closed:
+            self.sink.flush()
         if not self.closed and not self._paused:
             self.closed = True
             self.sink.upstream_ended(True, "end of stream")

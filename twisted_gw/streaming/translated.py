@@ -63,6 +63,8 @@ class _TranslatingBodyProtocol(TwistedProtocol):
                     return
                 source.emitted += 1
                 source.sink.chunk(dumps(chunk))
+        if not source.closed:
+            source.sink.flush()
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
