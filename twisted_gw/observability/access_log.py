@@ -11,6 +11,7 @@ query string.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.logger import Logger
@@ -71,6 +72,7 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
     usage = ctx.usage if isinstance(ctx.usage, dict) else {}
     finished = ctx.finished_at if ctx.finished_at is not None else now
     return {
+        "time": datetime.fromtimestamp(finished, UTC).isoformat(timespec="milliseconds"),
         "rid": ctx.request_id,
         "client": ctx.client,
         "method": ctx.method,

@@ -125,9 +125,10 @@ class StreamRelay:
         usage = doc.get("usage")
         if isinstance(usage, dict):
             self.ctx.usage = usage
-        self._last_activity = self.reactor.seconds()
+        self._last_activity = now = self.reactor.seconds()
         if self.state == WAITING:
             self._start_response()
+            self.ctx.first_token_at = now
         self.chunks += 1
         if b"\n" in data:  # an upstream multi-line data field: keep it one event
             data = data.replace(b"\n", b"\ndata: ")
@@ -172,7 +173,6 @@ class StreamRelay:
         request = self.request
         self.state = STREAMING
         self.ctx.status = 200
-        self.ctx.first_token_at = self.reactor.seconds()
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")

@@ -1,0 +1,611 @@
+"""CONTRACT 4.5 and the 429 rows of 4.1, black-box: rate limits and
+concurrency against the real gateway process, the local ``mock`` provider
+(usage 5/33/38) and a real mock upstream for streams that must stay open, be
+cut or time out.
+
+Every test makes its own models and keys through the Admin API, so their
+counters never meet. Windows are fixed and aligned to the epoch minute, so a
+test that counts requests first steps past the last seconds of a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from tests.conftest import secret, start_gateway
+from tests.streamcheck import no_unhandled_errors, wait_finalized
+from tests.support.gateway import treq_json, treq_stream
+from tests.support.mock_upstream import SSEEnd, chat_chunk, sse_event
+
+CHAT = "/v1/chat/completions"
+MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
+RESET = re.compile(r"^(\d+m)?(\d+s)?$")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("ratelimit"),
+        extra={
+            "hooks": ["tests.support.finalize_counter.FinalizeCounter"],
+            "server": {"proxy": {"upstream_timeout": 2}},
+        },
+    )
+    yield gateway
+    gateway.process.stop()
+    no_unhandled_errors(gateway.process)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+async def steady_window(margin: float = 2.0) -> None:
+    """Wait out the last ``margin`` seconds of the current minute, so every
+    request of the test falls into one rpm/tpm window."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        await task.deferLater(reactor, left + 0.05, lambda: None)
+
+
+async def mock_model(gw, rate_limit: dict | None = None) -> tuple[str, str]:
+    """A ``mock`` provider model with a fresh name: (name, store id)."""
+    name = f"rl-mock-{uuid.uuid4().hex[:8]}"
+    extra = {"rate_limit": rate_limit} if rate_limit is not None else {}
+    return name, await gw.add_model(name, "mock/echo", {}, **extra)
+
+
+async def upstream_model(
+    gw, upstream, rate_limit: dict | None = None, timeout: int | None = None
+) -> tuple[str, str]:
+    """A model served by the mock upstream: (name, store id)."""
+    name = f"rl-up-{uuid.uuid4().hex[:8]}"
+    extra: dict[str, Any] = {}
+    if rate_limit is not None:
+        extra["rate_limit"] = rate_limit
+    if timeout is not None:
+        extra["timeout"] = timeout
+    pc = {"api_key": secret("sk-provider"), "api_base": upstream.base_url}
+    return name, await gw.add_model(name, "openai/gpt-rl", pc, **extra)
+
+
+async def new_key(gw, allowed: list[str], rate_limit: dict | None = None) -> tuple[str, str]:
+    """A client key: (key value, store id)."""
+    key = secret()
+    doc: dict[str, Any] = {"key": key, "allowed_models": allowed}
+    if rate_limit is not None:
+        doc["rate_limit"] = rate_limit
+    status, body = await gw.aadmin("POST", "/aisix/admin/apikeys", doc)
+    assert status == 201, body
+    return key, body["key"].split("/")[-1]
+
+
+def chat_doc(model: str, stream: bool = False) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def chat(gw, key: str, model: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+    return await gw.chat(key, chat_doc(model), **kw)
+
+
+async def stream(gw, key: str, model: str, **kw: Any):
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    return await treq_stream(
+        "POST", gw.proxy + CHAT, headers=headers, json_body=chat_doc(model, True), **kw
+    )
+
+
+def hold_stream(gw, key: str, model: str) -> defer.Deferred:
+    """Start a streaming request and leave it running; cancel it to walk away."""
+    return defer.ensureDeferred(stream(gw, key, model))
+
+
+async def walk_away(held: defer.Deferred) -> None:
+    """Drop a held stream's connection, as a client that goes away does."""
+    held.cancel()
+    with pytest.raises(defer.CancelledError):
+        await held
+
+
+def error_of(body: bytes) -> dict[str, Any]:
+    return json.loads(body)["error"]
+
+
+def window_429(scope: str, id: str, kind: str, limit: int) -> dict[str, Any]:
+    label = "API key ID" if scope == "key" else "model ID"
+    return {
+        "message": f"Rate limit exceeded for {label}: {id}. "
+        f"Limited on {kind}, current limit: {limit}, remaining: 0",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+
+
+def concurrency_429(id: str, limit: int = 1) -> dict[str, Any]:
+    return {
+        "message": f"Concurrency limit exceeded for resource ID: {id}. "
+        f"Limit: {limit}, current: {limit}",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "concurrency_limit_exceeded",
+    }
+
+
+def assert_retry_after(headers: dict[str, str], window: int = 60) -> None:
+    value = headers.get("retry-after")
+    assert value is not None and value.isdigit(), headers  # whole seconds
+    assert 0 <= int(value) <= window
+
+
+def reset_seconds(value: str) -> int:
+    match = RESET.match(value)
+    assert value and match, f"bad reset duration {value!r}"
+    minutes, seconds = match.groups()
+    return int((minutes or "0m")[:-1]) * 60 + int((seconds or "0s")[:-1])
+
+
+async def until_ok(gw, key: str, model: str, within: float = 1.0) -> tuple[int, dict[str, str]]:
+    """Retry a quick request until it is 200 (a client's leaving is seen by
+    the gateway a moment after the client saw it); the last answer."""
+    deadline = reactor.seconds() + within
+    while True:
+        status, headers, body = await chat(gw, key, model)
+        if status == 200 or reactor.seconds() > deadline:
+            return status, headers
+        assert status == 429 and error_of(body)["code"] == "concurrency_limit_exceeded", body
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+# -- request windows -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_rpm_exhausted_is_429_naming_the_key_id_with_retry_after(gw):
+    await steady_window()
+    model, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [model], {"rpm": 2})
+    for _ in range(2):
+        assert (await chat(gw, key, model))[0] == 200
+    status, headers, body = await chat(gw, key, model)
+    assert status == 429
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": window_429("key", key_id, "rpm", 2)}
+    assert key.encode() not in body
+    assert_retry_after(headers)
+    assert "x-request-id" in headers
+    # still rejected: a 429 spends nothing, but it does not free anything either
+    assert (await chat(gw, key, model))[0] == 429
+
+
+@pytest_twisted.ensureDeferred
+async def test_model_rpm_exhausted_names_the_model_store_id_never_the_key(gw):
+    await steady_window()
+    model, model_id = await mock_model(gw, {"rpm": 1})
+    key, key_id = await new_key(gw, [model])
+    assert (await chat(gw, key, model))[0] == 200
+    status, headers, body = await chat(gw, key, model)
+    assert status == 429
+    assert json.loads(body) == {"error": window_429("model", model_id, "rpm", 1)}
+    assert key.encode() not in body and key_id.encode() not in body
+    assert_retry_after(headers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rpd_exhausted_is_429_with_a_retry_after_within_the_day(gw):
+    model, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [model], {"rpd": 1})
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and headers["x-ratelimit-limit-requests"] == "1"
+    assert reset_seconds(headers["x-ratelimit-reset-requests"]) <= 86400
+    status, headers, body = await chat(gw, key, model)
+    assert status == 429
+    assert json.loads(body) == {"error": window_429("key", key_id, "rpd", 1)}
+    assert_retry_after(headers, window=86400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_remaining_requests_decrease_one_by_one_with_a_reset_duration(gw):
+    await steady_window()
+    model, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [model], {"rpm": 4})
+    remaining = []
+    for _ in range(4):
+        status, headers, _ = await chat(gw, key, model)
+        assert status == 200
+        assert headers["x-ratelimit-limit-requests"] == "4"
+        assert 0 < reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60
+        remaining.append(headers["x-ratelimit-remaining-requests"])
+    assert remaining == ["3", "2", "1", "0"]
+    assert (await chat(gw, key, model))[0] == 429
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_configured_header_groups_are_sent(gw):
+    model, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [model])
+    _, headers, _ = await chat(gw, key, model)
+    assert not [h for h in headers if h.startswith("x-ratelimit-")]
+    key, _ = await new_key(gw, [model], {"concurrency": 3})
+    _, headers, _ = await chat(gw, key, model)
+    assert {h: v for h, v in headers.items() if h.startswith("x-ratelimit-")} == {
+        "x-ratelimit-limit-concurrent": "3",
+        "x-ratelimit-remaining-concurrent": "2",  # this request counts itself
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_headers_show_the_strictest_of_key_and_model_limits(gw):
+    await steady_window()
+    model, _ = await mock_model(gw, {"rpm": 2, "tpm": 10000})
+    key, _ = await new_key(gw, [model], {"rpm": 10, "tpm": 100})
+    _, headers, _ = await chat(gw, key, model)
+    assert headers["x-ratelimit-limit-requests"] == "2"  # the model's: 1 left < 9 left
+    assert headers["x-ratelimit-remaining-requests"] == "1"
+    assert headers["x-ratelimit-limit-tokens"] == "100"  # the key's: 100 left < 10000
+    assert headers["x-ratelimit-remaining-tokens"] == "100"
+    _, headers, _ = await chat(gw, key, model)
+    assert headers["x-ratelimit-remaining-tokens"] == str(100 - MOCK_TOTAL_TOKENS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_rejected_by_the_model_does_not_spend_the_key_quota(gw):
+    # CONTRACT 4.5 [beyond]: AISIX spends the key's request when the model rejects
+    await steady_window()
+    strict, strict_id = await mock_model(gw, {"rpm": 1})
+    free, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [strict, free], {"rpm": 3})
+    assert (await chat(gw, key, strict))[0] == 200  # key: 1 of 3
+    for _ in range(3):
+        status, _, body = await chat(gw, key, strict)
+        assert status == 429 and error_of(body) == window_429("model", strict_id, "rpm", 1)
+    status, headers, _ = await chat(gw, key, free)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "1"  # key: 2 of 3
+    assert (await chat(gw, key, free))[0] == 200
+    status, _, body = await chat(gw, key, free)
+    assert status == 429 and error_of(body) == window_429("key", key_id, "rpm", 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_rejected_by_the_key_does_not_spend_the_model_quota(gw):
+    await steady_window()
+    model, _ = await mock_model(gw, {"rpm": 2})
+    tight, tight_id = await new_key(gw, [model], {"rpm": 1})
+    other, _ = await new_key(gw, [model])
+    assert (await chat(gw, tight, model))[0] == 200  # model: 1 of 2
+    for _ in range(3):
+        status, _, body = await chat(gw, tight, model)
+        assert status == 429 and error_of(body) == window_429("key", tight_id, "rpm", 1)
+    status, headers, _ = await chat(gw, other, model)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"  # model: 2 of 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_headers_on_streaming_responses(gw):
+    await steady_window()
+    model, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [model], {"rpm": 10, "tpm": 1000, "concurrency": 2})
+    first = await stream(gw, key, model)
+    assert first.status == 200 and first.headers["content-type"] == "text/event-stream"
+    assert first.data[-1] == "[DONE]"
+    h = first.headers
+    assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("10", "9")
+    assert (h["x-ratelimit-limit-tokens"], h["x-ratelimit-remaining-tokens"]) == ("1000", "1000")
+    assert (h["x-ratelimit-limit-concurrent"], h["x-ratelimit-remaining-concurrent"]) == ("2", "1")
+    assert RESET.match(h["x-ratelimit-reset-requests"]) and h["x-ratelimit-reset-requests"]
+    assert RESET.match(h["x-ratelimit-reset-tokens"]) and h["x-ratelimit-reset-tokens"]
+    second = await stream(gw, key, model)
+    assert second.headers["x-ratelimit-remaining-requests"] == "8"
+    # the first stream's usage chunk was settled at its finalize
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(1000 - MOCK_TOTAL_TOKENS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_headers_on_upstream_errors_that_passed_the_limiter(gw, fresh_upstream):
+    await steady_window()
+    model, _ = await upstream_model(gw, fresh_upstream)
+    key, _ = await new_key(gw, [model], {"rpm": 5})
+    fresh_upstream.set_json(CHAT, {"error": {"message": "boom"}}, status=500)
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 502 and headers["x-ratelimit-remaining-requests"] == "4"
+    result = await stream(gw, key, model)
+    assert result.status == 502 and result.headers["x-ratelimit-remaining-requests"] == "3"
+
+
+# -- token windows ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["non-stream", "stream"])
+@pytest.mark.parametrize("scope", ["key", "model"])
+@pytest_twisted.ensureDeferred
+async def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
+    # check at pre-call rejects only when nothing remains: 0 < 50, 38 < 50, 76 >= 50
+    await steady_window()
+    model, model_id = await mock_model(gw, {"tpm": 50} if scope == "model" else None)
+    key, key_id = await new_key(gw, [model], {"tpm": 50} if scope == "key" else None)
+    seen = []
+    for _ in range(2):
+        if streaming:
+            result = await stream(gw, key, model)
+            status, headers = result.status, result.headers
+            assert result.json_chunks[-1]["usage"]["total_tokens"] == MOCK_TOTAL_TOKENS
+        else:
+            status, headers, _ = await chat(gw, key, model)
+        assert status == 200
+        seen.append(headers["x-ratelimit-remaining-tokens"])
+        assert (await wait_finalized(gw.process, headers["x-request-id"]))[2] == 38
+    assert seen == ["50", str(50 - MOCK_TOTAL_TOKENS)]
+    status, headers, body = await chat(gw, key, model)
+    assert status == 429
+    assert error_of(body) == window_429(scope, key_id if scope == "key" else model_id, "tpm", 50)
+    assert_retry_after(headers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_usage_spends_no_tokens(gw, fresh_upstream):
+    await steady_window()
+    model, _ = await upstream_model(gw, fresh_upstream)
+    key, _ = await new_key(gw, [model], {"tpm": 10})
+    events = [chat_chunk(role="assistant", content=""), chat_chunk("x")]
+    fresh_upstream.set_sse(CHAT, [sse_event(e) for e in events] + [sse_event("[DONE]")])
+    for _ in range(3):
+        result = await stream(gw, key, model)
+        assert result.status == 200 and result.data[-1] == "[DONE]"
+        assert result.headers["x-ratelimit-remaining-tokens"] == "10"
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrency_429_while_a_stream_is_open_freed_when_the_client_leaves(
+    gw, fresh_upstream
+):
+    held_model, _ = await upstream_model(gw, fresh_upstream)
+    quick, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [held_model, quick], {"concurrency": 1})
+    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
+    held = hold_stream(gw, key, held_model)
+    await fresh_upstream.wait_for_requests(1, timeout=5)
+    gone = fresh_upstream.wait_for_disconnect(timeout=5)
+    for doc in (chat_doc(quick), chat_doc(quick, stream=True)):
+        status, headers, body = await gw.chat(key, doc)
+        assert status == 429 and headers["content-type"] == "application/json"
+        assert json.loads(body) == {"error": concurrency_429(key_id)}
+        assert key.encode() not in body
+    await walk_away(held)
+    status, headers = await until_ok(gw, key, quick)
+    assert status == 200, "the permit of a stream whose client left was never released"
+    assert headers["x-ratelimit-remaining-concurrent"] == "0"  # this request holds it now
+    await gone  # and the upstream request was cancelled
+
+
+@pytest_twisted.ensureDeferred
+async def test_model_concurrency_names_the_model_id(gw, fresh_upstream):
+    held_model, model_id = await upstream_model(gw, fresh_upstream, {"concurrency": 1})
+    key_a, _ = await new_key(gw, [held_model])
+    key_b, _ = await new_key(gw, [held_model])
+    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
+    held = hold_stream(gw, key_a, held_model)
+    await fresh_upstream.wait_for_requests(1, timeout=5)
+    status, _, body = await chat(gw, key_b, held_model)
+    assert status == 429 and error_of(body) == concurrency_429(model_id)
+    await walk_away(held)
+    fresh_upstream.clear(CHAT)
+    assert (await until_ok(gw, key_b, held_model))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrency_rejection_does_not_spend_the_request_quota(gw, fresh_upstream):
+    await steady_window()
+    held_model, _ = await upstream_model(gw, fresh_upstream)
+    quick, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [held_model, quick], {"rpm": 3, "concurrency": 1})
+    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
+    held = hold_stream(gw, key, held_model)
+    await fresh_upstream.wait_for_requests(1, timeout=5)  # rpm: 1 of 3
+    for _ in range(3):
+        status, _, body = await chat(gw, key, quick)
+        assert status == 429 and error_of(body)["code"] == "concurrency_limit_exceeded"
+    await walk_away(held)
+    status, headers = await until_ok(gw, key, quick)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "1"  # rpm: 2 of 3
+
+
+@pytest.mark.parametrize("end", ["cut", "reset"])
+@pytest_twisted.ensureDeferred
+async def test_concurrency_is_held_while_streaming_and_freed_after_an_upstream_cut(
+    gw, fresh_upstream, end
+):
+    held_model, _ = await upstream_model(gw, fresh_upstream)
+    quick, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [held_model, quick], {"concurrency": 1})
+    events = [sse_event(chat_chunk("a", role="assistant"))]
+    fresh_upstream.set_sse(CHAT, events, end=end, end_delay=0.5)
+    running = hold_stream(gw, key, held_model)
+    await fresh_upstream.wait_for_requests(1, timeout=5)
+    status, _, body = await chat(gw, key, quick)
+    assert status == 429 and error_of(body) == concurrency_429(key_id)
+    result = await running
+    assert result.status == 200 and "[DONE]" not in result.data
+    assert (await wait_finalized(gw.process, result.headers["x-request-id"]))[0] == "upstream_cut"
+    assert (await chat(gw, key, quick))[0] == 200
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["mid-stream", "before-first-chunk"])
+@pytest_twisted.ensureDeferred
+async def test_concurrency_is_freed_after_a_stream_timeout(gw, fresh_upstream, started):
+    held_model, _ = await upstream_model(gw, fresh_upstream, timeout=300)
+    quick, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [held_model, quick], {"concurrency": 1})
+    first = [sse_event(chat_chunk("a", role="assistant"))] if started else [b": hi\n\n"]
+    fresh_upstream.set_sse(CHAT, first, end="hang")
+    running = hold_stream(gw, key, held_model)
+    await fresh_upstream.wait_for_requests(1, timeout=5)
+    assert (await chat(gw, key, quick))[0] == 429
+    result = await running
+    assert result.status == (200 if started else 504)
+    assert (await wait_finalized(gw.process, result.headers["x-request-id"]))[0] == "timeout"
+    assert (await chat(gw, key, quick))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_permit_leaks_whatever_way_requests_end(gw, fresh_upstream):
+    # a concurrency-1 key: any permit not given back makes every later request 429
+    up, _ = await upstream_model(gw, fresh_upstream, timeout=300)
+    quick, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [up, quick], {"concurrency": 1})
+    first = sse_event(chat_chunk("a", role="assistant"))
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    done = [first, sse_event(chat_chunk(usage=usage))]
+
+    def error(status: int):
+        return lambda: fresh_upstream.set_json(CHAT, {"error": {"message": "x"}}, status)
+
+    def events(items: list[bytes], end: SSEEnd = "close"):
+        return lambda: fresh_upstream.set_sse(CHAT, items, end=end)
+
+    def delay() -> None:
+        fresh_upstream.set_delay(CHAT, 5)
+
+    def drop() -> None:
+        fresh_upstream.set_drop(CHAT)
+
+    def default() -> None:
+        pass
+
+    async def non_stream(model: str) -> int:
+        return (await chat(gw, key, model))[0]
+
+    async def streamed(model: str) -> int:
+        return (await stream(gw, key, model)).status
+
+    async def gone_waiting(model: str) -> str:
+        with pytest.raises(defer.TimeoutError):
+            await chat(gw, key, model, timeout=0.1)
+        return "gone"
+
+    async def gone_streaming(model: str) -> str:
+        result = await stream(gw, key, model, stop_when=lambda body: b"data:" in body)
+        return "gone" if result.ended == "stopped" else result.ended
+
+    steps = [
+        # (what, how the upstream answers, the request, its model, the expected outcome)
+        ("mock ok", default, non_stream, quick, 200),
+        ("mock stream", default, streamed, quick, 200),
+        ("upstream ok", default, non_stream, up, 200),
+        ("upstream 400", error(400), non_stream, up, 400),
+        ("upstream 401", error(401), non_stream, up, 502),
+        ("upstream 500", error(500), non_stream, up, 502),
+        ("stream upstream 500", error(500), streamed, up, 502),
+        ("stream upstream 429", error(429), streamed, up, 429),
+        ("upstream drops the connection", drop, non_stream, up, 502),
+        ("stream done", events(done), streamed, up, 200),
+        ("stream empty", events([]), streamed, up, 200),
+        ("stream cut before a chunk", events([], "cut"), streamed, up, 502),
+        ("stream cut after a chunk", events([first], "cut"), streamed, up, 200),
+        ("stream malformed", events([first, b"data: {x\n\n"], "hang"), streamed, up, 200),
+        ("timeout", delay, non_stream, up, 504),
+        ("stream timeout", delay, streamed, up, 504),
+        ("stream idle timeout", events([first], "hang"), streamed, up, 200),
+        ("client gone waiting", delay, gone_waiting, up, "gone"),
+        ("client gone mid-stream", events([first], "hang"), gone_streaming, up, "gone"),
+    ]
+    for name, program, run, model, expected in steps:
+        fresh_upstream.clear(CHAT)
+        program()
+        assert await run(model) == expected, name
+        status, _ = await until_ok(gw, key, quick)
+        assert status == 200, f"a permit leaked after: {name}"
+
+
+# -- changes and exemptions ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_limit_changed_through_the_admin_api_applies_to_the_next_request(gw):
+    await steady_window()
+    model, _ = await mock_model(gw)
+    key, key_id = await new_key(gw, [model], {"rpm": 100})
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "99"
+
+    async def put(rate_limit: dict | None) -> None:
+        doc: dict[str, Any] = {"key": key, "allowed_models": [model]}
+        if rate_limit is not None:
+            doc["rate_limit"] = rate_limit
+        status, body = await gw.aadmin("PUT", f"/aisix/admin/apikeys/{key_id}", doc)
+        assert status == 200, body
+
+    await put({"rpm": 1})  # already 1 spent in this window
+    status, _, body = await chat(gw, key, model)
+    assert status == 429 and error_of(body) == window_429("key", key_id, "rpm", 1)
+    await put({"rpm": 1000})
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and headers["x-ratelimit-limit-requests"] == "1000"
+    assert headers["x-ratelimit-remaining-requests"] == "998"  # the counter was kept
+    await put(None)
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and not [h for h in headers if h.startswith("x-ratelimit-")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_model_limit_changed_through_the_admin_api_applies_to_the_next_request(gw):
+    await steady_window()
+    model, model_id = await mock_model(gw)
+    key, _ = await new_key(gw, [model])
+    assert (await chat(gw, key, model))[0] == 200
+    doc = {"name": model, "model": "mock/echo", "provider_config": {}, "rate_limit": {"tpm": 1}}
+    status, body = await gw.aadmin("PUT", f"/aisix/admin/models/{model_id}", doc)
+    assert status == 200, body
+    status, headers, _ = await chat(gw, key, model)  # nothing spent yet under tpm
+    assert status == 200 and headers["x-ratelimit-remaining-tokens"] == "1"
+    status, _, body = await chat(gw, key, model)
+    assert status == 429 and error_of(body) == window_429("model", model_id, "tpm", 1)
+    doc["rate_limit"] = {"concurrency": 5}
+    status, body = await gw.aadmin("PUT", f"/aisix/admin/models/{model_id}", doc)
+    assert status == 200, body
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and headers["x-ratelimit-limit-concurrent"] == "5"
+
+
+@pytest_twisted.ensureDeferred
+async def test_models_endpoint_is_not_rate_limited(gw):
+    await steady_window()
+    model, _ = await mock_model(gw, {"rpm": 1})
+    key, _ = await new_key(gw, [model], {"rpm": 1, "concurrency": 1})
+    auth = {"Authorization": f"Bearer {key}"}
+    for _ in range(3):  # spends nothing
+        status, headers, body = await treq_json("GET", gw.proxy + "/v1/models", headers=auth)
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == [model]
+        assert not [h for h in headers if h.startswith("x-ratelimit-")]
+    assert (await chat(gw, key, model))[0] == 200
+    assert (await chat(gw, key, model))[0] == 429
+    status, _, _ = await treq_json("GET", gw.proxy + "/v1/models", headers=auth)
+    assert status == 200  # and is not refused when the limits are spent
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_rejected_before_the_limiter_spends_nothing(gw):
+    await steady_window()
+    model, _ = await mock_model(gw)
+    other, _ = await mock_model(gw)
+    key, _ = await new_key(gw, [model], {"rpm": 1})
+    assert (await gw.chat(key, {"model": model}))[0] == 400  # no messages
+    assert (await chat(gw, key, "no-such-model"))[0] == 400
+    assert (await chat(gw, key, other))[0] == 403
+    status, headers, _ = await chat(gw, key, model)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_unhandled_errors_after_all_paths(gw):
+    await task.deferLater(reactor, 0.1, lambda: None)
+    no_unhandled_errors(gw.process)
