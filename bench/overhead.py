@@ -68,6 +68,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 ADMIN_KEY = "bench-admin-key"
 CLIENT_KEY = "sk-bench"
+#: --rate-limits: every kind configured on the key and the model, never reached,
+#: so the run measures what checking and accounting cost per request
+BENCH_LIMITS = {"rpm": 10**9, "rpd": 10**9, "tpm": 10**12, "tpd": 10**12, "concurrency": 10**6}
 MODEL_NAME = "bench"
 UPSTREAM_MODEL = "bench-model"
 CHAT_PATH = "/v1/chat/completions"
@@ -673,8 +676,12 @@ class Bench:
                     "api_base": f"http://{HOST}:{port}/v1",
                 },
             }
+            if self.args.rate_limits:
+                model["rate_limit"] = dict(BENCH_LIMITS)
             entities.append(("/aisix/admin/models", model))
         apikey = {"key": CLIENT_KEY, "allowed_models": [name for name, _ in models]}
+        if self.args.rate_limits:
+            apikey["rate_limit"] = dict(BENCH_LIMITS)
         entities.append(("/aisix/admin/apikeys", apikey))
         for path, entity in entities:
             status, body = http_call(self.admin_port, "POST", path, entity, ADMIN_KEY)
@@ -1727,6 +1734,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="py-spy --nonblocking: no pauses, but some stacks come out torn",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
+    p.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="configure every rate limit (never reached) on the key and model: the hooks' cost",
+    )
     p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     p.add_argument(
         "--max-seconds",
