@@ -68,6 +68,7 @@ def test_ui_index_and_every_path_that_is_not_a_file_get_the_index(gateway, path)
     assert headers["content-type"] == "text/html; charset=utf-8"
     assert headers["cache-control"] == "no-cache"  # a new release is picked up at once
     assert body == (UI_DIR / "index.html").read_bytes()
+    assert headers["etag"] == get(gateway, "/ui/")[1]["etag"]  # one document, one tag
 
 
 @pytest.mark.parametrize("name", [p.name for p in ui_files() if p.name != "index.html"])
@@ -77,7 +78,19 @@ def test_ui_assets_are_served_as_themselves_with_type_and_cache_headers(gateway,
     assert body == (UI_DIR / name).read_bytes()
     expected = CONTENT_TYPES[Path(name).suffix]
     assert headers["content-type"].split(";")[0] == expected
-    assert re.fullmatch(r"public, max-age=\d+", headers["cache-control"])
+    assert headers["x-content-type-options"] == "nosniff"
+    # revalidated on every use, so an upgrade never mixes old and new modules
+    assert headers["cache-control"] == "no-cache"
+    assert re.fullmatch(r'"[0-9a-f]{32}"', headers["etag"])
+
+
+@pytest.mark.parametrize("path", ["/ui/app.js", "/ui/app.css", "/ui/", "/ui/models"])
+def test_ui_files_revalidate_with_a_304_while_unchanged(gateway, path):
+    _, headers, _ = get(gateway, path)
+    status, again, body = get(gateway, path, {"If-None-Match": headers["etag"]})
+    assert (status, body, again["etag"]) == (304, b"", headers["etag"])
+    status, _, body = get(gateway, path, {"If-None-Match": '"0123"'})
+    assert status == 200 and body
 
 
 def test_ui_needs_no_auth_and_admin_key_changes_nothing(gateway):

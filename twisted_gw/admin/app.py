@@ -8,6 +8,7 @@ what is really stored and swaps the proxy's snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web.http import CACHED
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from twisted_gw.admin.auth import admin_token, check_admin_key
@@ -58,6 +60,22 @@ def _audit(request: Any, key: str, status: int) -> None:
         status=status,
         client=getattr(client, "host", "-"),
     )
+
+
+def _static(request: Any, path: str, content_type: bytes) -> bytes:
+    """A UI file, revalidated on every use (``no-cache`` with a content ETag).
+
+    The UI's modules import each other by plain names, so a browser must
+    never mix a cached old module with a new one after an upgrade; a 304
+    keeps the revalidation cheap."""
+    with open(path, "rb") as f:
+        body = f.read()
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    if request.setETag(b'"%s"' % hashlib.sha256(body).hexdigest()[:32].encode()) == CACHED:
+        return b""
+    return body
 
 
 def _json(request: Any, status: int, doc: Any) -> bytes:
@@ -251,15 +269,11 @@ class AdminApp:
         single-page index, so deep links load the app (CONTRACT 3)."""
         path = os.path.normpath(os.path.join(UI_DIR, rest)) if rest else ""
         if path.startswith(UI_DIR + os.sep) and os.path.isfile(path):
-            ext = os.path.splitext(path)[1]
-            request.setHeader(b"content-type", _CONTENT_TYPES.get(ext, b"application/octet-stream"))
-            request.setHeader(b"cache-control", b"public, max-age=300")
-            with open(path, "rb") as f:
-                return f.read()
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-cache")
-        with open(os.path.join(UI_DIR, "index.html"), "rb") as f:
-            return f.read()
+            content_type = _CONTENT_TYPES.get(
+                os.path.splitext(path)[1], b"application/octet-stream"
+            )
+            return _static(request, path, content_type)
+        return _static(request, os.path.join(UI_DIR, "index.html"), _CONTENT_TYPES[".html"])
 
     # -- unmatched -------------------------------------------------------------
 
