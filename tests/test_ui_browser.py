@@ -798,5 +798,10 @@ async def test_sign_out_forgets_the_key(gw, browser):
         b.go("/ui/models")
         assert b.heading() == "Sign in"  # a deep link asks for the key again
         b.shot("19-signed-out")
+        # a key the gateway no longer takes (rotated in the config) is dropped, and said so
+        b.js("sessionStorage.setItem('twisted-gw.adminKey', 'rotated-away')")
+        b.go("/ui/apikeys")
+        assert "refused the admin key (Invalid API key)" in b.visible("#login-error").text
+        assert b.js("return sessionStorage.getItem('twisted-gw.adminKey')") is None
 
     await in_thread(steps)
