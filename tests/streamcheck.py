@@ -57,3 +57,18 @@ def no_unhandled_errors(process: Any) -> None:
     assert "Unhandled error in Deferred" not in output
     assert "Unhandled Error" not in output
     assert "Traceback" not in output
+
+
+def counted_gateway(tmp_path_factory: Any, name: str, upstream_timeout: float | None = None):
+    """Body of a module fixture (``yield from`` it): a real gateway with the
+    test-only FinalizeCounter hook; at teardown its log must hold no unhandled
+    error."""
+    from tests.conftest import start_gateway
+
+    extra: dict[str, Any] = {"hooks": ["tests.support.finalize_counter.FinalizeCounter"]}
+    if upstream_timeout is not None:
+        extra["server"] = {"proxy": {"upstream_timeout": upstream_timeout}}
+    gateway = start_gateway(tmp_path_factory.mktemp(name), extra=extra)
+    yield gateway
+    gateway.process.stop()
+    no_unhandled_errors(gateway.process)

@@ -26,8 +26,8 @@ from twisted.internet import defer, reactor, task
 
 from tests.conftest import secret, start_gateway
 from tests.streamcheck import (
+    counted_gateway,
     finalize_records,
-    no_unhandled_errors,
     wait_finalized,
     wait_new_finalized,
 )
@@ -61,16 +61,7 @@ _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = start_gateway(
-        tmp_path_factory.mktemp("observability"),
-        extra={
-            "hooks": ["tests.support.finalize_counter.FinalizeCounter"],
-            "server": {"proxy": {"upstream_timeout": 2}},
-        },
-    )
-    yield gateway
-    gateway.process.stop()
-    no_unhandled_errors(gateway.process)
+    yield from counted_gateway(tmp_path_factory, "observability", upstream_timeout=2)
 
 
 # -- helpers ---------------------------------------------------------------------------

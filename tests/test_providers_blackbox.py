@@ -16,8 +16,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
 
-from tests.conftest import secret, start_gateway
-from tests.streamcheck import no_unhandled_errors, wait_finalized
+from tests.conftest import secret
+from tests.streamcheck import counted_gateway, no_unhandled_errors, wait_finalized
 from tests.support import anthropic_events as ae
 from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import DEFAULT_CONTENT, chat_chunk, sse_event
@@ -29,16 +29,7 @@ GEMINI_CHAT = "/v1beta/openai/chat/completions"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = start_gateway(
-        tmp_path_factory.mktemp("providers"),
-        extra={
-            "hooks": ["tests.support.finalize_counter.FinalizeCounter"],
-            "server": {"proxy": {"upstream_timeout": 2}},
-        },
-    )
-    yield gateway
-    gateway.process.stop()
-    no_unhandled_errors(gateway.process)
+    yield from counted_gateway(tmp_path_factory, "providers", upstream_timeout=2)
 
 
 @pytest.fixture(scope="module")

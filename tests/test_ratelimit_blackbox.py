@@ -20,8 +20,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from tests.conftest import secret, start_gateway
-from tests.streamcheck import no_unhandled_errors, wait_finalized
+from tests.conftest import secret
+from tests.streamcheck import counted_gateway, no_unhandled_errors, wait_finalized
 from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import SSEEnd, chat_chunk, sse_event
 
@@ -32,16 +32,7 @@ RESET = re.compile(r"^(\d+m)?(\d+s)?$")
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = start_gateway(
-        tmp_path_factory.mktemp("ratelimit"),
-        extra={
-            "hooks": ["tests.support.finalize_counter.FinalizeCounter"],
-            "server": {"proxy": {"upstream_timeout": 2}},
-        },
-    )
-    yield gateway
-    gateway.process.stop()
-    no_unhandled_errors(gateway.process)
+    yield from counted_gateway(tmp_path_factory, "ratelimit", upstream_timeout=2)
 
 
 # -- helpers -------------------------------------------------------------------------

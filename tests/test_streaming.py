@@ -13,8 +13,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from tests.conftest import secret, start_gateway
-from tests.streamcheck import no_unhandled_errors, wait_finalized, wait_new_finalized
+from tests.conftest import secret
+from tests.streamcheck import (
+    counted_gateway,
+    no_unhandled_errors,
+    wait_finalized,
+    wait_new_finalized,
+)
 from tests.support.gateway import treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
 
@@ -23,16 +28,7 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gateway = start_gateway(
-        tmp_path_factory.mktemp("streaming"),
-        extra={
-            "hooks": ["tests.support.finalize_counter.FinalizeCounter"],
-            "server": {"proxy": {"upstream_timeout": 1}},
-        },
-    )
-    yield gateway
-    gateway.process.stop()
-    no_unhandled_errors(gateway.process)
+    yield from counted_gateway(tmp_path_factory, "streaming", upstream_timeout=1)
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
 from twisted_gw.jsonutil import dumps
-from twisted_gw.streaming.source import ChunkSink, HTTPSSESource
-from twisted_gw.streaming.sse import SSEEvent, SSEParser
+from twisted_gw.streaming.source import ChunkSink, HTTPSSESource, _SSEBodyProtocol
+from twisted_gw.streaming.sse import SSEEvent
 
 
 class UpstreamStreamError(Exception):
@@ -38,14 +37,9 @@ class StreamTranslator(Protocol):
     def feed(self, event: SSEEvent) -> list[dict]: ...
 
 
-class _TranslatingBodyProtocol(TwistedProtocol):
-    def __init__(self, source: TranslatedSSESource) -> None:
-        self.source = source
-        self.parser = SSEParser()
-
-    def connectionMade(self) -> None:
-        if self.source.closed:  # cancelled before the body was asked for
-            self.source.abort(self.transport)
+class _TranslatingBodyProtocol(_SSEBodyProtocol):
+    """Like the plain SSE body protocol, but each event goes through the
+    source's translator, which may emit zero or more OpenAI chunks."""
 
     def dataReceived(self, data: bytes) -> None:
         source = self.source
