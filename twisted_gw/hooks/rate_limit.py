@@ -42,11 +42,25 @@ class RateLimitHook:
     def __init__(self, store: Any) -> None:
         self.store = store
         self._sync = getattr(store, "acquire_now", None)  # the memory store: no Deferred
+        #: (id(key), id(model)) -> (key, model, plan). Entities are immutable and
+        #: replaced on every change, so a plan is built once per pair of a
+        #: snapshot; the entities are held so their ids are not reused while cached
+        self._plans: dict[tuple[int, int], tuple[Any, Any, Plan]] = {}
+
+    def _plan(self, api_key: Any, model: Any) -> Plan:
+        hit = self._plans.get((id(api_key), id(model)))
+        if hit is not None and hit[0] is api_key and hit[1] is model:
+            return hit[2]
+        if len(self._plans) >= 10000:  # pairs of old snapshots: drop, rebuild lazily
+            self._plans.clear()
+        plan = plan_for(api_key, model)
+        self._plans[(id(api_key), id(model))] = (api_key, model, plan)
+        return plan
 
     def pre_call(self, ctx: RequestContext) -> Any:
         if ctx.model is None:  # endpoints without a model are not limited
             return None
-        plan = plan_for(ctx.api_key, ctx.model)
+        plan = self._plan(ctx.api_key, ctx.model)
         if plan.empty:
             return None
         if self._sync is not None:

@@ -27,20 +27,21 @@ class Window:
     id: str  # the entity's store id (never the key itself)
     kind: str  # rpm / rpd / tpm / tpd
     limit: int
+    # derived once, read on every request
+    size: int = field(init=False)
+    is_tokens: bool = field(init=False)
+    base: str = field(init=False)
 
-    @property
-    def size(self) -> int:
-        return WINDOWS[self.kind]
-
-    @property
-    def is_tokens(self) -> bool:
-        return self.kind in TOKEN_KINDS
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", WINDOWS[self.kind])
+        object.__setattr__(self, "is_tokens", self.kind in TOKEN_KINDS)
+        object.__setattr__(self, "base", f"{self.scope}:{self.id}:{self.kind}:")
 
     def start(self, now: float) -> int:
         return int(now // self.size) * self.size
 
     def key(self, now: float) -> str:
-        return f"{self.scope}:{self.id}:{self.kind}:{self.start(now)}"
+        return self.base + str(int(now // self.size) * self.size)
 
     def reset_in(self, now: float) -> float:
         return self.start(now) + self.size - now
@@ -83,7 +84,6 @@ def _windows(scope: str, id: str, limit: RateLimit | None) -> list[Window]:
 
 
 def plan_for(api_key: ApiKey | None, model: Model | None) -> Plan:
-    """The limits configured on this key and this model (from the request's snapshot)."""
     windows: list[Window] = []
     concurrency: list[Concurrency] = []
     for scope, entity in (("apikey", api_key), ("model", model)):
