@@ -583,3 +583,37 @@ async def test_every_change_reaches_the_snapshot_within_100_ms_p99(etcd):
     print(f"\netcd -> snapshot propagation over 200 changes: p50 {p50 * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")  # fmt: skip
     assert p99 < 0.100, f"p99 {p99 * 1000:.1f} ms"
+
+
+def test_a_silently_dead_watch_is_detected_and_reopened(etcd, tmp_path):
+    """A partition that drops packets without closing anything: the watch
+    stream looks alive but carries nothing. The liveness probe notices (no
+    answer within the timeout), the watch is reopened through the reconnect
+    path, and once the network heals the change made meanwhile arrives."""
+    from tests.support.blackhole import SilentableForwarder
+
+    link = SilentableForwarder(int(etcd.url.rsplit(":", 1)[1]))
+    prefix = unique_prefix()
+    gw = etcd_gateway(
+        tmp_path, [f"http://127.0.0.1:{link.port}"], prefix, timeout=0.5, probe_interval=0.5
+    )
+    try:
+        key = "sk-partition-" + uuid.uuid4().hex
+        etcd.put(f"{prefix}/apikeys/k1", {"key": key, "allowed_models": ["before", "during"]})
+        etcd.put(f"{prefix}/models/m1", model("before"))
+        eventually(lambda: chat(gw, key, "before")[0] == 200, what="the first model")
+
+        link.silent = True
+        etcd.put(f"{prefix}/models/m2", model("during"))  # the watch never carries this
+        eventually(
+            lambda: "no answer to a liveness probe" in gw.process.output,
+            timeout=5,
+            what="the probe noticing the dead watch",
+        )
+        assert chat(gw, key, "before")[0] == 200  # the last snapshot is still served
+        link.silent = False
+        # reconnect backoff is 1 s, 2 s, ...: the change arrives after the heal
+        eventually(lambda: chat(gw, key, "during")[0] == 200, timeout=10, what="the catch-up")
+    finally:
+        gw.process.stop()
+        link.close()

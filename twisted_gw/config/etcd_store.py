@@ -36,6 +36,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -86,6 +87,7 @@ class EtcdStore:
         startup_retry_interval: float = 5.0,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        probe_interval: float = 10.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -98,6 +100,7 @@ class EtcdStore:
         self.startup_retry_interval = startup_retry_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.probe_interval = probe_interval
         self.snapshot = Snapshot()
         #: whether the watch is live (False while loading or reconnecting)
         self.watching = False
@@ -123,6 +126,7 @@ class EtcdStore:
             reactor=reactor,
             startup_retries=config.startup_retries,
             startup_retry_interval=config.startup_retry_interval,
+            probe_interval=config.probe_interval,
         )
 
     # -- life cycle ------------------------------------------------------------------
@@ -263,6 +267,7 @@ class EtcdStore:
             backoff = self.backoff_initial
             self._watch = watch
             self.watching = True
+            probe = self._start_probe(watch)
             try:
                 await watch.done
                 reason = "the stream ended"
@@ -272,6 +277,8 @@ class EtcdStore:
             except EtcdError as e:
                 reason = str(e)
             finally:
+                if probe is not None and probe.running:
+                    probe.stop()
                 self.watching = False
                 self._watch = None
             if self._stopping:
@@ -286,6 +293,42 @@ class EtcdStore:
             )
             await task.deferLater(self.reactor, backoff)
             backoff = min(backoff * 2, self.backoff_max)
+
+    def _start_probe(self, watch: Watch) -> LoopingCall | None:
+        """Probe etcd while the watch is live.
+
+        A watch stream that a network partition silently killed (no FIN, no
+        RST) would otherwise look alive forever and the gateway would miss
+        every change. Every ``probe_interval`` a cheap count of the prefix
+        must come back within the client timeout; if it does not, the watch
+        is dropped and reopened through the normal reconnect path, which
+        resumes at the last applied revision + 1."""
+        if not self.probe_interval:
+            return None
+
+        def probe() -> Deferred[None]:
+            d = self.client.range(self._root, prefix=True, count_only=True)
+
+            def failed(failure: Failure) -> None:
+                if failure.check(EtcdError) and self._watch is watch and not self._stopping:
+                    log.warn(
+                        "etcd watch: no answer to a liveness probe ({reason}); reopening "
+                        "the watch from revision {revision}",
+                        reason=failure.getErrorMessage(),
+                        revision=self._revision + 1,
+                    )
+                    watch.cancel()
+                elif not failure.check(EtcdError):
+                    log.failure("etcd watch: liveness probe failed", failure)
+
+            return d.addCallbacks(lambda _: None, failed)
+
+        loop = LoopingCall(probe)
+        loop.clock = self.reactor
+        loop.start(self.probe_interval, now=False).addErrback(
+            lambda f: log.failure("etcd watch: liveness probe loop stopped", f)
+        )
+        return loop
 
     def _compacted(self, error: EtcdCompacted) -> bool:
         log.warn(

@@ -53,6 +53,8 @@ class EtcdConfig:
     #: attempts (AISIX: 5 retries, 5 s apart, then exit 1)
     startup_retries: int = 5
     startup_retry_interval: float = 5.0
+    #: seconds between liveness probes of a live watch (0: none)
+    probe_interval: float = 10.0
     #: https hosts: a PEM trust root instead of the system's, or no check at all
     ca_file: str | None = None
     verify: bool = True
@@ -179,6 +181,9 @@ def _etcd(raw: Any) -> EtcdConfig | None:
         startup_retry_interval=_seconds(
             raw.get("startup_retry_interval"), "deployment.etcd.startup_retry_interval", 5.0
         ),
+        probe_interval=0.0
+        if raw.get("probe_interval") == 0
+        else _seconds(raw.get("probe_interval"), "deployment.etcd.probe_interval", 10.0),
         ca_file=str(ca_file) if ca_file is not None else None,
         verify=tls.get("verify", True) is not False,
     )
