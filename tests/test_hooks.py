@@ -169,3 +169,17 @@ def test_logfmt_quotes_only_when_needed():
     assert logfmt_value('a b"c') == '"a b\\"c"'
     assert logfmt_value(None) == "-"
     assert logfmt_value("x" * 300) == "x" * 200 + "..."
+
+
+def test_access_line_cannot_be_forged_through_usage_values():
+    snap = snapshot_with([MODEL], [KEY])
+    ctx = context(snap, api_key=snap.keys_by_key["sk-client-secret"], model_name="gpt")
+    ctx.status, ctx.end_reason, ctx.finished_at = 200, "ok", 100.0
+    ctx.usage = {
+        "prompt_tokens": "5 end=ok\nforged rid=x status=200",
+        "completion_tokens": 2,
+        "total_tokens": True,
+    }
+    line = access_line(ctx, now=100.0)
+    assert "\n" not in line and "forged" not in line
+    assert "prompt_tokens=0 completion_tokens=2 total_tokens=0" in line

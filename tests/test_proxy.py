@@ -488,3 +488,33 @@ async def test_a_second_mock_upstream_on_another_api_base(gw, setup):
         assert status == 200 and len(other.requests) == 1, body
     finally:
         await other.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_an_api_base_the_url_library_refuses_is_a_json_error_and_frees_the_permit(gw, stream):
+    # passes the schema (a string), but the upstream URL cannot be built
+    await gw.add_model(
+        f"bad-base-{stream}", "openai/x", {"api_key": "sk-x", "api_base": "http://exa mple.com/v1"}
+    )
+    key = secret()
+    status, _ = await gw.aadmin(
+        "PUT",
+        f"/aisix/admin/apikeys/bad-base-key-{stream}",
+        {"key": key, "allowed_models": [f"bad-base-{stream}"], "rate_limit": {"concurrency": 1}},
+    )
+    assert status == 201
+    for _ in range(3):  # a leaked permit would make the second one a 429
+        got, headers, body = await gw.chat(
+            key, {"model": f"bad-base-{stream}", "stream": stream, **HELLO}
+        )
+        assert got in (500, 502) and headers["content-type"] == "application/json", body
+        assert error_of(body)["code"] in ("provider_error", "internal_error")
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_methods_do_not_mint_metric_series(gw):
+    status, _, _ = await treq_json("FOOBAR", gw.proxy + CHAT)
+    assert status == 401
+    _, _, metrics = await treq_json("GET", gw.admin + "/metrics")
+    assert b'method="FOOBAR"' not in metrics and b'method="OTHER"' in metrics

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from tests.conftest import SESSION_LOGS, start_gateway
 from tests.support.gateway import free_port
@@ -228,3 +228,18 @@ async def test_gateway_keeps_serving_when_redis_dies_and_limits_again_after(tmp_
         gw.process.stop()
         server.stop()
     assert any(p is gw.process for p in SESSION_LOGS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_check_cancelled_because_the_client_left_gives_its_slot_back(redis):
+    store = RedisRateLimitStore(reactor, url=redis.url, prefix="unit-cancel", timeout=0.3)
+    try:
+        p = plan({"concurrency": 1})
+        d = store.acquire(p, "client-gone")
+        d.cancel()  # Klein cancels the request's chain when the client goes
+        with pytest.raises(defer.CancelledError):
+            await d  # a cancellation, not "allowed without limits"
+        await task.deferLater(reactor, 0.5, lambda: None)  # the script ran anyway...
+        assert (await store.acquire(p, "next")).allowed  # ...and its slot was released
+    finally:
+        await store.close()

@@ -38,6 +38,13 @@ def logfmt_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
+def tokens(usage: dict, name: str) -> int:
+    """A usage count as a non-negative int; anything else (an upstream's
+    strings, which could forge log lines) counts 0."""
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
@@ -59,9 +66,9 @@ def access_line(ctx: RequestContext, now: float) -> str:
             f"key_id={logfmt_value(ctx.api_key.id if ctx.api_key else None)}",
             f"latency_ms={_ms(finished - ctx.started)}",
             f"first_token_ms={_ms(first)}",
-            f"prompt_tokens={usage.get('prompt_tokens', 0)}",
-            f"completion_tokens={usage.get('completion_tokens', 0)}",
-            f"total_tokens={usage.get('total_tokens', 0)}",
+            f"prompt_tokens={tokens(usage, 'prompt_tokens')}",
+            f"completion_tokens={tokens(usage, 'completion_tokens')}",
+            f"total_tokens={tokens(usage, 'total_tokens')}",
             f"end={ctx.end_reason or '-'}",
         )
     )
@@ -84,9 +91,9 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "first_token_ms": None
         if ctx.first_token_at is None
         else round((ctx.first_token_at - ctx.started) * 1000, 1),
-        "prompt_tokens": usage.get("prompt_tokens", 0),
-        "completion_tokens": usage.get("completion_tokens", 0),
-        "total_tokens": usage.get("total_tokens", 0),
+        "prompt_tokens": tokens(usage, "prompt_tokens"),
+        "completion_tokens": tokens(usage, "completion_tokens"),
+        "total_tokens": tokens(usage, "total_tokens"),
         "end": ctx.end_reason,
     }
 

@@ -40,6 +40,9 @@ log = Logger()
 _JSON = b"application/json"
 
 
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
+
+
 def _reason(status: int) -> bytes:
     """The reason phrase (twisted.web lacks some, e.g. 429 'Too Many Requests')."""
     try:
@@ -124,7 +127,8 @@ class ProxyApp:
         return RequestContext(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
             started=self.reactor.seconds(),
-            method=request.method.decode("ascii", "replace"),
+            # any other method is "OTHER": a client must not mint metric series
+            method=_METHODS.get(request.method, "OTHER"),
             path=request.path.decode("utf-8", "replace"),
             endpoint=endpoint,
             client=getattr(client, "host", "-"),
@@ -166,12 +170,13 @@ class ProxyApp:
             relay = StreamRelay(
                 request, ctx, self.hooks, self.reactor, self._timeout(ctx), self._write_error
             )
-            return relay.run(provider.stream_chat(model, ctx.body, self.reactor))
+            # maybeDeferred: a provider that raises (say, an api_base the URL
+            # library refuses) is a 502 that finalizes, not a leaked permit
+            return relay.run(
+                defer.maybeDeferred(provider.stream_chat, model, ctx.body, self.reactor)
+            )
         call = provider.chat if kind == CHAT else provider.embeddings
-        try:
-            d = call(model, ctx.body, self.reactor)
-        except GatewayError as e:
-            return self._finish(request, ctx, error=e)
+        d = defer.maybeDeferred(call, model, ctx.body, self.reactor)
         # Always: a call on a pooled upstream connection has "fired" already,
         # with its result still pending on a chained Deferred; addTimeout
         # cancels that chain, and costs nothing on a result that is really in.

@@ -173,8 +173,21 @@ class RedisRateLimitStore:
         d = self.redis.eval(ACQUIRE, [], args)
         d.addTimeout(self.timeout, self.reactor)
         d.addCallback(self._outcome, plan)
-        d.addErrback(self._failed, "check")
+        d.addErrback(self._check_failed, plan, member)
         return d
+
+    def _check_failed(self, failure: Any, plan: Plan, member: str) -> Any:
+        """A check that did not answer may still run on Redis (txredisapi calls
+        cannot be withdrawn) and take concurrency slots nobody will give back:
+        release ``member``'s slots once the call is surely over. A check
+        cancelled because the client left stays a cancellation, so the
+        request finalizes as client_gone instead of reaching the upstream."""
+        if plan.concurrency:
+            slots = Plan((), plan.concurrency)
+            self.reactor.callLater(self.timeout, self.settle, slots, member, 0)
+        if failure.check(defer.CancelledError):
+            return failure
+        return self._failed(failure, "check")
 
     @staticmethod
     def _outcome(reply: list, plan: Plan) -> Outcome:

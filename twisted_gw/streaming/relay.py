@@ -255,10 +255,13 @@ class StreamRelay:
     # -- IPushProducer: the client's side of backpressure ------------------------------
 
     def pauseProducing(self) -> None:
+        self._paused = True  # the client is slow: no chunk coming is not the upstream's fault
         if self.source is not None:
             self.source.pause()
 
     def resumeProducing(self) -> None:
+        self._paused = False
+        self._last_activity = self.reactor.seconds()
         if self.source is not None:
             self.source.resume()
 
