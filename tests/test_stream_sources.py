@@ -532,3 +532,31 @@ def test_the_sink_is_flushed_once_per_read_after_its_events() -> None:
     assert up.sink.chunks == [CHUNK1] * 3 and up.sink.flushes == 1
     up.send(b"data: {")  # no complete event: nothing to flush... but still a read
     assert up.sink.flushes == 2 and len(up.sink.chunks) == 3
+
+
+def test_done_ends_the_stream_at_once_and_a_body_left_open_is_aborted_after_the_drain() -> None:
+    from twisted.internet.task import Clock
+
+    up = Upstream()
+    clock = Clock()
+    up.source.reactor = clock  # as the openai provider builds it
+    up.send(sse(CHUNK1) + b"data: [DONE]\n\n")
+    assert up.sink.chunks == [CHUNK1] and up.sink.ends == [True]  # no wait for the body's end
+    clock.advance(4.9)
+    assert up.tcp.calls == []  # still draining: the connection may go back to the pool
+    clock.advance(0.2)
+    assert up.tcp.calls == ["abort"]  # the upstream kept its body open: drop it
+    up.end(ResponseDone())
+    assert up.sink.ends == [True]  # reported once
+
+
+def test_a_body_that_ends_after_done_is_not_aborted() -> None:
+    from twisted.internet.task import Clock
+
+    up = Upstream()
+    clock = Clock()
+    up.source.reactor = clock
+    up.send(sse(CHUNK1) + b"data: [DONE]\n\n")
+    up.end(ResponseDone())
+    clock.advance(10)
+    assert up.tcp.calls == [] and up.sink.ends == [True] and not clock.getDelayedCalls()

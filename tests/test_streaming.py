@@ -448,3 +448,16 @@ async def test_openai_sdk_streams_content_and_tool_calls(gw, setup, fresh_upstre
 async def test_no_unhandled_errors_after_all_paths(gw):
     await task.deferLater(reactor, 0.1, lambda: None)
     no_unhandled_errors(gw.process)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_done_ends_the_stream_even_if_the_upstream_keeps_its_body_open(
+    gw, setup, fresh_upstream
+):
+    events = [sse_event(c) for c in chunks_json("a")] + [sse_event("[DONE]")]
+    fresh_upstream.set_sse(CHAT, events, end="hang")
+    started = reactor.seconds()
+    result = await stream(gw, setup, model="s-gpt")  # no model timeout: 1 s gateway default
+    assert result.data[-1] == "[DONE]" and result.ended == "done"
+    assert reactor.seconds() - started < 0.5  # not after a timeout
+    assert (await wait_finalized(gw.process, result.headers["x-request-id"]))[0] == "done"

@@ -102,7 +102,7 @@ class OpenAICompatibleProvider:
 
     def _stream_opened(self, response: Any, model: Model) -> Any:
         if 200 <= response.code < 300:
-            return HTTPSSESource(response)
+            return HTTPSSESource(response, self._client.reactor)
         d = self._client.read(response)  # an error answer: read it whole, map it
         d.addCallback(self._check, model)
         return d

@@ -49,7 +49,8 @@ class _SSEBodyProtocol(TwistedProtocol):
             payload = event.data
             if payload == DONE:
                 source.saw_done = True
-                continue
+                source.done()  # the stream is over, whether or not the body ends now
+                return
             if source.saw_done:
                 continue  # nothing after [DONE] is part of the stream
             source.sink.chunk(payload)
@@ -58,6 +59,7 @@ class _SSEBodyProtocol(TwistedProtocol):
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
+        source.stop_draining()
         if source.closed:
             return
         source.closed = True
@@ -76,12 +78,35 @@ class _SSEBodyProtocol(TwistedProtocol):
 class HTTPSSESource:
     """An upstream ``text/event-stream`` response body as a chunk source."""
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, reactor: Any = None, drain_timeout: float = 5.0) -> None:
         self.response = response
+        self.reactor = reactor
+        self.drain_timeout = drain_timeout
         self.sink: Any = None
         self.closed = False
         self.saw_done = False
         self._protocol: _SSEBodyProtocol | None = None
+        self._drain: Any = None
+
+    def done(self) -> None:
+        """The upstream said ``[DONE]``: report a clean end now, then let the
+        rest of the body drain so the connection can go back to the pool, but
+        abort it if the upstream keeps it open longer than ``drain_timeout``
+        (a client must not wait on an upstream that forgot to end its body)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.sink.flush()
+        self.sink.upstream_ended(True, "end of stream")
+        if self.reactor is not None and self._protocol is not None:
+            self._drain = self.reactor.callLater(
+                self.drain_timeout, self.abort, self._protocol.transport
+            )
+
+    def stop_draining(self) -> None:
+        if self._drain is not None and self._drain.active():
+            self._drain.cancel()
+        self._drain = None
 
     def start(self, sink: ChunkSink) -> None:
         self.sink = sink
