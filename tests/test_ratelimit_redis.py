@@ -243,3 +243,64 @@ async def test_a_check_cancelled_because_the_client_left_gives_its_slot_back(red
         assert (await store.acquire(p, "next")).allowed  # ...and its slot was released
     finally:
         await store.close()
+
+
+def redis_zcard(server: RedisServer, key: str) -> int:
+    import socket as _socket
+
+    with _socket.create_connection(("127.0.0.1", server.port), timeout=2) as s:
+        s.sendall(f"*2\r\n$5\r\nZCARD\r\n${len(key)}\r\n{key}\r\n".encode())
+        reply = s.recv(64)
+    assert reply.startswith(b":"), reply
+    return int(reply[1:].strip())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_shutdown_gives_back_the_shared_slots_of_requests_in_flight(
+    tmp_path_factory, redis, fresh_upstream
+):
+    from tests.support.gateway import treq_stream
+    from tests.support.mock_upstream import chat_chunk, sse_event
+
+    gw = redis_gateway(tmp_path_factory, redis.url, "gw-shutdown")
+    stopped = False
+    try:
+        await gw.add_model(
+            "held", "openai/x", {"api_key": "sk-up", "api_base": fresh_upstream.base_url}
+        )
+        status, _ = await gw.aadmin(
+            "PUT",
+            "/aisix/admin/apikeys/held-key",
+            {"key": "sk-held-slot", "allowed_models": ["held"], "rate_limit": {"concurrency": 5}},
+        )
+        assert status == 201
+        fresh_upstream.set_sse("/v1/chat/completions", [sse_event(chat_chunk("x"))], end="hang")
+        streaming = treq_stream(
+            "POST",
+            gw.proxy + "/v1/chat/completions",
+            headers={"Authorization": "Bearer sk-held-slot"},
+            json_body={
+                "model": "held",
+                "stream": True,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            timeout=10,
+        )
+        pending = defer.ensureDeferred(streaming)
+        await fresh_upstream.wait_for_requests(1, timeout=5)
+        await task.deferLater(reactor, 0.2, lambda: None)  # the stream is open
+        assert redis_zcard(redis, "bb:apikey:held-key:concurrency") == 1
+        await defer.ensureDeferred(_stop_in_thread(gw))  # SIGTERM, while the stream is open
+        stopped = True
+        result = await pending
+        assert "[DONE]" not in result.data  # the client was cut, not told it was complete
+        assert redis_zcard(redis, "bb:apikey:held-key:concurrency") == 0
+    finally:
+        if not stopped:
+            gw.process.stop()
+
+
+async def _stop_in_thread(gw):
+    from twisted.internet import threads
+
+    return await threads.deferToThread(gw.process.stop)

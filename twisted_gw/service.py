@@ -78,13 +78,19 @@ class GatewayService(MultiService):
     """The whole gateway; binds every listener or none."""
 
     def __init__(
-        self, config: GatewayConfig, store: Any, upstream: Any, limiter: Any = None
+        self,
+        config: GatewayConfig,
+        store: Any,
+        upstream: Any,
+        limiter: Any = None,
+        proxy: Any = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.store = store
         self.upstream = upstream
         self.limiter = limiter
+        self.proxy = proxy
 
     def privilegedStartService(self) -> None:
         listeners = [s for s in self if isinstance(s, ListenerService)]
@@ -115,7 +121,12 @@ class GatewayService(MultiService):
     def stopService(self) -> Any:
         from twisted.internet import defer
 
-        d = defer.maybeDeferred(super().stopService)
+        d = defer.maybeDeferred(super().stopService)  # the listeners stop accepting
+        if self.proxy is not None:
+            # end what is still in flight now, while the limiter can still hear
+            # about it: their finalize gives back shared (Redis) slots and
+            # spends their tokens; the limiter's close waits for that
+            d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
         close = getattr(self.limiter, "close", None)
@@ -197,7 +208,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
     admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)
 
-    gateway = GatewayService(config, store, upstream, limiter)
+    gateway = GatewayService(config, store, upstream, limiter, proxy)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:

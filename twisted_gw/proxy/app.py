@@ -77,6 +77,9 @@ class ProxyApp:
         self.max_body_bytes = max_body_bytes
         self.started = int(reactor.seconds())
         self._ids = itertools.count(1)
+        #: requests not finished yet, so shutdown can end them while their
+        #: finalize still reaches the limiter
+        self._live: set[Any] = set()
         self._id_prefix = os.urandom(4).hex()
 
     # -- routes --------------------------------------------------------------
@@ -122,7 +125,32 @@ class ProxyApp:
 
     # -- the model call --------------------------------------------------------
 
+    def abort_in_flight(self, grace: float = 2.0) -> defer.Deferred:
+        """Drop the connection of every request still in flight (shutdown).
+
+        Each one then ends as ``client_gone``: its upstream call is cancelled
+        and its finalize runs (permits back, tokens spent, one log line). The
+        Deferred fires once they all have, or after ``grace`` seconds."""
+        live, self._live = list(self._live), set()
+        ended = []
+        for request in live:
+            channel = getattr(request, "channel", None)
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                # registered last, so it fires after the hooks' finalize ran
+                ended.append(request.notifyFinish())
+                transport.abortConnection()
+        if not ended:
+            return defer.succeed(0)
+        d = defer.DeferredList(ended, consumeErrors=True)
+        d.addTimeout(grace, self.reactor)
+        d.addBoth(lambda _: len(ended))
+        return d
+
     def _context(self, request: Any, endpoint: str) -> RequestContext:
+        if request not in self._live:
+            self._live.add(request)
+            request.notifyFinish().addBoth(lambda _: self._live.discard(request))
         client = request.getClientAddress()
         return RequestContext(
             request_id=f"{self._id_prefix}-{next(self._ids)}",

@@ -146,6 +146,7 @@ class RedisRateLimitStore:
         self.slot_ttl = slot_ttl
         self.metrics = metrics
         self._last_warning = float("-inf")
+        self._settling: set[defer.Deferred] = set()
         if connection is None:
             import txredisapi
 
@@ -212,7 +213,13 @@ class RedisRateLimitStore:
         d = self.redis.eval(SETTLE, [], args)
         d.addTimeout(self.timeout, self.reactor)
         d.addErrback(self._failed, "settle")
+        self._settling.add(d)
+        d.addBoth(self._settled, d)
         return d
+
+    def _settled(self, result: Any, d: defer.Deferred) -> Any:
+        self._settling.discard(d)
+        return result
 
     def _failed(self, failure: Any, what: str) -> Outcome:
         if self.metrics is not None:
@@ -231,4 +238,9 @@ class RedisRateLimitStore:
         return Outcome(now)  # no counts: allowed, no headers, nothing to settle
 
     def close(self) -> defer.Deferred:
-        return self.redis.disconnect()
+        """Disconnect once the settles in flight are done (each is bounded by
+        ``timeout``), so a shutdown does not strand shared slots."""
+        pending = list(self._settling)
+        d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
+        d.addBoth(lambda _: self.redis.disconnect())
+        return d
