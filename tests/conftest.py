@@ -88,6 +88,18 @@ class Gateway:
         assert status == 201, body
         return key
 
+    async def add_key_with_id(
+        self, allowed: list[str], rate_limit: dict | None = None
+    ) -> tuple[str, str]:
+        """A fresh client key through the Admin API: (key value, store id)."""
+        key = secret()
+        doc: dict[str, Any] = {"key": key, "allowed_models": allowed}
+        if rate_limit is not None:
+            doc["rate_limit"] = rate_limit
+        status, body = await self.aadmin("POST", "/aisix/admin/apikeys", doc)
+        assert status == 201, body
+        return key, body["key"].split("/")[-1]
+
     async def chat(self, key: str | None, doc: Any, path: str = "/v1/chat/completions", **kw: Any):
         headers = {"Content-Type": "application/json"}
         if key is not None:

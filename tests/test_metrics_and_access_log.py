@@ -108,13 +108,7 @@ async def new_model(gw, upstream=None, **extra: Any) -> str:
 
 async def new_key(gw, allowed: list[str], rate_limit: dict | None = None) -> tuple[str, str]:
     """A client key: (key value, store id)."""
-    key = secret()
-    doc: dict[str, Any] = {"key": key, "allowed_models": allowed}
-    if rate_limit is not None:
-        doc["rate_limit"] = rate_limit
-    status, body = await gw.aadmin("POST", "/aisix/admin/apikeys", doc)
-    assert status == 201, body
-    return key, body["key"].split("/")[-1]
+    return await gw.add_key_with_id(allowed, rate_limit)
 
 
 def chat_doc(model: str, stream: bool = False, prompt: str = "hi") -> dict[str, Any]:
