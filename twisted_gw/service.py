@@ -205,8 +205,20 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     )
     admin = AdminApp(store, config.admin_keys, metrics, proxy=proxy)
 
-    proxy_site = GatewaySite(proxy.app.resource(), config.max_body_bytes)
-    admin_site = GatewaySite(admin.app.resource(), config.max_body_bytes)
+    proxy_site = GatewaySite(
+        proxy.app.resource(),
+        config.max_body_bytes,
+        header_timeout=config.proxy.header_timeout,
+        max_connections=config.proxy.max_connections,
+        reactor=reactor,
+    )
+    admin_site = GatewaySite(
+        admin.app.resource(),
+        config.max_body_bytes,
+        header_timeout=config.admin.header_timeout,
+        max_connections=config.admin.max_connections,
+        reactor=reactor,
+    )
 
     gateway = GatewayService(config, store, upstream, limiter, proxy)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)

@@ -49,12 +49,22 @@ class GatewaySite(Site):
     noisy = False
     displayTracebacks = False
 
-    def __init__(self, resource: object, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        resource: object,
+        max_body_bytes: int,
+        header_timeout: float = 30.0,
+        max_connections: int = 4096,
+        reactor: object = None,
+    ) -> None:
         super().__init__(
             resource,
             requestFactory=limited_request_factory(max_body_bytes),
             parsePOSTFormSubmission=False,
+            reactor=reactor,
         )
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
 
     def log(self, request: object) -> None:
         """No twisted.web access log (see the module docstring)."""

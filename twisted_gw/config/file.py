@@ -18,6 +18,14 @@ DEFAULT_PROXY_LISTEN = "0.0.0.0:3000"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:3001"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_UPSTREAM_TIMEOUT = 600.0
+#: one upstream SSE event (a line, or the data lines of one event)
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+#: one whole non-stream upstream answer
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: seconds a client has to send a request's headers, from its first byte
+DEFAULT_HEADER_TIMEOUT = 30.0
+#: open connections per listener
+DEFAULT_MAX_CONNECTIONS = {"Proxy": 4096, "Admin": 256}
 STORE_FILE_NAME = "twisted-gw-store.json"
 
 
@@ -40,6 +48,8 @@ class ListenConfig:
     host: str
     port: int
     tls: TLSConfig = field(default_factory=TLSConfig)
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class GatewayConfig:
     seed_demo: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     #: dotted paths of extra IHook factories, run after the built-in hooks
     hooks: tuple[str, ...] = ()
     redis: RedisConfig | None = None
@@ -132,10 +144,32 @@ def _tls(name: str, raw: Any) -> TLSConfig:
     return TLSConfig(True, paths["cert_file"], paths["key_file"])
 
 
+def _positive_int(value: Any, what: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
 def _listener(name: str, raw: Any, default: str) -> ListenConfig:
     raw = raw if isinstance(raw, dict) else {}
     host, port = parse_listen(name, raw.get("listen"), default)
-    return ListenConfig(name, host, port, _tls(name, raw.get("tls")))
+    section = f"server.{name.lower()}"
+    return ListenConfig(
+        name,
+        host,
+        port,
+        _tls(name, raw.get("tls")),
+        header_timeout=_seconds(
+            raw.get("header_timeout"), f"{section}.header_timeout", DEFAULT_HEADER_TIMEOUT
+        ),
+        max_connections=_positive_int(
+            raw.get("max_connections"),
+            f"{section}.max_connections",
+            DEFAULT_MAX_CONNECTIONS[name],
+        ),
+    )
 
 
 def _seconds(value: Any, what: str, default: float, ms_above: float = 0) -> float:
@@ -281,6 +315,16 @@ def load_config(path: str | None) -> GatewayConfig:
         store_path=os.path.join(base_dir, str(store_path)),
         seed_demo=bool(store_raw.get("seed_demo", False)),
         max_body_bytes=max_body,
+        max_event_bytes=_positive_int(
+            proxy_raw.get("max_event_bytes"),
+            "server.proxy.max_event_bytes",
+            DEFAULT_MAX_EVENT_BYTES,
+        ),
+        max_response_bytes=_positive_int(
+            proxy_raw.get("max_response_bytes"),
+            "server.proxy.max_response_bytes",
+            DEFAULT_MAX_RESPONSE_BYTES,
+        ),
         upstream_timeout=_seconds(
             proxy_raw.get("upstream_timeout"),
             "server.proxy.upstream_timeout",
