@@ -11,6 +11,8 @@ by a blank line when the stream ends is discarded.
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from collections.abc import Iterable
 from itertools import pairwise
 
@@ -18,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twisted_gw.streaming.sse import SSEEvent, SSEParser
+from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
 
 
 def parse(feeds: Iterable[bytes], parser: SSEParser | None = None) -> list[SSEEvent]:
@@ -381,3 +383,181 @@ def test_property_any_split_parses_like_the_whole(
     assert split == expected, f"feeds {feeds!r}"
     assert not whole_parser.pending
     assert not split_parser.pending
+
+
+# -- hostile input: bounded and linear (issue 11) -------------------------------
+
+LIMIT = 64  # max_event_bytes of the bound tests: data of an event <= 64 bytes
+
+
+def chunks(stream: bytes, size: int) -> list[bytes]:
+    """``stream`` cut into pieces of ``size`` bytes (the last maybe shorter)."""
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+def parse_until_too_large(
+    feeds: Iterable[bytes], parser: SSEParser
+) -> tuple[list[SSEEvent], EventTooLarge | None]:
+    """All events delivered (returned, or riding on the exception) and the
+    exception, if one was raised."""
+    events: list[SSEEvent] = []
+    for feed in feeds:
+        try:
+            events.extend(parser.feed(feed))
+        except EventTooLarge as exc:
+            events.extend(exc.events)
+            return events, exc
+    return events, None
+
+
+def test_default_bound_is_one_mib_and_says_so() -> None:
+    parser = SSEParser()
+    payload = b"x" * (1 << 20)
+    assert parser.feed(b"data: " + payload + b"\n\n") == [E(payload)]
+    with pytest.raises(EventTooLarge, match="^upstream event exceeds 1048576 bytes$") as info:
+        parser.feed(b"data: " + payload + b"x\n\n")
+    assert isinstance(info.value, ValueError)
+    assert info.value.limit == 1 << 20
+
+
+def test_max_event_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_event_bytes"):
+        SSEParser(max_event_bytes=0)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000], ids=lambda s: f"{s}-byte-feeds")
+def test_unfinished_line_of_the_longest_data_line_that_fits_is_kept(size: int) -> None:
+    """A line without a line end may hold ``data: `` plus max_event_bytes."""
+    parser = SSEParser(max_event_bytes=LIMIT)
+    assert parse(chunks(b"data: " + b"x" * LIMIT, size), parser) == []
+    assert parser.pending
+    assert parser.feed(b"\n\n") == [E(b"x" * LIMIT)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000], ids=lambda s: f"{s}-byte-feeds")
+def test_unfinished_line_one_byte_over_raises(size: int) -> None:
+    parser = SSEParser(max_event_bytes=LIMIT)
+    events, exc = parse_until_too_large(chunks(b"data: " + b"x" * (LIMIT + 1), size), parser)
+    assert exc is not None
+    assert str(exc) == "upstream event exceeds 64 bytes"
+    assert events == []
+
+
+def test_comment_line_longer_than_the_line_bound_raises_even_when_ended() -> None:
+    """Not only data lines: any line (ended in the same feed or not) is bounded."""
+    fits = b":" + b"x" * (LIMIT + 5)  # len("data: ") + LIMIT bytes
+    assert SSEParser(max_event_bytes=LIMIT).feed(fits + b"\ndata: a\n\n") == [E(b"a")]
+    with pytest.raises(EventTooLarge):
+        SSEParser(max_event_bytes=LIMIT).feed(fits + b"x\ndata: a\n\n")
+
+
+@pytest.mark.parametrize(
+    ("values", "too_large"),
+    [
+        pytest.param([b"x" * 12] * 5, False, id="five-lines-joined-exactly-at-the-limit"),
+        pytest.param([b"x" * 12] * 4 + [b"x" * 13], True, id="five-lines-one-byte-over"),
+        pytest.param([b""] * 65, False, id="65-empty-lines-are-64-bytes-of-lf"),
+        pytest.param([b""] * 66, True, id="66-empty-lines-are-one-byte-over"),
+    ],
+)
+def test_data_of_one_event_is_bounded_joined(values: list[bytes], too_large: bool) -> None:
+    """The event's data is measured as dispatched: its lines joined with LF, so
+    a flood of empty ``data:`` lines is bounded too."""
+    stream = b"".join(b"data: " + value + b"\n" for value in values) + b"\n"
+    parser = SSEParser(max_event_bytes=LIMIT)
+    if too_large:
+        with pytest.raises(EventTooLarge):
+            parser.feed(stream)
+    else:
+        assert parser.feed(stream) == [E(b"\n".join(values))]
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 1000], ids=lambda s: f"{s}-byte-feeds")
+def test_event_split_across_many_feeds_is_bounded_like_one_feed(size: int) -> None:
+    head = b"data: first\n\n"
+    fits = b"".join(b"data: %s\n" % (b"y" * 12) for _ in range(5)) + b"\n"  # 64 bytes of data
+    over = b"data: " + b"z" * 40 + b"\n: ping\ndata: " + b"z" * 24 + b"\n\n"  # 65 bytes
+    parser = SSEParser(max_event_bytes=LIMIT)
+    events, exc = parse_until_too_large(chunks(head + fits + over + head, size), parser)
+    assert exc is not None
+    assert events == [E(b"first"), E(b"\n".join([b"y" * 12] * 5))]
+
+
+def test_events_before_the_oversized_one_ride_on_the_exception() -> None:
+    parser = SSEParser(max_event_bytes=LIMIT)
+    assert parser.feed(b"data: a\n\ndata: b") == [E(b"a")]
+    with pytest.raises(EventTooLarge) as info:
+        parser.feed(b"\n\ndata: c\n\n: " + b"x" * 100 + b"\ndata: never\n\n")
+    assert info.value.events == [E(b"b"), E(b"c")]
+
+
+def test_parser_is_done_after_raising() -> None:
+    parser = SSEParser(max_event_bytes=LIMIT)
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"data: " + b"x" * 200)
+    assert not parser.pending  # what it held is dropped
+    for later in (b"data: fine\n\n", b""):
+        with pytest.raises(EventTooLarge) as info:
+            parser.feed(later)
+        assert info.value.events == []
+
+
+def test_cr_and_lf_of_one_line_end_split_by_a_long_feed_cut_internally() -> None:
+    """A feed longer than the parser's internal piece is cut where it must: a
+    CRLF across that cut is still one line end."""
+    for cut in (65535, 65536, 65537, 131072):
+        line = b"data: " + b"x" * (cut - 7) + b"\r"  # the CR is the last byte before the cut
+        stream = line + b"\ndata: b\r\n\r\n"
+        parser = SSEParser(max_event_bytes=1 << 20)
+        assert parser.feed(stream) == [E(b"x" * (cut - 7) + b"\nb")], cut
+
+
+def test_long_line_in_small_feeds_holds_its_bytes_not_an_object_per_feed() -> None:
+    """Memory is bounded by the bytes the bound allows, however small the reads."""
+    parser = SSEParser()
+    feeds = chunks(b"data: " + b"x" * (3 << 20), 256)
+    tracemalloc.start()
+    try:
+        _, exc = parse_until_too_large(feeds, parser)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert exc is not None
+    assert peak < 3 << 20  # 1 MiB of line and its growth slack
+
+
+def _cpu_seconds_to_parse_one_line(size: int) -> float:
+    stream = b"data: " + b"x" * size + b"\n\n"
+    feeds = chunks(stream, 4096)
+    best = float("inf")
+    for _ in range(5):  # the least disturbed of a few runs
+        parser = SSEParser(max_event_bytes=size)
+        started = time.process_time()
+        events = parse(feeds, parser)
+        best = min(best, time.process_time() - started)
+        assert len(events[0].data) == size
+    return best
+
+
+def test_one_long_line_costs_linear_time_in_its_length() -> None:
+    """4x the bytes in 4 KiB reads: about 4x the work (quadratic would be 16x)."""
+    small = _cpu_seconds_to_parse_one_line(2 << 20)
+    large = _cpu_seconds_to_parse_one_line(8 << 20)
+    assert large < 8 * max(small, 1e-4), (small, large)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), generated=event_streams(), limit=st.integers(1, 40))
+def test_property_chunking_does_not_change_what_the_bound_refuses(
+    data: st.DataObject, generated: tuple[bytes, list[SSEEvent]], limit: int
+) -> None:
+    """Refused or not, and the events delivered before, whatever the reads."""
+    stream, _ = generated
+    inner = range(1, len(stream)) if len(stream) > 1 else range(0)
+    points = sorted(data.draw(st.sets(st.sampled_from(inner), max_size=8)) if inner else ())
+
+    whole = parse_until_too_large([stream], SSEParser(max_event_bytes=limit))
+    split = parse_until_too_large(split_at(stream, points), SSEParser(max_event_bytes=limit))
+
+    assert split[0] == whole[0]
+    assert (split[1] is None) == (whole[1] is None)

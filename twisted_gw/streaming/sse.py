@@ -5,6 +5,11 @@ read, CRLF / LF / CR line ends (a CR at the end of one read and the LF at the
 start of the next are one line end), comment and keep-alive lines, multi-line
 ``data`` (joined with ``\\n``), ``field:value`` with or without the one
 optional space. Pure and byte-based: no decoding of what is only relayed.
+
+Hostile input is bounded (issue 11): the work is linear in the bytes fed
+whatever the chunking (only the new read is searched for line ends, and a
+line that spans reads is joined once, when it ends), and no line nor event
+may grow past ``max_event_bytes``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
+
+# A longer feed is parsed in pieces of at most this size, so one huge read of
+# tiny lines never turns into millions of line objects at once.
+_PIECE = 64 * 1024
+
+# A line may be as long as the longest data line whose value fits the bound.
+_FIELD = len(b"data: ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,71 +35,145 @@ class SSEEvent:
     id: bytes | None = None
 
 
+class EventTooLarge(ValueError):
+    """An upstream line or event grew past the parser's ``max_event_bytes``.
+
+    ``events`` are the events the failing ``feed`` call completed before it
+    met the oversized one: they are whole, in order, and may still be relayed.
+    """
+
+    def __init__(self, limit: int, events: list[SSEEvent] | None = None) -> None:
+        super().__init__(f"upstream event exceeds {limit} bytes")
+        self.limit = limit
+        self.events: list[SSEEvent] = events if events is not None else []
+
+
 class SSEParser:
-    """Turns a byte stream into SSEEvents; keep one per stream."""
+    """Turns a byte stream into SSEEvents; keep one per stream.
 
-    __slots__ = ("_bom", "_buffer", "_data", "_event", "_has_data", "_id", "_skip_lf")
+    Bounded by ``max_event_bytes`` (1 MiB by default): ``feed`` raises
+    :class:`EventTooLarge` as soon as the data of one not yet dispatched
+    event (its data lines joined with ``\\n``, i.e. the size
+    ``SSEEvent.data`` would have) is longer than that, or one line (ended or
+    not yet ended, its line end not counted) is longer than ``data: `` plus
+    that (the longest data line whose value still fits). The outcome does not
+    depend on the chunking: a stream is refused or not however it was split
+    into reads (only which feed raises does).
+    Events completed earlier in the same ``feed`` call are not lost: they
+    ride on the exception as ``exc.events``. After raising the parser is
+    done: it drops what it buffered and every later ``feed`` raises again
+    (with no events).
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
-        self._has_data = False
+    __slots__ = (
+        "_bom",
+        "_data",
+        "_event",
+        "_failed",
+        "_id",
+        "_limit",
+        "_line_limit",
+        "_pending",
+        "_room",
+        "_skip_lf",
+    )
+
+    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
+        if max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be at least 1, got {max_event_bytes}")
+        self._limit = max_event_bytes
+        self._line_limit = max_event_bytes + _FIELD
+        # the unfinished line, without a line end: a bytearray, so a line that
+        # comes a byte per read costs its bytes and not an object per read
+        self._pending = bytearray()
+        self._data: list[bytes] = []  # data lines of the event being read
+        self._room = max_event_bytes + 1  # what its data may still grow by, one LF per line
         self._event = b""
         self._id: bytes | None = None
         self._skip_lf = False  # the last read ended with CR: a leading LF is its pair
         self._bom = True  # a UTF-8 BOM may open the stream; the spec drops it
+        self._failed = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Parse ``chunk``; return the events it completed (maybe none)."""
-        if not chunk:
-            return []
+        """Parse ``chunk``; return the events it completed (maybe none).
+
+        Raises :class:`EventTooLarge` (see the class docstring)."""
+        if self._failed:
+            raise EventTooLarge(self._limit)
+        events: list[SSEEvent] = []
+        try:
+            size = len(chunk)
+            if size <= _PIECE:
+                if size:
+                    self._feed(chunk, events)
+            else:
+                for start in range(0, size, _PIECE):
+                    self._feed(chunk[start : start + _PIECE], events)
+        except EventTooLarge as exc:
+            self._failed = True
+            self._pending = bytearray()
+            self._data = []
+            exc.events = events
+            raise
+        return events
+
+    def _feed(self, chunk: bytes, events: list[SSEEvent]) -> None:
         if self._bom:
-            head = self._buffer + chunk
-            if len(head) < 3 and _BOM.startswith(head):
-                self._buffer = head  # too short to tell yet
-                return []
+            if self._pending:  # at most two bytes that may open a BOM
+                chunk = bytes(self._pending) + chunk
+                self._pending.clear()
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._pending += chunk  # too short to tell yet
+                return
             self._bom = False
-            self._buffer = b""
-            chunk = head[3:] if head.startswith(_BOM) else head
-            if not chunk:
-                return []
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+                if not chunk:
+                    return
         if self._skip_lf:
             self._skip_lf = False
-            if chunk[:1] == b"\n":
+            if chunk[0] == 10:  # "\n"
                 chunk = chunk[1:]
-        buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[SSEEvent] = []
-        start = 0
-        end = len(buffer)
-        lf = -1
-        while start < end:
-            if lf < start:  # searched again only once passed: CR-only streams stay linear
-                lf = buffer.find(b"\n", start)
-                if lf < 0:
-                    lf = end  # none in this buffer
-            cr = buffer.find(b"\r", start, lf)
-            if lf == end and cr < 0:
-                break  # no complete line yet
-            if cr >= 0:
-                line_end, next_start = cr, cr + 1
-                if next_start < end:
-                    if buffer[next_start] == 10:  # "\r\n"
-                        next_start += 1
-                else:
-                    self._skip_lf = True  # maybe "\r" + "\n" split across reads
+                if not chunk:
+                    return
+        if b"\r" in chunk:
+            # a CR ending this read may pair with an LF opening the next one
+            self._skip_lf = chunk[-1] == 13
+            # CRLF, then a lone CR, is the same line end as LF: no line holds either
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # after the last line end: the start of an unfinished line
+        limit = self._line_limit
+        if lines:
+            pending = self._pending
+            if pending:
+                first = lines[0]
+                if len(pending) + len(first) > limit:
+                    raise EventTooLarge(self._limit)
+                pending += first
+                lines[0] = bytes(pending)
+                pending.clear()
+            if len(chunk) > limit:  # only then can a line inside this chunk be too long
+                for line in lines:
+                    if len(line) > limit:
+                        raise EventTooLarge(self._limit)
+                    self._line(line, events)
             else:
-                line_end, next_start = lf, lf + 1
-            self._line(buffer[start:line_end], events)
-            start = next_start
-        self._buffer = buffer[start:]
-        return events
+                line_ = self._line
+                for line in lines:
+                    line_(line, events)
+        if tail:
+            pending = self._pending
+            if len(pending) + len(tail) > limit:
+                raise EventTooLarge(self._limit)
+            pending += tail
 
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:  # blank line: dispatch
-            if self._has_data:
+            if self._data:
                 events.append(SSEEvent(b"\n".join(self._data), self._event, self._id))
-            self._data = []
-            self._has_data = False
+                self._data = []
+                self._room = self._limit + 1
             self._event = b""
             return
         if line[0] == 58:  # ":" comment / keep-alive
@@ -96,8 +182,11 @@ class SSEParser:
         if colon and value[:1] == b" ":
             value = value[1:]
         if field == b"data":
+            room = self._room - len(value) - 1
+            if room < 0:
+                raise EventTooLarge(self._limit)
+            self._room = room
             self._data.append(value)
-            self._has_data = True
         elif field == b"event":
             self._event = value
         elif field == b"id" and b"\x00" not in value:
@@ -107,4 +196,4 @@ class SSEParser:
     @property
     def pending(self) -> bool:
         """True when bytes of an unfinished line or event are buffered."""
-        return bool(self._buffer) or self._has_data
+        return bool(self._pending) or bool(self._data)
