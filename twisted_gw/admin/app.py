@@ -25,6 +25,7 @@ from twisted_gw.admin.auth import admin_token, check_admin_key
 from twisted_gw.config.entities import KINDS, Kind, SchemaError
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
 from twisted_gw.jsonutil import loads
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -51,14 +52,17 @@ class AdminError(Exception):
 
 
 def _audit(request: Any, key: str, status: int) -> None:
-    """One log line per successful admin write: who changed what (never values)."""
+    """One log line per successful admin write: who changed what (never values).
+
+    The key holds the id from the URL path: escaped, so an id with CR, LF or
+    ESC cannot forge or colour a line (CONTRACT 5.4)."""
     client = request.getClientAddress()
     log.info(
         "admin {method} {key} -> {status} from {client}",
-        method=request.method.decode("ascii", "replace"),
-        key=key,
+        method=escape(request.method.decode("ascii", "replace")),
+        key=escape(key),
         status=status,
-        client=getattr(client, "host", "-"),
+        client=escape(getattr(client, "host", "-")),
     )
 
 

@@ -22,6 +22,7 @@ from zope.interface import implementer
 from twisted_gw.config.entities import KINDS
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -100,7 +101,7 @@ class EmbeddedStore:
         self._write_entry("apikeys", "demo", {"key": "sk-demo-key", "allowed_models": ["demo"]})
         log.info(
             "seeded the demo model 'demo' and the demo API key (id 'demo') into {path}",
-            path=self.path,
+            path=escape(self.path),
         )
 
     # -- IConfigStore --------------------------------------------------------

@@ -56,6 +56,7 @@ from twisted_gw.config.etcd_client import (
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.jsonutil import dumps, loads
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -197,7 +198,7 @@ class EtcdStore:
                         "{reason}; giving up",
                         attempt=attempt,
                         attempts=attempts,
-                        reason=str(e),
+                        reason=escape(e),
                     )
                     raise EtcdStartupError(STARTUP_FAILED) from None
                 log.error(
@@ -205,7 +206,7 @@ class EtcdStore:
                     "retrying in {interval:g} s",
                     attempt=attempt,
                     attempts=attempts,
-                    reason=str(e),
+                    reason=escape(e),
                     interval=self.startup_retry_interval,
                 )
                 await task.deferLater(self.reactor, self.startup_retry_interval)
@@ -215,7 +216,7 @@ class EtcdStore:
                 "(prefix '{prefix}', revision {revision})",
                 models=len(self.snapshot.models_by_id),
                 keys=len(self.snapshot.keys_by_id),
-                prefix=self.prefix,
+                prefix=escape(self.prefix),
                 revision=self._revision,
             )
             return
@@ -234,7 +235,7 @@ class EtcdStore:
                     reload = False
                     log.info(
                         "reloaded the etcd prefix '{prefix}' at revision {revision}",
-                        prefix=self.prefix,
+                        prefix=escape(self.prefix),
                         revision=self._revision,
                     )
                 watch = await self.client.watch(
@@ -251,7 +252,7 @@ class EtcdStore:
                 log.warn(
                     "etcd watch: cannot connect ({reason}); serving the last snapshot "
                     "(revision {revision}), next attempt in {delay:g} s",
-                    reason=str(e),
+                    reason=escape(e),
                     revision=self._revision,
                     delay=backoff,
                 )
@@ -287,7 +288,7 @@ class EtcdStore:
             log.warn(
                 "etcd watch lost ({reason}); serving the last snapshot (revision {revision}), "
                 "reconnecting in {delay:g} s",
-                reason=reason,
+                reason=escape(reason),
                 revision=self._revision,
                 delay=backoff,
             )
@@ -314,7 +315,7 @@ class EtcdStore:
                     log.warn(
                         "etcd watch: no answer to a liveness probe ({reason}); reopening "
                         "the watch from revision {revision}",
-                        reason=failure.getErrorMessage(),
+                        reason=escape(failure.getErrorMessage()),
                         revision=self._revision + 1,
                     )
                     watch.cancel()
@@ -373,9 +374,9 @@ class EtcdStore:
         previous = self._entries.get(rel)
         log.warn(
             "skipping invalid document {key} (etcd revision {revision}): {error}{kept}",
-            key=self.prefix + rel,
+            key=escape(self.prefix + rel),
             revision=kv.mod_revision,
-            error=problem,
+            error=escape(problem),
             kept=(
                 f"; keeping its previous version (revision {previous.modified_index})"
                 if previous is not None
@@ -465,7 +466,9 @@ class EtcdStore:
         try:
             value = loads(kv.value)
         except ValueError:
-            log.warn("{what}: the value at {key} is not JSON", what=what, key=self.prefix + rel)
+            log.warn(
+                "{what}: the value at {key} is not JSON", what=what, key=escape(self.prefix + rel)
+            )
             return None
         return StoredEntry(rel, value, kv.create_revision, kv.mod_revision)
 

@@ -6,11 +6,14 @@ only when they must be. It never holds a key: the API key is named by its
 store id, the model only when it is a configured model name (a client that
 pastes a key into ``model`` must not get it logged), and the path without its
 query string.
+
+No value can forge or colour a line (CONTRACT 5.4): logfmt values that hold
+anything but plain characters are quoted with every control character
+escaped, and the JSON form writes control characters as ``\\uNNNN``.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +22,7 @@ from zope.interface import implementer
 
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.observability.logsafe import escape, json_line
 
 log = Logger()
 
@@ -26,7 +30,12 @@ _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 
 def logfmt_value(value: Any) -> str:
-    """``value`` as a logfmt value: bare when safe, else double-quoted and escaped."""
+    """``value`` as a logfmt value: bare when safe, else double-quoted and escaped.
+
+    Quoted, a backslash and a double quote are escaped with a backslash and
+    every control character as :func:`~twisted_gw.observability.logsafe.escape`
+    writes it (``\\r``, ``\\n``, ``\\x1b``, ``\\u2028``...), so the value
+    stays one token of one line."""
     if value is None or value == "":
         return "-"
     text = str(value)
@@ -34,7 +43,7 @@ def logfmt_value(value: Any) -> str:
         text = text[:200] + "..."
     if all(c in _PLAIN for c in text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = escape(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
 
 
@@ -57,7 +66,7 @@ def access_line(ctx: RequestContext, now: float) -> str:
     first = None if ctx.first_token_at is None else ctx.first_token_at - ctx.started
     return " ".join(
         (
-            f"rid={ctx.request_id}",
+            f"rid={logfmt_value(ctx.request_id)}",
             f"client={logfmt_value(ctx.client)}",
             f"method={logfmt_value(ctx.method)}",
             f"path={logfmt_value(ctx.path)}",
@@ -69,7 +78,7 @@ def access_line(ctx: RequestContext, now: float) -> str:
             f"prompt_tokens={tokens(usage, 'prompt_tokens')}",
             f"completion_tokens={tokens(usage, 'completion_tokens')}",
             f"total_tokens={tokens(usage, 'total_tokens')}",
-            f"end={ctx.end_reason or '-'}",
+            f"end={logfmt_value(ctx.end_reason)}",
         )
     )
 
@@ -100,7 +109,7 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
 
 def access_json(ctx: RequestContext, now: float) -> str:
     """The access-log line as one JSON object (``access_log.format: json``)."""
-    return json.dumps(access_fields(ctx, now), ensure_ascii=False, separators=(",", ":"))
+    return json_line(access_fields(ctx, now))
 
 
 @implementer(IHook)

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError
+from twisted_gw.observability.logsafe import escape
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Outcome, Plan
 
@@ -230,7 +231,7 @@ class RedisRateLimitStore:
             log.warn(
                 "rate-limit store (Redis) {what} failed: {error}; requests are {policy}",
                 what=what,
-                error=failure.getErrorMessage() or failure.type.__name__,
+                error=escape(failure.getErrorMessage() or failure.type.__name__),
                 policy="let through without limits" if self.fail_open else "refused (503)",
             )
         if not self.fail_open and what == "check":
