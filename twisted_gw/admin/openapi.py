@@ -23,7 +23,12 @@ import urllib.parse
 from typing import Any
 
 from twisted_gw import __version__
-from twisted_gw.config.entities import PROVIDERS, RATE_LIMIT_FIELDS
+from twisted_gw.config.entities import (
+    MAX_RATE_LIMIT,
+    MAX_TIMEOUT_MS,
+    PROVIDERS,
+    RATE_LIMIT_FIELDS,
+)
 
 __all__ = ["openapi_document", "openapi_html"]
 
@@ -76,7 +81,12 @@ def _schemas() -> dict[str, Any]:
                 "pass. Any other key inside this object is dropped, not rejected."
             ),
             "properties": {
-                k: {"type": "integer", "minimum": 0, "description": _RATE_LIMIT_HELP[k]}
+                k: {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_RATE_LIMIT,
+                    "description": _RATE_LIMIT_HELP[k],
+                }
                 for k in RATE_LIMIT_FIELDS
             },
         },
@@ -138,6 +148,7 @@ def _schemas() -> dict[str, Any]:
                 "timeout": {
                     "type": "integer",
                     "minimum": 0,
+                    "maximum": MAX_TIMEOUT_MS,
                     "description": (
                         "Milliseconds to wait for the upstream's answer (streams: for the "
                         "first chunk, then between chunks). 0 or absent: no per-model bound."

@@ -15,10 +15,16 @@ from typing import Any
 
 PROVIDERS = ("openai", "deepseek", "gemini", "anthropic", "mock")
 RATE_LIMIT_FIELDS = ("rpm", "rpd", "tpm", "tpd", "concurrency")
+#: bounds on every number of a document (CONTRACT 5.5): a value past them is
+#: a schema error at write time, never an overflow on a later request
+MAX_TIMEOUT_MS = 3_600_000
+MAX_RATE_LIMIT = 10**12
 
 _RATE_LIMIT_SCHEMA = {
     "type": "object",
-    "properties": {k: {"type": "integer", "minimum": 0} for k in RATE_LIMIT_FIELDS},
+    "properties": {
+        k: {"type": "integer", "minimum": 0, "maximum": MAX_RATE_LIMIT} for k in RATE_LIMIT_FIELDS
+    },
 }
 
 MODEL_SCHEMA: dict[str, Any] = {
@@ -29,7 +35,7 @@ MODEL_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "minLength": 1},
         "model": {"type": "string", "pattern": "^(" + "|".join(PROVIDERS) + ")/.+$"},
         "provider_config": {"type": "object"},
-        "timeout": {"type": "integer", "minimum": 0},
+        "timeout": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT_MS},
         "rate_limit": _RATE_LIMIT_SCHEMA,
     },
     "if": {"required": ["model"], "properties": {"model": {"type": "string", "pattern": "^mock/"}}},
@@ -120,6 +126,8 @@ def _message(error: Any) -> str:
         return f"Additional properties are not allowed ({listed} {verb} unexpected)"
     if v == "minimum":
         return f"{_dumps(inst)} is less than the minimum of {value}"
+    if v == "maximum":
+        return f"{_dumps(inst)} is greater than the maximum of {value}"
     if v == "minLength":
         return f"{_dumps(inst)} is shorter than {value} character{'s' if value != 1 else ''}"
     if v == "pattern":
