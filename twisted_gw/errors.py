@@ -40,12 +40,13 @@ class GatewayError(Exception):
         #: how the request ended, for the access log (CONTRACT 4.6)
         self.reason = reason
 
-    def body(self) -> bytes:
-        """The OpenAI error body of CONTRACT 4.1."""
+    def body(self, message: str | None = None) -> bytes:
+        """The OpenAI error body of CONTRACT 4.1 (``message`` instead of the
+        error's own, e.g. with secrets redacted)."""
         return json.dumps(
             {
                 "error": {
-                    "message": self.message,
+                    "message": self.message if message is None else message,
                     "type": self.type,
                     "param": None,
                     "code": self.code,
@@ -100,9 +101,45 @@ def request_too_large(limit: int) -> GatewayError:
     return GatewayError(413, f"Request body exceeds {limit} bytes", "request_too_large")
 
 
+def internal_error() -> GatewayError:
+    """A bug of ours, not the client's or the upstream's: logged with its traceback."""
+    return GatewayError(500, "Internal server error", "internal_error", reason="upstream_error")
+
+
 def not_found() -> GatewayError:
     return GatewayError(404, "Not found", "not_found")
 
 
 def method_not_allowed() -> GatewayError:
     return GatewayError(405, "Method not allowed", "method_not_allowed")
+
+
+# Refusals of the HTTP layer (twisted_gw.site) and of auth **[beyond]**: the
+# site writes them in its listener's shape (the admin's is ``error_msg``).
+
+
+def multiple_authorization_headers() -> GatewayError:
+    """Two Authorization headers: a front proxy may have read the other one."""
+    return GatewayError(400, "Multiple Authorization headers", "invalid_request")
+
+
+def invalid_url() -> GatewayError:
+    return GatewayError(400, "Request path is not valid UTF-8", "invalid_request")
+
+
+def bad_request() -> GatewayError:
+    return GatewayError(400, "Malformed HTTP request", "invalid_request")
+
+
+def headers_too_large() -> GatewayError:
+    return GatewayError(431, "Request header fields too large", "request_header_fields_too_large")
+
+
+def headers_too_slow(seconds: float) -> GatewayError:
+    return GatewayError(
+        408, f"Request headers not received within {seconds:g} seconds", "header_timeout"
+    )
+
+
+def too_many_connections() -> GatewayError:
+    return GatewayError(503, "Too many connections", "too_many_connections")

@@ -44,3 +44,5 @@ class RequestContext:
     #: per-hook scratch space, keyed by hook name
     state: dict[str, Any] = field(default_factory=dict)
     finalized: bool = False
+    #: the client's connection was lost before the response was finished
+    client_gone: bool = False

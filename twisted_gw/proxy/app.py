@@ -18,10 +18,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from twisted_gw.config.interfaces import IConfigStore
 from twisted_gw.errors import (
     GatewayError,
+    internal_error,
     method_not_allowed,
     not_found,
     request_timeout,
@@ -30,6 +32,7 @@ from twisted_gw.errors import (
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.jsonutil import dumps
+from twisted_gw.observability.logsafe import escape
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
@@ -51,14 +54,15 @@ def _reason(status: int) -> bytes:
         return b"Error"
 
 
-def internal_error() -> GatewayError:
-    return GatewayError(500, "Internal server error", "internal_error", reason="upstream_error")
-
-
 class ProxyApp:
     """The OpenAI-compatible API on the proxy listener."""
 
     app = Klein()
+    # No redirects, ever: werkzeug would answer ``//x`` with a 308 whose
+    # Location is built from the client's Host header (an open redirect), so
+    # slashes are not merged and such a path is simply unknown.
+    app.url_map.merge_slashes = False
+    app.url_map.redirect_defaults = False
 
     def __init__(
         self,
@@ -95,6 +99,9 @@ class ProxyApp:
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: Any) -> Any:
         ctx = self._context(request, "/v1/models")
+        return self._guarded(request, ctx, self._models)
+
+    def _models(self, request: Any, ctx: RequestContext) -> Any:
         try:
             ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
         except GatewayError as e:
@@ -107,9 +114,10 @@ class ProxyApp:
         ]
         return self._finish(request, ctx, body=dumps({"object": "list", "data": data}))
 
-    @app.handle_errors(NotFound, MethodNotAllowed)
+    @app.handle_errors(NotFound, MethodNotAllowed, RequestRedirect)
     def unmatched(self, request: Any, failure: Failure) -> bytes:
         """Unknown path 404 / wrong method 405, but only after auth (CONTRACT 4.1).
+        A path werkzeug would redirect is unknown too (see ``app`` above).
 
         Klein writes and finishes what an error handler returns, so this one
         returns the body instead of writing it."""
@@ -119,8 +127,10 @@ class ProxyApp:
             error = method_not_allowed() if failure.check(MethodNotAllowed) else not_found()
         except GatewayError as e:
             error = e
-        body = self._prepare(request, ctx, None, error)
-        self.hooks.finalize(ctx, error.reason)
+        try:
+            body = self._prepare(request, ctx, None, error)
+        finally:
+            self.hooks.finalize(ctx, error.reason)
         return body
 
     # -- the model call --------------------------------------------------------
@@ -148,11 +158,8 @@ class ProxyApp:
         return d
 
     def _context(self, request: Any, endpoint: str) -> RequestContext:
-        if request not in self._live:
-            self._live.add(request)
-            request.notifyFinish().addBoth(lambda _: self._live.discard(request))
         client = request.getClientAddress()
-        return RequestContext(
+        ctx = RequestContext(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
             started=self.reactor.seconds(),
             # any other method is "OTHER": a client must not mint metric series
@@ -162,9 +169,57 @@ class ProxyApp:
             client=getattr(client, "host", "-"),
             snapshot=self.store.snapshot,  # held from here to the end
         )
+        if request not in self._live:
+            self._live.add(request)
+            request.notifyFinish().addBoth(self._over, request, ctx)
+        return ctx
+
+    def _over(self, result: Any, request: Any, ctx: RequestContext) -> None:
+        """The response is finished or the connection is lost, whichever first."""
+        self._live.discard(request)
+        if isinstance(result, Failure):
+            ctx.client_gone = True  # nothing may be written to it from now on
+
+    def _guarded(self, request: Any, ctx: RequestContext, work: Any, *args: Any) -> Any:
+        """Run ``work``; whatever it raises, now or in its Deferred, ends the
+        request in the contract's JSON 500 and exactly one finalize, instead
+        of Klein's HTML page, no log line and a permit never given back."""
+        try:
+            result = work(request, ctx, *args)
+        except Exception:  # noqa: BLE001 - ends the request, logged in _crashed
+            return self._crashed(Failure(), request, ctx)
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self._crashed, request, ctx)
+        return result
+
+    def _crashed(self, failure: Failure, request: Any, ctx: RequestContext) -> None:
+        """The last resort for a failure nothing else handled (see _guarded)."""
+        reason = "client_gone" if ctx.client_gone else "upstream_error"
+        if failure.check(defer.CancelledError):
+            reason = "client_gone"
+        else:
+            log.failure("request {rid}: unexpected error", failure, rid=ctx.request_id)
+        try:
+            if reason == "client_gone" or request.finished:
+                pass
+            elif not request.startedWriting:
+                self._write(request, ctx, None, internal_error())
+            else:  # half a response is out: the client must see it cut
+                ctx.status = ctx.status or 500
+                request.loseConnection()
+        except Exception:  # noqa: BLE001 - the connection is beyond saving; still finalize
+            log.failure("request {rid}: could not end the response", rid=ctx.request_id)
+        if reason == "client_gone":
+            ctx.status = ctx.status or 499
+        if ctx.finished_at is None:
+            ctx.finished_at = self.reactor.seconds()
+        self.hooks.finalize(ctx, reason)
 
     def _model_call(self, request: Any, endpoint: str, kind: str, fields: dict) -> Any:
         ctx = self._context(request, endpoint)
+        return self._guarded(request, ctx, self._handle, kind, fields)
+
+    def _handle(self, request: Any, ctx: RequestContext, kind: str, fields: dict) -> Any:
         try:
             ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
             if getattr(request, "body_too_large", False):
@@ -176,9 +231,6 @@ class ProxyApp:
             pending = self.hooks.pre_call(ctx)
         except GatewayError as e:
             return self._finish(request, ctx, error=e)
-        except Exception:  # noqa: BLE001 - logged; the client gets a 500, not a hang
-            log.failure("pre_call failed for request {rid}", rid=ctx.request_id)
-            return self._finish(request, ctx, error=internal_error())
         if pending is None:
             return self._call_provider(request, ctx, kind)
         pending.addCallback(lambda _: self._call_provider(request, ctx, kind))
@@ -247,7 +299,7 @@ class ProxyApp:
         reason: str | None = None,
     ) -> None:
         """Write the response (unless the client is gone), then finalize once."""
-        if getattr(request, "_disconnected", False) or reason == "client_gone":
+        if ctx.client_gone or reason == "client_gone":
             ctx.status = ctx.status or 499
             self.hooks.finalize(ctx, "client_gone")
             return
@@ -261,16 +313,20 @@ class ProxyApp:
     def _write(
         self, request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
     ) -> None:
-        """Write one whole JSON response (a result, or the error's body)."""
+        """Write one whole JSON response (a result, or the error's body);
+        nothing if the client is gone (twisted.web refuses to finish then)."""
+        if ctx.client_gone:
+            return
         if error is not None and error.status >= 500:
-            # what an operator tailing the log needs to see; the message is
-            # already secret-free (upstream text is redacted in providers.errors)
+            # what an operator tailing the log needs to see, secret-free and
+            # escaped: the model name is the client's, the message maybe the
+            # upstream's
             log.warn(
                 "request {rid} model {model}: {status} {message}",
                 rid=ctx.request_id,
-                model=ctx.model_name,
+                model=escape(ctx.snapshot.redact(ctx.model_name or "-")[:128]),
                 status=error.status,
-                message=error.message,
+                message=escape(ctx.snapshot.redact(error.message)),
             )
         request.write(self._prepare(request, ctx, body, error))
         request.finish()
@@ -282,7 +338,7 @@ class ProxyApp:
         """Set status and headers; the body to write (the error's when failing)."""
         if error is not None:
             ctx.status = error.status
-            body = error.body()
+            body = error.body(ctx.snapshot.redact(error.message))
             request.setResponseCode(error.status, _reason(error.status))
             for name, value in error.headers.items():
                 request.setHeader(name, value)

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_gw.errors import GatewayError, provider_error, request_timeout
+from twisted_gw.errors import GatewayError, internal_error, provider_error, request_timeout
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.jsonutil import read
@@ -73,6 +73,9 @@ class StreamRelay:
         self._producing = False
         self._paused = False  # by the client's backpressure: not an idle upstream
         self._frames: list[bytes] = []  # parsed from the current upstream read
+        #: set while the relay cancels the upstream: whatever that fires
+        #: synchronously (a failed opening, an end) is the relay's own doing
+        self._cancelling = False
         #: fires (with None) when the request is over; cancelling it = client gone
         self.finished = defer.Deferred(lambda _: self._client_gone())
 
@@ -84,7 +87,7 @@ class StreamRelay:
         self._last_activity = self.reactor.seconds()
         self._timer = self.reactor.callLater(self.timeout, self._timed_out)
         self.request.notifyFinish().addErrback(lambda _: self._client_gone())
-        opening.addCallbacks(self._opened, self._open_failed)
+        opening.addCallbacks(self._opened, self._open_failed).addErrback(self._crashed)
         return self.finished
 
     def _opened(self, source: Any) -> None:
@@ -98,7 +101,7 @@ class StreamRelay:
 
     def _open_failed(self, failure: Failure) -> None:
         self._opening = None
-        if self.state == CLOSED or failure.check(defer.CancelledError):
+        if self.state == CLOSED or self._cancelling or failure.check(defer.CancelledError):
             return
         if failure.check(GatewayError):
             self._fail(failure.value)
@@ -112,7 +115,7 @@ class StreamRelay:
 
     def chunk(self, data: bytes) -> None:
         """One upstream chunk (raw JSON bytes): check it, then write it at once."""
-        if self.state == CLOSED:
+        if self.state == CLOSED or self._cancelling:
             return
         try:
             doc = read(data)
@@ -144,7 +147,7 @@ class StreamRelay:
             self.request.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def upstream_ended(self, clean: bool, detail: str) -> None:
-        if self.state == CLOSED:
+        if self.state == CLOSED or self._cancelling:
             return
         self.source = None  # it is over; nothing to cancel
         self.ctx.upstream_finished = self.reactor.seconds()
@@ -226,6 +229,7 @@ class StreamRelay:
     def _client_gone(self) -> None:
         if self.state == CLOSED:
             return
+        self.ctx.client_gone = True  # nothing may be written from now on
         self._cancel_upstream()
         if self._producing:  # the transport calls stopProducing before connectionLost
             self._producing = False
@@ -234,12 +238,33 @@ class StreamRelay:
         self._close("client_gone")
 
     def _cancel_upstream(self) -> None:
-        if self._opening is not None:
-            opening, self._opening = self._opening, None
-            opening.cancel()
-        if self.source is not None:
-            source, self.source = self.source, None
-            source.cancel()
+        self._cancelling = True
+        try:
+            if self._opening is not None:
+                opening, self._opening = self._opening, None
+                opening.cancel()
+            if self.source is not None:
+                source, self.source = self.source, None
+                source.cancel()
+        finally:
+            self._cancelling = False
+
+    def _crashed(self, failure: Failure) -> None:
+        """A bug in the relay's own callbacks: log it and still end the request
+        (a JSON 500 if nothing was sent, else a cut stream) and finalize once,
+        rather than leave an unhandled error and a request that never ends."""
+        log.failure("stream {rid}: unexpected error", failure, rid=self.ctx.request_id)
+        if self.state == CLOSED:
+            return
+        try:
+            if self.state == STREAMING:
+                self._end("upstream_cut")
+            else:
+                self._fail(internal_error())
+        except Exception:  # noqa: BLE001 - beyond saving: drop the connection, finalize
+            log.failure("stream {rid}: could not end the response", rid=self.ctx.request_id)
+            self.request.loseConnection()
+            self._close("upstream_error")
 
     def _close(self, reason: str) -> None:
         """The one exit: stop everything, finalize exactly once."""
