@@ -26,7 +26,7 @@ from twisted_gw.providers.anthropic_translate import from_anthropic_response, to
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
-from twisted_gw.providers.openai import decode_json_object
+from twisted_gw.providers.openai import decode_json_object, open_stream
 from twisted_gw.streaming.translated import TranslatedSSESource
 
 DEFAULT_BASE = "https://api.anthropic.com/v1"
@@ -86,10 +86,21 @@ class AnthropicProvider:
 
     def _stream_opened(self, response: Any, model: Model, created: int) -> Any:
         if 200 <= response.code < 300:
-            translator = AnthropicStreamTranslator(
-                created, model.upstream_model, secrets=(model.api_key,)
+
+            def sse_source(response: Any) -> TranslatedSSESource:
+                translator = AnthropicStreamTranslator(
+                    created, model.upstream_model, secrets=(model.api_key,)
+                )
+                return TranslatedSSESource(
+                    response, translator, max_event_bytes=self._client.max_event_bytes
+                )
+
+            return open_stream(
+                self._client,
+                response,
+                sse_source,
+                lambda doc: from_anthropic_response(doc, created),
             )
-            return TranslatedSSESource(response, translator)
         d = self._client.read(response)  # an error answer: read it whole, map it
         d.addCallback(self._check, model)
         return d

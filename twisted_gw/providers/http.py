@@ -3,8 +3,9 @@
 A single treq ``HTTPClient`` over one shared persistent ``HTTPConnectionPool``,
 built once at start-up. Per request it does as little as possible: the request
 body is already bytes and is written in one go (no cooperator round trips),
-redirects and response buffering are off, and the body is read with
-``readBody`` so that cancelling the Deferred aborts the upstream connection.
+redirects and response buffering are off. A whole answer is read with a size
+bound (``max_response_bytes``): an upstream cannot make the gateway hold an
+unbounded body, and cancelling the read closes the upstream connection.
 """
 
 from __future__ import annotations
@@ -23,27 +24,129 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.error import (
     ConnectError,
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
     TCPTimedOutError,
     TimeoutError,
 )
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     PartialDownloadError,
+    ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
     _HTTP11ClientFactory,
-    readBody,
 )
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError, provider_error
+from twisted_gw.observability.logsafe import escape
+
+log = Logger()
+
+#: defaults of server.proxy.max_response_bytes / max_event_bytes (config/file.py)
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+class _BoundedBody(Protocol):
+    """Collects a response body of at most ``limit`` bytes into ``finished``.
+
+    Past the limit (or a Content-Length above it, before any byte is read)
+    the connection is closed and ``finished`` fails with a 502 that says why.
+    A body without length or chunking ends when the connection closes; that
+    is the whole body, not a partial one."""
+
+    def __init__(self, finished: defer.Deferred, limit: int, length: Any, url: str) -> None:
+        self.finished = finished
+        self.limit = limit
+        self.length = length
+        self.url = url
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def connectionMade(self) -> None:
+        if self.length is not UNKNOWN_LENGTH and self.length > self.limit:
+            self._too_large()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self._too_large()
+            return
+        self.parts.append(data)
+
+    def _too_large(self) -> None:
+        log.warn(
+            "upstream {url}: response body over {limit} bytes "
+            "(server.proxy.max_response_bytes), connection closed",
+            url=escape(self.url),
+            limit=self.limit,
+        )
+        self.parts = []
+        if self.transport is not None:
+            self.transport.loseConnection()
+        if not self.finished.called:
+            self.finished.errback(provider_error(f"upstream response exceeds {self.limit} bytes"))
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self.finished.called:
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss, ConnectionDone):
+            self.finished.callback(b"".join(self.parts))
+        else:
+            self.finished.errback(reason)
+
+
+class _Discard(Protocol):
+    """Takes a response body only to close its connection at once."""
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+def discard(response: Any) -> None:
+    """Drop an unread response and close its connection (it is not read to
+    its end, so it cannot go back to the pool)."""
+    response.deliverBody(_Discard())
+
+
+def media_type(response: Any) -> str:
+    """The response's media type, lower case without parameters ("" if none)."""
+    values = response.headers.getRawHeaders(b"content-type")
+    if not values:
+        return ""
+    return values[0].split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def read_bounded(response: Any, limit: int, url: str = "-") -> defer.Deferred:
+    """The whole body of ``response`` (at most ``limit`` bytes); cancelling
+    the Deferred closes the upstream connection."""
+    protocol: list[_BoundedBody] = []
+
+    def cancel(_: defer.Deferred) -> None:
+        if protocol and protocol[0].transport is not None:
+            protocol[0].transport.loseConnection()
+
+    d: defer.Deferred = defer.Deferred(cancel)
+    body = _BoundedBody(d, limit, response.length, url)
+    protocol.append(body)
+    response.deliverBody(body)
+    return d
 
 
 class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
@@ -111,6 +214,13 @@ class CachingEndpointFactory:
         return endpoint
 
 
+def _host_of(url: str) -> str:
+    """``scheme://host:port`` of an upstream URL, for log lines: never its
+    path or query string (where a key may be)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.split("/", 1)[0].rsplit("@", 1)[-1] if sep else "-"
+
+
 def describe_failure(failure: Failure) -> str:
     """A short, secret-free phrase for a transport failure (the 502 text)."""
     if failure.check(ConnectionRefusedError):
@@ -131,10 +241,20 @@ def describe_failure(failure: Failure) -> str:
 class UpstreamClient:
     """POSTs JSON to upstreams over one pool; fires ``(status, headers, body)``."""
 
-    def __init__(self, reactor: Any, pool: HTTPConnectionPool | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        pool: HTTPConnectionPool | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
         import treq.client
 
         self.reactor = reactor
+        #: the bound on one whole answer read by :meth:`read`
+        self.max_response_bytes = max_response_bytes
+        #: the bound on one event of a streamed answer (the chunk sources read it)
+        self.max_event_bytes = max_event_bytes
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)
             pool.maxPersistentPerHost = 256
@@ -167,7 +287,7 @@ class UpstreamClient:
             unbuffered=True,
             reactor=self.reactor,
         )
-        d.addCallback(self._read_body)
+        d.addCallback(self._read_body, url)
         d.addErrback(self._transport_error)
         return d
 
@@ -197,26 +317,16 @@ class UpstreamClient:
             parsed = self._urls[url] = EncodedURL.from_text(url)
         return parsed
 
-    @classmethod
-    def read(cls, response: Any) -> defer.Deferred:
+    def read(self, response: Any, url: str = "-") -> defer.Deferred:
         """Read a whole response: fires (status, headers, body); transport
-        failures while reading become the 502 GatewayError."""
-        d = cls._read_body(response)
-        d.addErrback(cls._transport_error)
+        failures while reading, and a body over the bound, become the 502
+        GatewayError."""
+        d = self._read_body(response, url)
+        d.addErrback(self._transport_error)
         return d
 
-    @staticmethod
-    def _read_body(response: Any) -> defer.Deferred:
-        d = readBody(response.original)
-
-        def close_delimited(failure: Failure) -> bytes:
-            # A body without Content-Length or chunking ends when the
-            # connection closes; readBody reports that as "partial" though it
-            # is the whole body.
-            failure.trap(PartialDownloadError)
-            return failure.value.response
-
-        d.addErrback(close_delimited)
+    def _read_body(self, response: Any, url: str) -> defer.Deferred:
+        d = read_bounded(response, self.max_response_bytes, _host_of(url))
         d.addCallback(lambda body: (response.code, response.headers, body))
         return d
 

@@ -17,9 +17,10 @@ from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
 from twisted_gw.jsonutil import dumps, loads, read
 from twisted_gw.providers.errors import map_upstream_status
-from twisted_gw.providers.http import UpstreamClient
+from twisted_gw.providers.http import UpstreamClient, discard, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
-from twisted_gw.streaming.source import HTTPSSESource
+from twisted_gw.streaming.completion import chunks_from_completion
+from twisted_gw.streaming.source import HTTPSSESource, ListSource
 
 DEFAULT_BASES = {
     "openai": "https://api.openai.com/v1",
@@ -29,6 +30,42 @@ DEFAULT_BASES = {
 
 _JSON = [b"application/json"]
 _SSE = [b"text/event-stream"]
+
+
+def open_stream(
+    client: UpstreamClient,
+    response: Any,
+    sse_source: Any,
+    completion: Any,
+) -> Any:
+    """The chunk source for a 2xx answer to a streaming request, by its type.
+
+    ``text/event-stream`` (or no type at all): ``sse_source(response)``.
+    ``application/json``: an upstream that ignored ``stream``; its whole
+    answer is read, turned into an OpenAI chat completion by
+    ``completion(doc)``, and relayed as a stream of that completion's chunks
+    (so the client gets its answer and the tokens are counted). Anything
+    else: a 502 that names the type, never an empty stream."""
+    kind = media_type(response)
+    if kind in ("", "text/event-stream"):
+        return sse_source(response)
+    if kind == "application/json" or kind.endswith("+json"):
+        d = client.read(response)
+
+        def relayed(result: tuple) -> ListSource:
+            chunks = chunks_from_completion(completion(decode_json_object(result[2], True)))
+            if chunks is None:
+                raise provider_error(
+                    "upstream answered a streaming request with JSON that is not a chat completion"
+                )
+            return ListSource([dumps(c) for c in chunks], client.reactor)
+
+        return d.addCallback(relayed)
+    discard(response)
+    raise provider_error(
+        f"upstream answered a streaming request with content type {kind[:60]!r}, "
+        "not text/event-stream"
+    )
 
 
 def decode_json_object(body: bytes, reserialized: bool = False) -> dict:
@@ -102,10 +139,14 @@ class OpenAICompatibleProvider:
 
     def _stream_opened(self, response: Any, model: Model) -> Any:
         if 200 <= response.code < 300:
-            return HTTPSSESource(response, self._client.reactor)
+            return open_stream(self._client, response, self._sse_source, _as_is)
         d = self._client.read(response)  # an error answer: read it whole, map it
         d.addCallback(self._check, model)
         return d
+
+    def _sse_source(self, response: Any) -> HTTPSSESource:
+        client = self._client
+        return HTTPSSESource(response, client.reactor, max_event_bytes=client.max_event_bytes)
 
     @staticmethod
     def _check(result: tuple, model: Model, reserialized: bool = False) -> dict:
@@ -124,3 +165,7 @@ class OpenAICompatibleProvider:
         doc["model"] = model.name  # CONTRACT 4.2: the client's model name
         usage = doc.get("usage")
         return ProviderResult(dumps(doc), usage if isinstance(usage, dict) else None)
+
+
+def _as_is(doc: dict) -> dict:
+    return doc

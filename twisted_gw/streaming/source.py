@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from twisted_gw.streaming.sse import SSEParser
+from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
 
 DONE = b"[DONE]"
+
+log = Logger()
 
 
 class ChunkSink(Protocol):
@@ -35,15 +38,33 @@ class _SSEBodyProtocol(TwistedProtocol):
 
     def __init__(self, source: HTTPSSESource) -> None:
         self.source = source
-        self.parser = SSEParser()
+        self.parser = SSEParser(source.max_event_bytes)
 
     def connectionMade(self) -> None:
         if self.source.closed:  # cancelled before the body was asked for
             self.source.abort(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
+        try:
+            events, too_large = self.parser.feed(data), None
+        except EventTooLarge as e:  # what came before it still counts
+            events, too_large = e.events, e
+        self.deliver(events)
         source = self.source
-        for event in self.parser.feed(data):
+        if source.closed:
+            return
+        source.sink.flush()
+        if too_large is not None:
+            log.warn(
+                "upstream stream cut: {error} (server.proxy.max_event_bytes)",
+                error=str(too_large),
+            )
+            source.fail(str(too_large))
+
+    def deliver(self, events: list[SSEEvent]) -> None:
+        """Hand parsed events to the sink (stops when the source closes)."""
+        source = self.source
+        for event in events:
             if source.closed:
                 return
             payload = event.data
@@ -54,8 +75,6 @@ class _SSEBodyProtocol(TwistedProtocol):
             if source.saw_done:
                 continue  # nothing after [DONE] is part of the stream
             source.sink.chunk(payload)
-        if not source.closed:
-            source.sink.flush()
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
@@ -78,10 +97,18 @@ class _SSEBodyProtocol(TwistedProtocol):
 class HTTPSSESource:
     """An upstream ``text/event-stream`` response body as a chunk source."""
 
-    def __init__(self, response: Any, reactor: Any = None, drain_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        response: Any,
+        reactor: Any = None,
+        drain_timeout: float = 5.0,
+        max_event_bytes: int = 1 << 20,
+    ) -> None:
         self.response = response
         self.reactor = reactor
         self.drain_timeout = drain_timeout
+        #: the bound on one event (server.proxy.max_event_bytes)
+        self.max_event_bytes = max_event_bytes
         self.sink: Any = None
         self.closed = False
         self.saw_done = False
@@ -102,6 +129,18 @@ class HTTPSSESource:
             self._drain = self.reactor.callLater(
                 self.drain_timeout, self.abort, self._protocol.transport
             )
+
+    def fail(self, detail: str) -> None:
+        """The stream cannot go on (an event over the bound, a failure the
+        upstream reported in it): drop the upstream connection and end the
+        stream unclean (no ``[DONE]``; a 502 if nothing was sent yet)."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self._transport()
+        if transport is not None:
+            self.abort(transport)
+        self.sink.upstream_ended(False, detail)
 
     def stop_draining(self) -> None:
         if self._drain is not None and self._drain.active():

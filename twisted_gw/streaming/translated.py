@@ -41,10 +41,10 @@ class _TranslatingBodyProtocol(_SSEBodyProtocol):
     """Like the plain SSE body protocol, but each event goes through the
     source's translator, which may emit zero or more OpenAI chunks."""
 
-    def dataReceived(self, data: bytes) -> None:
+    def deliver(self, events: list[SSEEvent]) -> None:
         source = self.source
         translator = source.translator
-        for event in self.parser.feed(data):
+        for event in events:
             if source.closed:
                 return
             try:
@@ -57,8 +57,6 @@ class _TranslatingBodyProtocol(_SSEBodyProtocol):
                     return
                 source.emitted += 1
                 source.sink.chunk(dumps(chunk))
-        if not source.closed:
-            source.sink.flush()
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
@@ -78,8 +76,10 @@ class _TranslatingBodyProtocol(_SSEBodyProtocol):
 class TranslatedSSESource(HTTPSSESource):
     """An upstream SSE body in a foreign format, as a source of OpenAI chunks."""
 
-    def __init__(self, response: Any, translator: StreamTranslator) -> None:
-        super().__init__(response)
+    def __init__(
+        self, response: Any, translator: StreamTranslator, max_event_bytes: int = 1 << 20
+    ) -> None:
+        super().__init__(response, max_event_bytes=max_event_bytes)
         self.translator = translator
         self.emitted = 0
 
@@ -87,14 +87,3 @@ class TranslatedSSESource(HTTPSSESource):
         self.sink = sink
         self._protocol = _TranslatingBodyProtocol(self)  # type: ignore[assignment]
         self.response.deliverBody(self._protocol)
-
-    def fail(self, detail: str) -> None:
-        """The upstream reported a failure mid-stream: drop its connection, end
-        the stream unclean (no ``[DONE]``; a 502 if nothing was sent yet)."""
-        if self.closed:
-            return
-        self.closed = True
-        transport = self._transport()
-        if transport is not None:
-            self.abort(transport)
-        self.sink.upstream_ended(False, detail)
