@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.http import CACHED
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from twisted_gw.admin.auth import admin_token, check_admin_key
 from twisted_gw.config.entities import KINDS, Kind, SchemaError
@@ -92,6 +93,11 @@ class AdminApp:
     """Admin listener: /aisix/admin/*, /openapi(.json), /ui."""
 
     app = Klein()
+    # No redirects, ever: werkzeug would answer ``//x`` with a 308 whose
+    # Location is built from the client's Host header (an open redirect), so
+    # slashes are not merged and such a path is simply unknown.
+    app.url_map.merge_slashes = False
+    app.url_map.redirect_defaults = False
 
     def __init__(
         self,
@@ -127,8 +133,8 @@ class AdminApp:
             log.failure(
                 "admin request {method} {path} failed",
                 failure,
-                method=request.method.decode(),
-                path=request.path.decode("utf-8", "replace"),
+                method=escape(request.method.decode("latin-1")),
+                path=escape(request.path.decode("utf-8", "replace")),
             )
             return _json(
                 request, 500, {"error_msg": f"internal error: {failure.getErrorMessage()}"}
@@ -139,7 +145,10 @@ class AdminApp:
 
     @staticmethod
     def _document(request: Any, kind: Kind, id: str) -> dict:
-        """Parse and validate the body: 'Invalid JSON' then schema errors, in that order."""
+        """Parse and validate the body: 413 if it was too large to keep, then
+        'Invalid JSON', then schema errors, in that order."""
+        if request.body_too_large:
+            raise AdminError(413, f"Request body exceeds {request.max_body_bytes} bytes")
         try:
             doc = loads(request.content.read())
         except ValueError as e:
@@ -281,9 +290,10 @@ class AdminApp:
 
     # -- unmatched -------------------------------------------------------------
 
-    @app.handle_errors(NotFound)
+    @app.handle_errors(NotFound, RequestRedirect)
     def not_found(self, request: Any, failure: Any) -> bytes:
-        """Unknown paths: 404 with an empty body, no auth (CONTRACT 3)."""
+        """Unknown paths: 404 with an empty body, no auth (CONTRACT 3); a path
+        werkzeug would redirect is unknown too (see ``app`` above)."""
         request.setResponseCode(404)
         return b""
 

@@ -7,14 +7,17 @@ consistent set of models and keys even while an operator edits them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from twisted.logger import Logger
 
 from twisted_gw.config.entities import KINDS, ApiKey, Model, SchemaError
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -57,6 +60,26 @@ class Snapshot:
     keys_by_id: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
     revision: int = 0
 
+    @cached_property
+    def _secrets(self) -> re.Pattern | None:
+        """One pattern matching every client key and provider key of this
+        snapshot (longest first, so a key holding another is cut whole); built
+        on first use, once per snapshot."""
+        secrets = {k for k in self.keys_by_key if len(k) >= 4}
+        secrets.update(
+            m.api_key for m in self.models_by_id.values() if m.api_key and len(m.api_key) >= 4
+        )
+        if not secrets:
+            return None
+        return re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every configured client or provider key replaced by
+        ``[redacted]`` (CONTRACT 4.1: secrets never appear in a response or a
+        log line, e.g. an upstream echoing back a key a client put in ``user``)."""
+        pattern = self._secrets
+        return text if pattern is None else pattern.sub("[redacted]", text)
+
     @classmethod
     def build(
         cls, entries: Iterable[StoredEntry], revision: int = 0, source: str = "store"
@@ -73,9 +96,9 @@ class Snapshot:
             except SchemaError as e:
                 log.warn(
                     "skipping invalid document {key} in {source}: {error}",
-                    key=entry.key,
+                    key=escape(entry.key),
                     source=source,
-                    error=str(e).replace("\n", "; "),
+                    error=escape(str(e).replace("\n", "; ")),
                 )
         return cls.from_entities(parsed, revision)
 
@@ -96,13 +119,13 @@ class Snapshot:
         for key, entity in entities:
             if isinstance(entity, Model):
                 if entity.name in models_by_name:
-                    log.warn("skipping {key}: model name already used", key=key)
+                    log.warn("skipping {key}: model name already used", key=escape(key))
                     continue
                 models_by_name[entity.name] = entity
                 models_by_id[entity.id] = entity
             else:
                 if entity.key in keys_by_key:
-                    log.warn("skipping {key}: API key already used", key=key)
+                    log.warn("skipping {key}: API key already used", key=escape(key))
                     continue
                 keys_by_key[entity.key] = entity
                 keys_by_id[entity.id] = entity
