@@ -101,6 +101,13 @@ class GatewayMetrics:
         self._children: dict[tuple, tuple[Any, Any]] = {}
         self._model_children: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
 
+    def watch(self, name: str, documentation: str, read: Any) -> None:
+        """A gauge whose value is ``read()`` at scrape time (costs the hot path
+        nothing): e.g. requests in flight, concurrency slots held."""
+        from prometheus_client import Gauge
+
+        Gauge(name, documentation, registry=self.registry).set_function(read)
+
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -135,6 +135,10 @@ class ProxyApp:
 
     # -- the model call --------------------------------------------------------
 
+    def in_flight(self) -> int:
+        """Requests received whose response is not finished yet."""
+        return len(self._live)
+
     def abort_in_flight(self, grace: float = 2.0) -> defer.Deferred:
         """Drop the connection of every request still in flight (shutdown).
 

@@ -68,6 +68,11 @@ class MemoryRateLimitStore:
                 self._in_flight.pop(gate.key, None)
         return defer.succeed(None)
 
+    def slots_held(self) -> int:
+        """Concurrency slots held right now, over every key and model (a
+        request holds one per concurrency limit that applies to it)."""
+        return sum(self._in_flight.values())
+
     def in_flight(self, key: str) -> int:
         """Current in-flight count of a concurrency key (for tests and metrics)."""
         return self._in_flight.get(key, 0)
