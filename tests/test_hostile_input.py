@@ -498,3 +498,30 @@ async def test_gateway_still_serves_after_all_of_it(gw, setup):
         "POST", gw.proxy + CHAT, headers=auth(setup), json_body=chat_doc("h-mock")
     )
     assert status == 200, body
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_flight_and_slots_held_gauges_return_to_zero(gw, setup, fresh_upstream):
+    async def gauges():
+        return (
+            await metric(gw, r"^twisted_gw_requests_in_flight "),
+            await metric(gw, r"^twisted_gw_concurrency_slots_held "),
+        )
+
+    await gw.add_model("h-slow", "mock/demo", {}, rate_limit={"concurrency": 2})
+    key = await gw.add_key(["h-slow", "h-gpt"])
+    fresh_upstream.set_delay(CHAT, 0.5)
+    pending = defer.ensureDeferred(gw.chat(key, chat_doc("h-gpt")))
+    seen = (0.0, 0.0)
+    for _ in range(100):  # polled: the request is in another process
+        seen = await gauges()
+        if seen[0] == 1:
+            break
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert seen == (1.0, 0.0)  # h-gpt has no concurrency limit: no slot
+    status, _, _ = await pending
+    assert status == 200
+    for stream in (False, True):
+        status, _, _ = await gw.chat(key, chat_doc("h-slow", stream=stream))
+        assert status == 200
+    assert await gauges() == (0.0, 0.0)

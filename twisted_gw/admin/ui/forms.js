@@ -14,6 +14,7 @@ export function numberInput(id, value) {
     type: "number",
     inputmode: "numeric",
     min: "0",
+    max: "1000000000000", // the Admin API refuses more (CONTRACT 5.5)
     step: "1",
     value: Number.isFinite(value) ? String(value) : undefined,
   });

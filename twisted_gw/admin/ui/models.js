@@ -243,6 +243,7 @@ function buildForm(entry, navigate) {
     type: "number",
     inputmode: "numeric",
     min: "0",
+    max: "3600000", // the Admin API refuses more (CONTRACT 5.5)
     step: "1",
     value: Number.isFinite(v.timeout) ? String(v.timeout) : undefined,
   });
