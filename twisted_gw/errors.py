@@ -143,3 +143,7 @@ def headers_too_slow(seconds: float) -> GatewayError:
 
 def too_many_connections() -> GatewayError:
     return GatewayError(503, "Too many connections", "too_many_connections")
+
+
+def invalid_host() -> GatewayError:
+    return GatewayError(400, "Invalid Host header", "invalid_request")

@@ -1,18 +1,82 @@
-"""The twisted.web Site and Request both listeners use.
+"""The twisted.web Site, channel and Request both listeners use.
 
 - The request refuses bodies over ``max_body_bytes`` **[beyond]**: twisted.web
   buffers the whole body before dispatch, so without a bound a client could
-  make the gateway store gigabytes. It stops storing at the limit and marks
-  itself, and the route answers 413.
+  make the gateway store gigabytes. A ``Content-Length`` over the bound is
+  dispatched at once with an empty body (no ``100 Continue``, the rest of the
+  body is never read, the connection closes after the answer); a chunked body
+  stops being stored at the bound. Either way the request is marked
+  ``body_too_large`` and the route answers 413 after its auth.
+- A path that is not UTF-8 cannot be routed by Klein, which would answer an
+  HTML 400 and log a traceback; such a request is marked ``url_undecodable``
+  and routed to no route, so the app's unmatched handler answers it in the
+  listener's shape, after auth where the listener has it. A Host that Klein
+  or werkzeug cannot use (not UTF-8, not IDNA-encodable: an HTML 400 or 500
+  with a traceback) is a 400 the site answers itself (no route reads Host).
+- The channel answers what it refuses itself, in the listener's error shape
+  (``error_body``), and closes: request headers over twisted.web's bounds
+  (431), headers not complete ``header_timeout`` seconds after the request's
+  first byte (408; a slow client cannot hold a connection by trickling), and
+  malformed requests (400).
+- The site holds at most ``max_connections`` connections open; one past the
+  cap gets a 503 and is closed at accept time, with at most one warning a
+  minute in the log.
 - The site does not parse form bodies (every JSON POST would otherwise run
   its Content-Type through the stdlib ``email`` parser, ~80 us a request) and
   writes no twisted.web access log line: the gateway's own access-log hook
   writes one line per request, without the query string (where a key may be).
+
+HTTP/2 is not offered (the listeners' TLS options advertise no ALPN), so the
+site's protocol is the HTTP/1.1 channel itself rather than twisted.web's
+HTTP/1.1-or-2 switch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
+from werkzeug.exceptions import BadHost
+
+from twisted_gw.errors import (
+    GatewayError,
+    bad_request,
+    headers_too_large,
+    headers_too_slow,
+    invalid_host,
+    too_many_connections,
+)
+
+log = Logger()
+
+#: how the listener writes an error it answers itself (CONTRACT 3 / 4.1 shapes)
+ErrorBody = Callable[[GatewayError], bytes]
+
+#: what an undecodable URL is routed as: a path segment no route matches
+_UNROUTABLE = b"\x00"
+
+#: seconds a refused client gets to read its small error before it is dropped
+_ABORT_AFTER = 2.0
+
+#: at most one "connection cap reached" warning per this many seconds
+_CAP_WARNING_EVERY = 60.0
+
+
+def _response(error: GatewayError, error_body: ErrorBody) -> bytes:
+    """A whole HTTP/1.1 response for ``error``, closing the connection."""
+    body = error_body(error)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (
+        error.status,
+        HTTPStatus(error.status).phrase.encode(),
+        b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n"
+        % len(body),
+        body,
+    )
 
 
 class LimitedRequest(Request):
@@ -20,6 +84,8 @@ class LimitedRequest(Request):
 
     max_body_bytes = 32 * 1024 * 1024
     body_too_large = False
+    #: the path is not UTF-8 (see the module docstring)
+    url_undecodable = False
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_bytes:
@@ -37,17 +103,192 @@ class LimitedRequest(Request):
             return
         super().handleContentChunk(data)
 
+    def render(self, resrc: Any) -> None:
+        # the common case costs two byte-string scans and a header lookup
+        if b"%" in self.path or not self.path.isascii():
+            self._check_path()
+        host = self.requestHeaders.getRawHeaders(b"host")
+        if host is not None and not host[-1].isascii() and not _is_utf8(host[-1]):
+            self._answer(invalid_host())
+            return
+        try:
+            super().render(resrc)
+        except BadHost:  # werkzeug cannot IDNA-encode it (".", "a..b"); nothing is written yet
+            self._answer(invalid_host())
+
+    def _check_path(self) -> None:
+        if not _is_utf8(b"/".join(self.postpath)):
+            self.url_undecodable = True
+            self.postpath = [_UNROUTABLE]
+
+    def _answer(self, error: GatewayError) -> None:
+        """Answer ``error`` in the site's shape, without the resource."""
+        body = self.site.error_body(error)
+        self.setResponseCode(error.status, HTTPStatus(error.status).phrase.encode())
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
 
 def limited_request_factory(max_body_bytes: int) -> type:
     """A LimitedRequest subclass with its own bound (one per listener)."""
     return type("BoundedRequest", (LimitedRequest,), {"max_body_bytes": max_body_bytes})
 
 
+class GatewayChannel(HTTPChannel):
+    """HTTPChannel that answers its own refusals as JSON and bounds slow heads.
+
+    The header deadline is armed only when a read ends inside a request's head
+    (a request that arrives in one read, the usual case, costs no timer), so it
+    counts from the read that brought the request's first byte; it is
+    cancelled when the head is complete. Between requests the idle timeout
+    (``Site.timeOut``) applies, as before."""
+
+    #: seconds from a request's first byte to the end of its head (None: none)
+    header_timeout: float | None = None
+    #: called once when the connection is gone (the site's connection count)
+    on_close: Callable[[], None] | None = None
+
+    _head_deadline: Any = None
+    #: an error was answered: the rest of the input is dropped
+    _refused = False
+    #: the request's body is over the bound and will never be read
+    _dropping_body = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error_body: ErrorBody = GatewayError.body
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused or self._dropping_body:
+            return
+        super().dataReceived(data)
+        if (
+            self._head_deadline is None
+            and self.line_mode
+            and not self._handlingRequest
+            and (self._buffer or self._receivedHeaderSize)  # inside a head
+            and self.header_timeout
+            and not self._refused
+        ):
+            self._head_deadline = self.callLater(self.header_timeout, self._head_too_slow)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._dropping_body:
+            return
+        super().rawDataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        # twisted.web answers a bare 400 past totalHeadersSize
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(headers_too_large())
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver closes silently on a line over MAX_LENGTH
+        self._refuse(headers_too_large())
+
+    def headerReceived(self, line: bytes) -> bool:
+        # twisted.web answers a bare 400 past maxHeaders
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(headers_too_large())
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_deadline()
+        request = self.requests[-1]
+        length = self.length
+        if (
+            length is None
+            or not isinstance(request, LimitedRequest)
+            or length <= request.max_body_bytes
+        ):
+            super().allHeadersReceived()
+            return
+        # Refused by its Content-Length: dispatch now with an empty body and
+        # no 100 Continue; the body is dropped and the connection closes after
+        # the answer, so none of it is parsed as a next request.
+        request.parseCookies()
+        self.persistent = False
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        request.gotLength(length)  # marks body_too_large, stores nothing
+        self.length = 0  # lineReceived dispatches at once
+        self._dropping_body = True
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's own is a bare 400 without a body
+        self._refuse(bad_request())
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        self._refuse(headers_too_slow(self.header_timeout or 0))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer ``error`` (unless a response is under way) and close."""
+        if self._refused:
+            return
+        self._refused = True
+        self._cancel_deadline()
+        if not self._handlingRequest:
+            self.transport.write(_response(error, self.error_body))
+        self.loseConnection()
+        if self._abortingCall is None:
+            self._abortingCall = self.callLater(_ABORT_AFTER, self.forceAbortClient)
+
+    def _cancel_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_deadline()
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
+        super().connectionLost(reason)
+
+
+class _Refusal(Protocol):
+    """A connection past the cap: a 503, then closed (see GatewaySite)."""
+
+    def __init__(self, site: GatewaySite) -> None:
+        self.site = site
+        self._abort: Any = None
+
+    def connectionMade(self) -> None:
+        self.site._note_refusal(self.transport)
+        self.transport.write(_response(too_many_connections(), self.site.error_body))
+        self.transport.loseConnection()
+        self._abort = self.site.reactor.callLater(_ABORT_AFTER, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        """The request is not read."""
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
+
 class GatewaySite(Site):
-    """A Site for the gateway's Klein resources; see the module docstring."""
+    """A Site for the gateway's Klein resources; see the module docstring.
+
+    ``error_body`` writes the errors the site answers itself in the
+    listener's shape (default: the proxy's OpenAI shape of CONTRACT 4.1)."""
 
     noisy = False
     displayTracebacks = False
+    protocol = GatewayChannel
 
     def __init__(
         self,
@@ -56,6 +297,7 @@ class GatewaySite(Site):
         header_timeout: float = 30.0,
         max_connections: int = 4096,
         reactor: object = None,
+        error_body: ErrorBody = GatewayError.body,
     ) -> None:
         super().__init__(
             resource,
@@ -65,6 +307,41 @@ class GatewaySite(Site):
         )
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.error_body = error_body
+        #: connections open now (refused ones are not counted)
+        self.open_connections = 0
+        self._refused_since_warning = 0
+        self._last_cap_warning: float | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.open_connections >= self.max_connections:
+            return _Refusal(self)
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        channel.error_body = self.error_body
+        channel.on_close = self._connection_closed
+        self.open_connections += 1
+        return channel
+
+    def _connection_closed(self) -> None:
+        self.open_connections -= 1
+
+    def _note_refusal(self, transport: Any) -> None:
+        """Count a refused connection; warn at most once a minute."""
+        self._refused_since_warning += 1
+        now = self.reactor.seconds()
+        if self._last_cap_warning is not None and now - self._last_cap_warning < _CAP_WARNING_EVERY:
+            return
+        host = transport.getHost()
+        log.warn(
+            "connection cap reached on port {port}: {cap} connections open, refusing new ones"
+            " ({refused} refused since the last warning)",
+            port=host.port,
+            cap=self.max_connections,
+            refused=self._refused_since_warning,
+        )
+        self._last_cap_warning = now
+        self._refused_since_warning = 0
 
     def log(self, request: object) -> None:
         """No twisted.web access log (see the module docstring)."""

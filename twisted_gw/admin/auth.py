@@ -27,3 +27,24 @@ def check_admin_key(token: bytes | None, keys: Sequence[bytes]) -> str | None:
     for key in keys:
         ok |= hmac.compare_digest(token, key)
     return None if ok else "Invalid API key"
+
+
+def authorize(
+    authorization: Sequence[bytes] | None,
+    x_api_key: Sequence[bytes] | None,
+    keys: Sequence[bytes],
+) -> tuple[int, str] | None:
+    """None when the request may pass, else ``(status, error_msg)``.
+
+    The headers are every value of each, as ``getRawHeaders`` gives them.
+    Either header twice is a 400 **[beyond]** (a proxy in front may have read
+    the other value); then the 401s of :func:`check_admin_key`."""
+    if authorization is not None and len(authorization) > 1:
+        return 400, "Multiple Authorization headers"
+    if x_api_key is not None and len(x_api_key) > 1:
+        return 400, "Multiple x-api-key headers"
+    token = admin_token(
+        authorization[0] if authorization else None, x_api_key[0] if x_api_key else None
+    )
+    problem = check_admin_key(token, keys)
+    return None if problem is None else (401, problem)

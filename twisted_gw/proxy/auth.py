@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted_gw.config.entities import ApiKey
 from twisted_gw.config.snapshot import Snapshot
-from twisted_gw.errors import invalid_api_key, missing_api_key
+from twisted_gw.errors import invalid_api_key, missing_api_key, multiple_authorization_headers
 
 
 def bearer_token(header: bytes | None) -> str | None:
@@ -18,8 +20,17 @@ def bearer_token(header: bytes | None) -> str | None:
     return value
 
 
-def authenticate(snapshot: Snapshot, header: bytes | None) -> ApiKey:
-    """The ApiKey for this header, or the 401 GatewayError of the contract."""
+def authenticate(snapshot: Snapshot, header: Sequence[bytes] | bytes | None) -> ApiKey:
+    """The ApiKey for this request, or the GatewayError of the contract.
+
+    ``header`` is every Authorization value of the request, as
+    ``request.requestHeaders.getRawHeaders(b"authorization")`` gives them
+    (a single ``bytes`` value is taken too). Two or more are a 400 **[beyond]**:
+    a proxy in front of the gateway may have read the other one."""
+    if header is not None and not isinstance(header, bytes):
+        if len(header) > 1:
+            raise multiple_authorization_headers()
+        header = header[0] if header else None
     token = bearer_token(header)
     if token is None:
         raise missing_api_key()
