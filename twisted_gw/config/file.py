@@ -1,18 +1,34 @@
-"""Load and check the gateway's config file (CONTRACT 1).
+"""Load and check the gateway's config file (CONTRACT 1, 5.5).
 
 Everything that can be known wrong before a socket is opened is checked here,
 so a bad file fails in milliseconds with one readable line instead of a
-traceback. The result is a frozen :class:`GatewayConfig`; nothing downstream
-reads the raw mapping.
+traceback. :data:`SCHEMA` is the one table of every key the gateway knows: its
+kind (what it accepts), its default and what it is for. The loader, the
+unknown-key warnings and the error texts all read it, and :func:`reference`
+turns it into the README's config reference.
+
+A known key with a value of the wrong type or range is a :class:`ConfigError`
+(``<path> must be <expected>, got <what>``); a key the table does not know is
+a warning in :attr:`GatewayConfig.warnings` (AISIX files may carry keys we do
+not use), naming the nearest known key of its level. ``null`` (or an absent
+key) means the default everywhere; a blank string does too for text keys.
+Values are never echoed in a message unless they are numbers or one of a
+fixed set of words: a wrong admin key or password must not reach a log.
+
+The result is a frozen :class:`GatewayConfig`; nothing downstream reads the
+raw mapping.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
+import math
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 DEFAULT_PROXY_LISTEN = "0.0.0.0:3000"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:3001"
@@ -24,13 +40,15 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
-#: open connections per listener
-DEFAULT_MAX_CONNECTIONS = {"Proxy": 4096, "Admin": 256}
 STORE_FILE_NAME = "twisted-gw-store.json"
 
 
 class ConfigError(Exception):
     """The config file cannot be used; the message is what the operator sees."""
+
+
+# -- the checked config ----------------------------------------------------
+# No defaults here: they are in SCHEMA, and load_config fills every field.
 
 
 @dataclass(frozen=True)
@@ -47,37 +65,37 @@ class ListenConfig:
     name: str  # "Proxy" or "Admin", as the error messages spell it
     host: str
     port: int
-    tls: TLSConfig = field(default_factory=TLSConfig)
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    max_connections: int = 4096
+    tls: TLSConfig
+    header_timeout: float
+    max_connections: int
 
 
 @dataclass(frozen=True)
 class EtcdConfig:
     hosts: tuple[str, ...]
-    prefix: str = "/aisix"
-    timeout: float = 5.0
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    prefix: str
+    timeout: float
+    user: str | None
+    password: str | None = field(repr=False)
     #: start-up: retries after the first failed load, and the pause between
     #: attempts (AISIX: 5 retries, 5 s apart, then exit 1)
-    startup_retries: int = 5
-    startup_retry_interval: float = 5.0
+    startup_retries: int
+    startup_retry_interval: float
     #: seconds between liveness probes of a live watch (0: none)
-    probe_interval: float = 10.0
+    probe_interval: float
     #: https hosts: a PEM trust root instead of the system's, or no check at all
-    ca_file: str | None = None
-    verify: bool = True
+    ca_file: str | None
+    verify: bool
 
 
 @dataclass(frozen=True)
 class RedisConfig:
     """Shared rate-limit counters (CONTRACT 4.5, several nodes)."""
 
-    url: str = field(default="redis://127.0.0.1:6379", repr=False)  # may hold a password
-    prefix: str = "twisted-gw"
-    timeout: float = 1.0
-    fail_open: bool = True
+    url: str = field(repr=False)  # may hold a password
+    prefix: str
+    timeout: float
+    fail_open: bool
 
 
 @dataclass(frozen=True)
@@ -87,20 +105,336 @@ class GatewayConfig:
     path: str | None
     proxy: ListenConfig
     admin: ListenConfig
-    admin_keys: tuple[str, ...] = field(default=(), repr=False)
-    etcd: EtcdConfig | None = None
-    store_path: str = STORE_FILE_NAME
-    seed_demo: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    admin_keys: tuple[str, ...] = field(repr=False)
+    etcd: EtcdConfig | None
+    store_path: str
+    seed_demo: bool
+    max_body_bytes: int
+    upstream_timeout: float
+    max_event_bytes: int
+    max_response_bytes: int
     #: dotted paths of extra IHook factories, run after the built-in hooks
-    hooks: tuple[str, ...] = ()
-    redis: RedisConfig | None = None
-    access_log_format: str = "logfmt"
+    hooks: tuple[str, ...]
+    redis: RedisConfig | None
+    access_log_format: str
     #: run hooks installed as Twisted plugins (IPlugin + IHook)
-    plugin_hooks: bool = True
+    plugin_hooks: bool
+    #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
+    warnings: tuple[str, ...] = ()
+
+
+# -- what a key accepts ----------------------------------------------------
+
+
+class _Refused(Exception):
+    """A kind does not accept a value; ``got`` ends the message (``got <got>``)."""
+
+    def __init__(self, got: str) -> None:
+        super().__init__(got)
+        self.got = got
+
+
+def _a(value: Any) -> str:
+    """What a value is, without showing it (it may be a secret)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string" if value else "an empty string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"  # YAML dates and the like
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Kind(Protocol):
+    """What one key accepts; ``expected`` completes ``<path> must be ...``."""
+
+    @property
+    def expected(self) -> str: ...
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> Any:
+        """The value to use for a non-null ``value``; ``None`` means the default.
+
+        Raises :class:`_Refused` (the loader words the message) or
+        :class:`ConfigError` (for a message of its own).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string; blank means the default."""
+
+    expected: ClassVar[str] = "a string"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> str | None:
+        if not isinstance(value, str):
+            raise _Refused(_a(value))
+        return value or None
+
+
+@dataclass(frozen=True)
+class URL:
+    """A string starting with one of ``schemes``; never echoed (it may hold a password)."""
+
+    schemes: tuple[str, ...]
+
+    @property
+    def expected(self) -> str:
+        return f"a {' or '.join(self.schemes)} URL"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> str | None:
+        if not isinstance(value, str):
+            raise _Refused(_a(value))
+        if value and not value.startswith(self.schemes):
+            raise ConfigError(f"{path} must start with {' or '.join(self.schemes)}")
+        return value or None
+
+
+@dataclass(frozen=True)
+class Flag:
+    expected: ClassVar[str] = "true or false"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> bool:
+        if not isinstance(value, bool):
+            raise _Refused(_a(value))
+        return value
+
+
+@dataclass(frozen=True)
+class Integer:
+    minimum: int  # 0 or 1
+
+    @property
+    def expected(self) -> str:
+        return "a positive integer" if self.minimum == 1 else "a non-negative integer"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Refused(_a(value))
+        if value < self.minimum:
+            raise _Refused(str(value))
+        return value
+
+
+@dataclass(frozen=True)
+class Seconds:
+    """A duration in seconds; ``0`` means the default unless ``zero_is_off``.
+
+    AISIX's own tooling writes ``deployment.etcd.timeout: 5000`` (milliseconds)
+    where its docs say seconds; a value above ``ms_above`` (300 for the etcd
+    call timeout) cannot sensibly be seconds there, so it is read as ms.
+    """
+
+    ms_above: float = 0
+    zero_is_off: bool = False
+    expected: ClassVar[str] = "a number of seconds >= 0"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> float | None:
+        if not _number(value):
+            raise _Refused(_a(value))
+        if value < 0 or not math.isfinite(value):
+            raise _Refused(str(value))
+        if value == 0:
+            return 0.0 if self.zero_is_off else None
+        return value / 1000.0 if self.ms_above and value > self.ms_above else float(value)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    @property
+    def expected(self) -> str:
+        quoted = [f"'{c}'" for c in self.choices]
+        return " or ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else quoted[0]
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> str:
+        if value not in self.choices:
+            raise _Refused(repr(value) if isinstance(value, str) else _a(value))
+        return value
+
+
+@dataclass(frozen=True)
+class Listen:
+    """``IP:port`` or ``[v6]:port`` (see :func:`parse_listen`); checks to ``(host, port)``."""
+
+    name: str  # "Proxy" or "Admin"
+    expected: ClassVar[str] = "IP:port or [v6]:port"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, int]:
+        return parse_listen(self.name, value, "")
+
+
+def _items(value: Any, item_ok: Callable[[Any], bool]) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Refused(_a(value))
+    for item in value:
+        if not item_ok(item):
+            raise _Refused(f"a list holding {_a(item)}")
+    return value
+
+
+def _nonblank(item: Any) -> bool:
+    return isinstance(item, str) and bool(item)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """One URL or a list of them; an empty list means the default."""
+
+    expected: ClassVar[str] = "a URL or a list of URLs"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, ...] | None:
+        if isinstance(value, str):
+            return (value,) if value else None
+        return tuple(_items(value, _nonblank)) or None
+
+
+@dataclass(frozen=True)
+class DottedPaths:
+    expected: ClassVar[str] = "a list of dotted paths (package.module.Name)"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, ...]:
+        return tuple(_items(value, _nonblank))
+
+
+@dataclass(frozen=True)
+class AdminKeys:
+    """``[{key: ...}, ...]``; a bare string entry is taken as the key (as it always was)."""
+
+    expected: ClassVar[str] = "a list of {key: ...}"
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Refused(_a(value))
+        keys = []
+        for i, entry in enumerate(value):
+            where = f"{path}[{i}]"
+            if isinstance(entry, dict):
+                for name in entry:
+                    if name != "key":
+                        warn(_unknown(f"{where}.{name}", name, ("key",)))
+                entry = entry.get("key")
+                where += ".key"
+            elif not isinstance(entry, str):
+                raise ConfigError(f"{where} must be {{key: ...}}, got {_a(entry)}")
+            if not isinstance(entry, str) or not entry:
+                # an empty key would match an empty Authorization value
+                raise ConfigError(f"{where} must be a non-empty string, got {_a(entry)}")
+            keys.append(entry)
+        return tuple(keys)
+
+
+# -- the table -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: what it accepts, its default and what it is for."""
+
+    kind: Kind
+    default: Any
+    doc: str
+    #: the default as the reference shows it, when the value itself reads badly
+    shown: str | None = None
+
+    def read(self, value: Any, path: str, warn: Callable[[str], None]) -> Any:
+        if value is None:
+            return self.default
+        try:
+            checked = self.kind.check(value, path, warn)
+        except _Refused as refused:
+            raise ConfigError(f"{path} must be {self.kind.expected}, got {refused.got}") from None
+        return self.default if checked is None else checked
+
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping of keys; ``null`` or absent means all its defaults."""
+
+    keys: Mapping[str, Key | Section]
+    #: absent or null means the feature is off (None), not its defaults
+    optional: bool = False
+    doc: str = ""
+
+    def read(self, raw: Any, path: str, warn: Callable[[str], None]) -> dict[str, Any] | None:
+        if raw is None:
+            if self.optional:
+                return None
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must be a mapping, got {_a(raw)}")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():  # in file order, so messages come in reading order
+            where = f"{path}.{name}" if path else str(name)
+            spec = self.keys.get(name) if isinstance(name, str) else None
+            if spec is None:
+                warn(_unknown(where, name, self.keys))
+            else:
+                values[name] = spec.read(value, where, warn)
+        for name, spec in self.keys.items():
+            if name not in values:
+                values[name] = spec.read(None, f"{path}.{name}" if path else name, warn)
+        return values
+
+
+def _unknown(path: str, name: Any, known: Iterable[str]) -> str:
+    """The warning for a key the table does not know, with the nearest known one."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown config key '{path}'{hint}"
+
+
+def _tls_section(name: str) -> Section:
+    return Section(
+        {
+            "enabled": Key(Flag(), False, f"serve HTTPS on the {name.lower()} listener"),
+            "cert_file": Key(
+                Text(),
+                None,
+                "PEM certificate, may hold a chain (leaf first); required if enabled;"
+                " relative to the working directory",
+            ),
+            "key_file": Key(Text(), None, "PEM private key; required if enabled; likewise"),
+        }
+    )
+
+
+def _listener_section(
+    name: str, listen: str, max_connections: int, **more: Key | Section
+) -> Section:
+    return Section(
+        {
+            "listen": Key(
+                Listen(name),
+                parse_listen(name, listen, listen),
+                "literal IP:port or [v6]:port (hostnames are refused, as AISIX does)",
+                shown=listen,
+            ),
+            "tls": _tls_section(name),
+            "header_timeout": Key(
+                Seconds(),
+                DEFAULT_HEADER_TIMEOUT,
+                "seconds a client has to send a request's headers",
+            ),
+            "max_connections": Key(
+                Integer(1), max_connections, "connections open at once on this listener"
+            ),
+            **more,
+        }
+    )
 
 
 def parse_listen(name: str, value: Any, default: str) -> tuple[str, int]:
@@ -129,125 +463,235 @@ def parse_listen(name: str, value: Any, default: str) -> tuple[str, int]:
     return str(addr), port_number
 
 
-def _tls(name: str, raw: Any) -> TLSConfig:
-    if not isinstance(raw, dict) or not raw.get("enabled"):
+#: Every key the gateway reads, with its kind, default and meaning.
+SCHEMA = Section(
+    {
+        "deployment": Section(
+            {
+                "etcd": Section(
+                    {
+                        "host": Key(
+                            Hosts(),
+                            ("http://127.0.0.1:2379",),
+                            "http:// or https:// URLs (a bare host:port is http), tried in order",
+                            shown='["http://127.0.0.1:2379"]',
+                        ),
+                        "prefix": Key(Text(), "/aisix", "every key lives under it"),
+                        "timeout": Key(
+                            Seconds(ms_above=300),
+                            5.0,
+                            "seconds for each etcd call, connect included"
+                            " (above 300 it is read as milliseconds: AISIX's tooling writes 5000)",
+                        ),
+                        "user": Key(Text(), None, "etcd authentication"),
+                        "password": Key(Text(), None, "etcd authentication"),
+                        "startup_retries": Key(
+                            Integer(0), 5, "retries of the first load after it fails; then exit 1"
+                        ),
+                        "startup_retry_interval": Key(
+                            Seconds(), 5.0, "seconds between those attempts"
+                        ),
+                        "probe_interval": Key(
+                            Seconds(zero_is_off=True),
+                            10.0,
+                            "seconds between liveness probes of a live watch; 0 turns them off",
+                        ),
+                        "tls": Section(
+                            {
+                                "ca_file": Key(
+                                    Text(),
+                                    None,
+                                    "PEM trust root for https:// hosts",
+                                    shown="system CAs",
+                                ),
+                                "verify": Key(
+                                    Flag(), True, "false skips the certificate check of https://"
+                                ),
+                            }
+                        ),
+                    },
+                    optional=True,
+                    doc="keep models and keys in etcd instead of the embedded store",
+                ),
+                "admin": Section(
+                    {
+                        "admin_key": Key(
+                            AdminKeys(),
+                            (),
+                            "Admin API keys; with none, every admin call is 401",
+                            shown="[]",
+                        ),
+                    }
+                ),
+                "store": Section(
+                    {
+                        "path": Key(
+                            Text(),
+                            STORE_FILE_NAME,
+                            "the embedded store file, used when deployment.etcd is absent",
+                            shown=f"{STORE_FILE_NAME} next to the config file",
+                        ),
+                        "seed_demo": Key(
+                            Flag(),
+                            False,
+                            "first start of an empty store: add model demo and key sk-demo-key",
+                        ),
+                    }
+                ),
+                "redis": Section(
+                    {
+                        "url": Key(
+                            URL(("redis://", "rediss://")),
+                            "redis://127.0.0.1:6379",
+                            "user:password@ allowed; rediss:// for TLS",
+                        ),
+                        "prefix": Key(Text(), "twisted-gw", "every counter key starts with it"),
+                        "timeout": Key(
+                            Seconds(ms_above=60),
+                            1.0,
+                            "seconds a check may wait (above 60 it is read as milliseconds)",
+                        ),
+                        "on_error": Key(
+                            OneOf(("allow", "reject")),
+                            "allow",
+                            "Redis down: allow, or reject (503)",
+                        ),
+                    },
+                    optional=True,
+                    doc="shared rate-limit counters",
+                ),
+            }
+        ),
+        "server": Section(
+            {
+                "proxy": _listener_section(
+                    "Proxy",
+                    DEFAULT_PROXY_LISTEN,
+                    4096,
+                    max_body_bytes=Key(
+                        Integer(1),
+                        DEFAULT_MAX_BODY_BYTES,
+                        "larger request bodies get 413 request_too_large",
+                    ),
+                    upstream_timeout=Key(
+                        Seconds(),
+                        DEFAULT_UPSTREAM_TIMEOUT,
+                        "seconds; bounds upstream calls of models without their own timeout",
+                    ),
+                    max_event_bytes=Key(
+                        Integer(1), DEFAULT_MAX_EVENT_BYTES, "largest upstream SSE event"
+                    ),
+                    max_response_bytes=Key(
+                        Integer(1),
+                        DEFAULT_MAX_RESPONSE_BYTES,
+                        "largest non-stream upstream answer",
+                    ),
+                    access_log=Section(
+                        {
+                            "format": Key(
+                                OneOf(("logfmt", "json")),
+                                "logfmt",
+                                "json: one JSON object per access-log line",
+                            )
+                        }
+                    ),
+                ),
+                "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
+            }
+        ),
+        "hooks": Key(
+            DottedPaths(),
+            (),
+            "IHook factories called with no arguments, run after the built-in hooks, in order",
+            shown="[]",
+        ),
+        "plugin_hooks": Key(Flag(), True, "run hooks installed as Twisted plugins"),
+    }
+)
+
+
+def reference(section: Section = SCHEMA, path: str = "") -> Iterator[tuple[str, str, str, str]]:
+    """``(key, accepts, default, meaning)`` for every key of the table, for the README."""
+    for name, spec in section.keys.items():
+        where = f"{path}.{name}" if path else name
+        if isinstance(spec, Section):
+            if spec.optional:  # its presence switches a feature on
+                yield where, "a mapping", "absent", spec.doc
+            yield from reference(spec, where)
+        else:
+            shown = spec.shown if spec.shown is not None else _show(spec.default)
+            yield where, spec.kind.expected, shown, spec.doc
+
+
+def _show(default: Any) -> str:
+    if default is None:
+        return "absent"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    if isinstance(default, str):
+        return default
+    return json.dumps(list(default) if isinstance(default, tuple) else default)
+
+
+# -- from the table to the config ------------------------------------------
+
+
+def _tls(name: str, values: dict[str, Any]) -> TLSConfig:
+    if not values["enabled"]:
         return TLSConfig()
     paths = {}
     for which in ("cert_file", "key_file"):  # the cert is checked before the key
-        value = raw.get(which)
-        if not value:
+        path = values[which]  # relative to the working directory, as AISIX reads it
+        if path is None:
             raise ConfigError(f"{name} TLS {which} is required when TLS is enabled")
-        path = str(value)  # relative to the working directory, as AISIX reads it
         if not os.path.isfile(path):
-            raise ConfigError(f"{name} TLS {which} '{value}' does not exist")
+            raise ConfigError(f"{name} TLS {which} '{path}' does not exist")
         paths[which] = path
     return TLSConfig(True, paths["cert_file"], paths["key_file"])
 
 
-def _positive_int(value: Any, what: str, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def _listener(name: str, raw: Any, default: str) -> ListenConfig:
-    raw = raw if isinstance(raw, dict) else {}
-    host, port = parse_listen(name, raw.get("listen"), default)
-    section = f"server.{name.lower()}"
+def _listener(name: str, values: dict[str, Any]) -> ListenConfig:
+    host, port = values["listen"]
     return ListenConfig(
         name,
         host,
         port,
-        _tls(name, raw.get("tls")),
-        header_timeout=_seconds(
-            raw.get("header_timeout"), f"{section}.header_timeout", DEFAULT_HEADER_TIMEOUT
-        ),
-        max_connections=_positive_int(
-            raw.get("max_connections"),
-            f"{section}.max_connections",
-            DEFAULT_MAX_CONNECTIONS[name],
-        ),
+        _tls(name, values["tls"]),
+        header_timeout=values["header_timeout"],
+        max_connections=values["max_connections"],
     )
 
 
-def _seconds(value: Any, what: str, default: float, ms_above: float = 0) -> float:
-    """A duration in seconds; 0 or absent means ``default``.
-
-    AISIX's own tooling writes ``deployment.etcd.timeout: 5000`` (milliseconds)
-    where its docs say seconds; a value above ``ms_above`` (300 for the etcd
-    call timeout) cannot sensibly be seconds there, so it is read as ms.
-    """
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what} must be a number of seconds, got {value!r}")
-    if value <= 0:
-        return default
-    return value / 1000.0 if ms_above and value > ms_above else float(value)
-
-
-def _etcd(raw: Any) -> EtcdConfig | None:
-    if not isinstance(raw, dict):
+def _etcd(values: dict[str, Any] | None) -> EtcdConfig | None:
+    if values is None:
         return None
-    hosts = raw.get("host") or ["http://127.0.0.1:2379"]
-    if isinstance(hosts, str):
-        hosts = [hosts]
-    prefix = str(raw.get("prefix") or "/aisix").rstrip("/") or ""
-    retries = raw.get("startup_retries", 5)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError("deployment.etcd.startup_retries must be a non-negative integer")
-    tls = raw.get("tls") if isinstance(raw.get("tls"), dict) else {}
-    ca_file = tls.get("ca_file")
-    if ca_file is not None and not os.path.isfile(str(ca_file)):
+    ca_file = values["tls"]["ca_file"]
+    if ca_file is not None and not os.path.isfile(ca_file):
         raise ConfigError(f"etcd TLS ca_file '{ca_file}' does not exist")
     return EtcdConfig(
         # a bare host:port means http, as etcd's own clients read it
-        hosts=tuple(
-            (h if "://" in h else f"http://{h}").rstrip("/") for h in (str(h) for h in hosts)
-        ),
-        prefix=prefix,
-        timeout=_seconds(raw.get("timeout"), "deployment.etcd.timeout", 5.0, ms_above=300),
-        user=raw.get("user"),
-        password=raw.get("password"),
-        startup_retries=retries,
-        startup_retry_interval=_seconds(
-            raw.get("startup_retry_interval"), "deployment.etcd.startup_retry_interval", 5.0
-        ),
-        probe_interval=0.0
-        if raw.get("probe_interval") == 0
-        else _seconds(raw.get("probe_interval"), "deployment.etcd.probe_interval", 10.0),
-        ca_file=str(ca_file) if ca_file is not None else None,
-        verify=tls.get("verify", True) is not False,
+        hosts=tuple((h if "://" in h else f"http://{h}").rstrip("/") for h in values["host"]),
+        prefix=values["prefix"].rstrip("/"),
+        timeout=values["timeout"],
+        user=values["user"],
+        password=values["password"],
+        startup_retries=values["startup_retries"],
+        startup_retry_interval=values["startup_retry_interval"],
+        probe_interval=values["probe_interval"],
+        ca_file=ca_file,
+        verify=values["tls"]["verify"],
     )
 
 
-def _redis(raw: Any) -> RedisConfig | None:
-    if not isinstance(raw, dict):
+def _redis(values: dict[str, Any] | None) -> RedisConfig | None:
+    if values is None:
         return None
-    on_error = raw.get("on_error", "allow")
-    if on_error not in ("allow", "reject"):
-        raise ConfigError("deployment.redis.on_error must be 'allow' or 'reject'")
-    url = str(raw.get("url") or "redis://127.0.0.1:6379")
-    if not url.startswith(("redis://", "rediss://")):
-        raise ConfigError("deployment.redis.url must start with redis:// or rediss://")
     return RedisConfig(
-        url=url,
-        prefix=str(raw.get("prefix") or "twisted-gw"),
-        timeout=_seconds(raw.get("timeout"), "deployment.redis.timeout", 1.0, ms_above=60),
-        fail_open=on_error == "allow",
+        url=values["url"],
+        prefix=values["prefix"],
+        timeout=values["timeout"],
+        fail_open=values["on_error"] == "allow",
     )
-
-
-def _admin_keys(raw: Any) -> tuple[str, ...]:
-    keys = []
-    for entry in raw or ():
-        if isinstance(entry, dict) and entry.get("key"):
-            keys.append(str(entry["key"]))
-        elif isinstance(entry, str) and entry:
-            keys.append(entry)
-    return tuple(keys)
 
 
 def read_file(path: str) -> Any:
@@ -271,7 +715,11 @@ def read_file(path: str) -> Any:
 
 
 def load_config(path: str | None) -> GatewayConfig:
-    """Read and check the config file; ``None`` means ``./config.yaml`` or defaults."""
+    """Read and check the config file; ``None`` means ``./config.yaml`` or defaults.
+
+    Pure apart from reading the file and checking that referenced files exist:
+    unknown keys are returned in ``warnings``, not printed.
+    """
     if path is None and os.path.isfile("config.yaml"):
         path = "config.yaml"
     raw: Any = read_file(path) if path is not None else {}
@@ -279,55 +727,27 @@ def load_config(path: str | None) -> GatewayConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    warnings: list[str] = []
+    values = SCHEMA.read(raw, "", warnings.append)
+    assert values is not None
+    deployment, server = values["deployment"], values["server"]
+    proxy_values = server["proxy"]
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
-    deployment = raw.get("deployment") or {}
-    server = raw.get("server") or {}
-    if not isinstance(deployment, dict) or not isinstance(server, dict):
-        raise ConfigError("config: 'deployment' and 'server' must be mappings")
-    proxy_raw = server.get("proxy") if isinstance(server.get("proxy"), dict) else {}
-    proxy = _listener("Proxy", proxy_raw, DEFAULT_PROXY_LISTEN)
-    admin = _listener("Admin", server.get("admin"), DEFAULT_ADMIN_LISTEN)
-    admin_raw = deployment.get("admin") if isinstance(deployment.get("admin"), dict) else {}
-    store_raw = deployment.get("store") if isinstance(deployment.get("store"), dict) else {}
-    store_path = store_raw.get("path") or STORE_FILE_NAME
-    max_body = proxy_raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
-        raise ConfigError("server.proxy.max_body_bytes must be a positive integer")
-    access_raw = (
-        proxy_raw.get("access_log") if isinstance(proxy_raw.get("access_log"), dict) else {}
-    )
-    access_format = access_raw.get("format", "logfmt")
-    if access_format not in ("logfmt", "json"):
-        raise ConfigError("server.proxy.access_log.format must be 'logfmt' or 'json'")
-    hooks = raw.get("hooks") or []
-    if not isinstance(hooks, list) or not all(isinstance(h, str) and h for h in hooks):
-        raise ConfigError("hooks must be a list of dotted paths (package.module.Name)")
     return GatewayConfig(
         path=path,
-        hooks=tuple(hooks),
-        redis=_redis(deployment.get("redis")),
-        plugin_hooks=raw.get("plugin_hooks", True) is not False,
-        access_log_format=access_format,
-        proxy=proxy,
-        admin=admin,
-        admin_keys=_admin_keys(admin_raw.get("admin_key")),
-        etcd=_etcd(deployment.get("etcd")),
-        store_path=os.path.join(base_dir, str(store_path)),
-        seed_demo=bool(store_raw.get("seed_demo", False)),
-        max_body_bytes=max_body,
-        max_event_bytes=_positive_int(
-            proxy_raw.get("max_event_bytes"),
-            "server.proxy.max_event_bytes",
-            DEFAULT_MAX_EVENT_BYTES,
-        ),
-        max_response_bytes=_positive_int(
-            proxy_raw.get("max_response_bytes"),
-            "server.proxy.max_response_bytes",
-            DEFAULT_MAX_RESPONSE_BYTES,
-        ),
-        upstream_timeout=_seconds(
-            proxy_raw.get("upstream_timeout"),
-            "server.proxy.upstream_timeout",
-            DEFAULT_UPSTREAM_TIMEOUT,
-        ),
+        proxy=_listener("Proxy", proxy_values),
+        admin=_listener("Admin", server["admin"]),
+        admin_keys=deployment["admin"]["admin_key"],
+        etcd=_etcd(deployment["etcd"]),
+        store_path=os.path.join(base_dir, deployment["store"]["path"]),
+        seed_demo=deployment["store"]["seed_demo"],
+        max_body_bytes=proxy_values["max_body_bytes"],
+        upstream_timeout=proxy_values["upstream_timeout"],
+        max_event_bytes=proxy_values["max_event_bytes"],
+        max_response_bytes=proxy_values["max_response_bytes"],
+        hooks=values["hooks"],
+        redis=_redis(deployment["redis"]),
+        access_log_format=proxy_values["access_log"]["format"],
+        plugin_hooks=values["plugin_hooks"],
+        warnings=tuple(warnings),
     )
