@@ -8,6 +8,7 @@ the ``twisted-gw`` console script.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +101,61 @@ def test_corrupt_store_file_is_a_clear_error(tmp_path):
     (tmp_path / "twisted-gw-store.json").write_text("{broken")
     code, out, elapsed, ports = run_failing(tmp_path, "console")
     assert_failed_fast(code, out, elapsed, ports, str(tmp_path / "twisted-gw-store.json"))
+
+
+# -- CONTRACT 5.5: config mistakes are reported ------------------------------
+
+PLAIN_STRING_ADMIN_KEY = "deployment.admin.admin_key must be a list of {key: ...}, got a string"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_plain_string_admin_key_fails_startup(tmp_path, mode):
+    code, out, elapsed, ports = run_failing(
+        tmp_path, mode, extra={"deployment": {"admin": {"admin_key": "my-admin"}}}
+    )
+    assert_failed_fast(code, out, elapsed, ports, f"twisted-gw: error: {PLAIN_STRING_ADMIN_KEY}")
+    assert "my-admin" not in out
+
+
+def start_with(tmp_path, mode="twistd", admin_keys=(), extra=None):
+    proxy_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path, proxy_port, admin_port, admin_keys=admin_keys, extra=extra)
+    process = GatewayProcess(config, mode=mode).start()
+    SESSION_LOGS.append(process)
+    process.wait_ready([proxy_port, admin_port])
+    return process, f"http://127.0.0.1:{admin_port}"
+
+
+def admin_status(admin, key):
+    status, _, body = http("GET", admin + "/aisix/admin/models", {"Authorization": f"Bearer {key}"})
+    return status, body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_misspelt_admin_keys_starts_with_one_warning_line(tmp_path, mode):
+    process, admin = start_with(
+        tmp_path, mode, extra={"deployment": {"admin": {"admin_keys": [{"key": "typo-key"}]}}}
+    )
+    try:
+        warning = "unknown config key 'deployment.admin.admin_keys' (did you mean 'admin_key'?)"
+        lines = [line for line in process.stdout.splitlines() if warning in line]
+        assert lines == [f"twisted-gw: warning: {warning}"], process.output
+        assert "typo-key" not in process.stdout
+        # the misspelt key configures nothing: no admin key at all
+        assert admin_status(admin, "typo-key") == (401, b'{"error_msg": "Missing API key"}')
+    finally:
+        # twistd ends by re-raising the signal it stopped on, as its docs say
+        assert process.stop() == (0 if mode == "console" else -signal.SIGTERM)
+
+
+def test_admin_key_list_accepts_the_whole_key_only(tmp_path):
+    process, admin = start_with(tmp_path, admin_keys=("my-admin",))
+    try:
+        for prefix in ("m", "my-", "my-admi", "my-admin-"):
+            assert admin_status(admin, prefix)[0] == 401, prefix
+        assert admin_status(admin, "my-admin")[0] == 200
+    finally:
+        process.stop()
 
 
 @pytest.mark.parametrize("listener", ["proxy", "admin"])

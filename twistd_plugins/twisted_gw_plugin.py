@@ -33,9 +33,12 @@ class GatewayServiceMaker:
     options = Options
 
     def makeService(self, options: Options):
-        from twisted_gw.service import makeService
+        from twisted_gw.service import Launch, makeService
 
-        return makeService(options["config"])
+        # twistd's own options say whether it daemonizes and where it logs,
+        # which decides how a start-up failure reaches the operator
+        launch = Launch.from_twistd(options.parent) if options.parent is not None else None
+        return makeService(options["config"], launch=launch)
 
 
 serviceMaker = GatewayServiceMaker()

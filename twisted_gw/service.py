@@ -3,29 +3,212 @@
 Both launchers (``twistd twisted-gw`` and the ``twisted-gw`` console script)
 build the gateway here, so they run the same thing. Start-up problems
 (CONTRACT 1) end the process with one line on stdout and exit code 1, with
-nothing left listening.
+nothing left listening, whether twistd runs in the foreground or daemonizes
+(:class:`Launch` says how the process was started, and so where a failure
+must be reported).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, LegacyLogObserverWrapper, Logger, textFileLogObserver
 
 from twisted_gw.config.file import ConfigError, GatewayConfig, ListenConfig, load_config
 
 log = Logger()
 
 
-def fail_startup(message: str) -> NoReturn:
-    """Print ``message`` on stdout (where AISIX's tooling reads it) and exit 1."""
-    out = sys.__stdout__ or sys.stdout
-    out.write(f"twisted-gw: error: {message}\n")
-    out.flush()
-    raise SystemExit(1)
+class StartupError(Exception):
+    """A start-up failure after a daemonizing twistd forked.
+
+    An ordinary ``Exception`` on purpose: twistd's ``postApplication`` handles
+    only those, by writing them to its status pipe (the command the operator
+    ran then exits 1) and removing its pid file. A ``SystemExit`` there skips
+    both, and the command hangs: its process waits on the pipe, whose write
+    end it holds itself.
+    """
+
+
+@dataclass(frozen=True)
+class TwistdLog:
+    """Where twistd will log, when that is not stdout: a file, syslog or ``--logger``.
+
+    Read from twistd's options by twistd's own rules, so a failure before
+    twistd's logging begins (in makeService) can still be written there.
+    """
+
+    path: str | None = None
+    syslog_prefix: str | None = None
+    observer_factory: Callable[[], Any] | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], daemon: bool) -> TwistdLog | None:
+        """``None`` when twistd logs to stdout (``-n`` without ``--logfile``, or ``-``)."""
+        if options.get("logger"):
+            return cls(observer_factory=options["logger"])
+        if options.get("syslog"):
+            return cls(syslog_prefix=options.get("prefix") or "twisted")
+        name = options.get("logfile") or ""
+        if name == "-" or (not name and not daemon):
+            return None
+        return cls(path=name or "twistd.log")  # twistd's default for a daemon
+
+    def write_now(self, message: str) -> None:
+        """Log ``message`` as an error straight to the destination.
+
+        Best effort: stdout has the message already, and an unwritable log
+        file must not turn it into a traceback.
+        """
+        with contextlib.suppress(OSError):
+            if self.path is not None:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    self._emit(textFileLogObserver(f), message)
+            elif self.syslog_prefix is not None:
+                from twisted.python.syslog import SyslogObserver
+
+                self._emit(SyslogObserver(self.syslog_prefix).emit, message)
+            elif self.observer_factory is not None:
+                self._emit(self.observer_factory(), message)
+
+    @staticmethod
+    def _emit(observer: Any, message: str) -> None:
+        if not ILogObserver.providedBy(observer):
+            observer = LegacyLogObserverWrapper(observer)
+        Logger(namespace=__name__, observer=observer).error("{message}", message=message)
+
+
+class Launch:
+    """How this process was launched, and so where a start-up failure must go.
+
+    Always to the operator's stdout (where AISIX's tooling reads it), and to
+    twistd's log when that is not stdout. The console script and ``twistd
+    -n`` keep their stdout and end with exit code 1 (``SystemExit``: no
+    traceback). A daemonizing twistd replaces stdout with /dev/null when it
+    forks, after makeService; so makeService holds a duplicate of the
+    operator's stdout until the listeners are bound, and a failure after the
+    fork is a :class:`StartupError` for twistd to report.
+    """
+
+    def __init__(
+        self, daemon: bool = False, log_to: TwistdLog | None = None, pidfile: str | None = None
+    ) -> None:
+        self.daemon = daemon
+        self.log_to = log_to  # None: the log is stdout
+        self.pidfile = pidfile
+        self._stdout: int | None = None
+
+    @classmethod
+    def from_twistd(cls, options: Mapping[str, Any]) -> Launch:
+        """From twistd's own options (the plugin's ``options.parent``)."""
+        daemon = not options.get("nodaemon")
+        return cls(daemon, TwistdLog.from_options(options, daemon), options.get("pidfile") or None)
+
+    def hold_stdout(self) -> None:
+        """Daemon: keep the operator's stdout past the fork (until :meth:`release_stdout`)."""
+        if self.daemon and self._stdout is None and sys.__stdout__ is not None:
+            sys.__stdout__.flush()
+            self._stdout = os.dup(sys.__stdout__.fileno())
+
+    def release_stdout(self) -> None:
+        """Let go of the operator's stdout, so nothing reading it waits on the daemon."""
+        if self._stdout is not None:
+            fd, self._stdout = self._stdout, None
+            os.close(fd)
+
+    def say(self, level: str, message: str) -> None:
+        """One line on the operator's stdout."""
+        line = f"twisted-gw: {level}: {message}\n"
+        with contextlib.suppress(OSError):  # a reader that went away cannot be told
+            if self._stdout is not None:
+                os.write(self._stdout, line.encode("utf-8", "backslashreplace"))
+                return
+            out = sys.__stdout__ or sys.stdout
+            out.write(line)
+            out.flush()
+
+    def warn(self, message: str) -> None:
+        """A start-up warning: on stdout, and in twistd's log once its logging begins."""
+        self.say("warning", message)
+        if self.log_to is not None:
+            log.warn("{warning}", warning=message)  # buffered until twistd's logging begins
+
+    def fail_before_start(self, message: str) -> NoReturn:
+        """In makeService: nothing forked, no pid file written, twistd not logging yet."""
+        self.say("error", message)
+        if self.log_to is not None:
+            self.log_to.write_now(message)
+        self.release_stdout()
+        raise SystemExit(1)
+
+    def fail_while_starting(self, message: str) -> NoReturn:
+        """In privilegedStartService: twistd's logging runs, a daemon has forked."""
+        if self.log_to is not None:
+            log.error("{message}", message=message)
+        self.say("error", message)
+        self.release_stdout()
+        if self.daemon:
+            # twistd re-raises it once reported; the log has the message, so
+            # the interpreter's last words need not add a traceback to it
+            sys.excepthook = _quiet_for_startup_error(sys.excepthook)
+            raise StartupError(message) from None
+        self._remove_pidfile()  # twistd -n --pidfile: a SystemExit skips twistd's removal
+        raise SystemExit(1)
+
+    def _remove_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.pidfile, encoding="ascii") as f:
+                ours = f.read().strip() == str(os.getpid())
+            if ours:
+                os.unlink(self.pidfile)
+
+
+def _quiet_for_startup_error(previous: Callable[..., Any]) -> Callable[..., Any]:
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, StartupError):
+            previous(kind, value, tb)
+
+    return excepthook
+
+
+def fail_startup(message: str, launch: Launch | None = None) -> NoReturn:
+    """Before the service starts: ``message`` on stdout (and twistd's log file), exit 1."""
+    (launch or Launch()).fail_before_start(message)
+
+
+def cannot_bind(listen: ListenConfig, error: BaseException) -> str:
+    """The message for a listener whose address cannot be bound."""
+    return f"{listen.name} listener cannot bind {listen.host}:{listen.port}: {error}"
+
+
+def probe_bind(listen: ListenConfig) -> str | None:
+    """Bind ``listen``'s address with a plain socket, closed at once; the problem, if any.
+
+    Run by makeService, so a taken port fails before a daemonizing twistd
+    forks, while stdout still reaches the operator, with the message a real
+    bind gives. SO_REUSEADDR as Twisted's listenTCP sets it: a port that only
+    has connections in TIME_WAIT is free. Port 0 (any free port) is skipped.
+    """
+    if listen.port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((listen.host, listen.port))
+        except OSError as e:
+            return cannot_bind(listen, e)
+    return None
 
 
 class ListenerService(Service):
@@ -77,6 +260,9 @@ class ListenerService(Service):
 class GatewayService(MultiService):
     """The whole gateway; binds every listener or none."""
 
+    #: how the process was launched (makeService sets it; None: the foreground)
+    launch: Launch | None = None
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -93,6 +279,12 @@ class GatewayService(MultiService):
         self.proxy = proxy
 
     def privilegedStartService(self) -> None:
+        """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
+
+        makeService probed the addresses already; a bind can still fail if
+        another process took a port meanwhile, or both listeners share one.
+        """
+        launch = self.launch if self.launch is not None else Launch()
         listeners = [s for s in self if isinstance(s, ListenerService)]
         for service in listeners:
             try:
@@ -102,12 +294,10 @@ class GatewayService(MultiService):
                     if other.port is not None:
                         other.port.stopListening()
                         other.port = None
-                fail_startup(
-                    f"{service.listen.name} listener cannot bind "
-                    f"{service.listen.host}:{service.listen.port}: {e.socketError}"
-                    if e.socketError
-                    else str(e)
+                launch.fail_while_starting(
+                    cannot_bind(service.listen, e.socketError) if e.socketError else str(e)
                 )
+        launch.release_stdout()
         super().privilegedStartService()
 
     def startService(self) -> None:
@@ -231,16 +421,37 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     return gateway
 
 
-def makeService(config_path: str | None, reactor: Any = None) -> GatewayService:
-    """Load the config and build the service, or exit 1 with the reason on stdout."""
+def makeService(
+    config_path: str | None, reactor: Any = None, launch: Launch | None = None
+) -> GatewayService:
+    """Load the config and build the service, or exit 1 with the reason on stdout.
+
+    This runs before a daemonizing twistd forks, while stdout still reaches
+    the operator, so everything that can be checked is checked here: the
+    config, TLS files, the store file, and a probe bind of each listener.
+    Unknown config keys are printed as warnings (CONTRACT 5.5).
+    """
     from twisted_gw.config.embedded import StoreFileError
 
+    launch = launch if launch is not None else Launch()
+    launch.hold_stdout()
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     try:
         config = load_config(config_path)
-        return build(config, reactor)
+    except ConfigError as e:
+        launch.fail_before_start(str(e))
+    for warning in config.warnings:
+        launch.warn(warning)
+    for listen in (config.proxy, config.admin):  # before build: it imports the whole app
+        problem = probe_bind(listen)
+        if problem is not None:
+            launch.fail_before_start(problem)
+    try:
+        gateway = build(config, reactor)
     except (ConfigError, StoreFileError) as e:
-        fail_startup(str(e))
+        launch.fail_before_start(str(e))
+    gateway.launch = launch
+    return gateway
