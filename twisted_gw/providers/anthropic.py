@@ -92,7 +92,10 @@ class AnthropicProvider:
                     created, model.upstream_model, secrets=(model.api_key,)
                 )
                 return TranslatedSSESource(
-                    response, translator, max_event_bytes=self._client.max_event_bytes
+                    response,
+                    translator,
+                    max_event_bytes=self._client.max_event_bytes,
+                    reactor=self._client.reactor,
                 )
 
             return open_stream(

@@ -58,6 +58,55 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 
+def abort_transport(transport: Any) -> None:
+    """Close the connection under a response body at once (not kept alive)."""
+    producer = getattr(transport, "_producer", None)  # the TCP transport
+    abort = getattr(producer, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.stopProducing()
+
+
+class BodyCloser:
+    """Closes the connection under a response body *one reactor turn later*,
+    unless the body ends first.
+
+    Why not at once: a body protocol that gives up inside ``dataReceived``
+    (an event over the bound, a malformed event, a body too large) may be
+    handed its last bytes in the same read that ends the response. Twisted
+    then puts the connection back into the pool right after ``dataReceived``
+    returns; an abort made at once would leave a dying connection in the pool
+    for the next request, which fails with "connection closed before a
+    response" though its upstream never saw it. So: pause reading now, close
+    on the next turn; if the body ends meanwhile (``body_ended``), the
+    connection is whole and stays pooled. Without a reactor it closes at once.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._call: Any = None
+
+    def close(self, transport: Any) -> None:
+        if transport is None or self._call is not None:
+            return
+        if self.reactor is None:
+            abort_transport(transport)
+            return
+        transport.pauseProducing()
+        self._call = self.reactor.callLater(0, self._close_now, transport)
+
+    def _close_now(self, transport: Any) -> None:
+        self._call = None
+        abort_transport(transport)
+
+    def body_ended(self) -> None:
+        """The body ended (whole or cut): nothing is left to close."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
 class _BoundedBody(Protocol):
     """Collects a response body of at most ``limit`` bytes into ``finished``.
 
@@ -66,8 +115,11 @@ class _BoundedBody(Protocol):
     A body without length or chunking ends when the connection closes; that
     is the whole body, not a partial one."""
 
-    def __init__(self, finished: defer.Deferred, limit: int, length: Any, url: str) -> None:
+    def __init__(
+        self, finished: defer.Deferred, limit: int, length: Any, url: str, reactor: Any = None
+    ) -> None:
         self.finished = finished
+        self.closer = BodyCloser(reactor)
         self.limit = limit
         self.length = length
         self.url = url
@@ -95,12 +147,12 @@ class _BoundedBody(Protocol):
             limit=self.limit,
         )
         self.parts = []
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self.closer.close(self.transport)
         if not self.finished.called:
             self.finished.errback(provider_error(f"upstream response exceeds {self.limit} bytes"))
 
     def connectionLost(self, reason: Failure = None) -> None:
+        self.closer.body_ended()
         if self.finished.called:
             return
         if reason is None or reason.check(ResponseDone, PotentialDataLoss, ConnectionDone):
@@ -110,19 +162,25 @@ class _BoundedBody(Protocol):
 
 
 class _Discard(Protocol):
-    """Takes a response body only to close its connection at once."""
+    """Takes a response body only to close its connection (see BodyCloser)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.closer = BodyCloser(reactor)
 
     def connectionMade(self) -> None:
-        self.transport.loseConnection()
+        self.closer.close(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         pass
 
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.closer.body_ended()
 
-def discard(response: Any) -> None:
-    """Drop an unread response and close its connection (it is not read to
-    its end, so it cannot go back to the pool)."""
-    response.deliverBody(_Discard())
+
+def discard(response: Any, reactor: Any = None) -> None:
+    """Drop an unread response and close its connection (unless its body
+    ends in the read at hand, when it may go back to the pool whole)."""
+    response.deliverBody(_Discard(reactor))
 
 
 def media_type(response: Any) -> str:
@@ -133,7 +191,9 @@ def media_type(response: Any) -> str:
     return values[0].split(b";", 1)[0].strip().lower().decode("latin-1")
 
 
-def read_bounded(response: Any, limit: int, url: str = "-") -> defer.Deferred:
+def read_bounded(
+    response: Any, limit: int, url: str = "-", reactor: Any = None
+) -> defer.Deferred:
     """The whole body of ``response`` (at most ``limit`` bytes); cancelling
     the Deferred closes the upstream connection."""
     protocol: list[_BoundedBody] = []
@@ -143,7 +203,7 @@ def read_bounded(response: Any, limit: int, url: str = "-") -> defer.Deferred:
             protocol[0].transport.loseConnection()
 
     d: defer.Deferred = defer.Deferred(cancel)
-    body = _BoundedBody(d, limit, response.length, url)
+    body = _BoundedBody(d, limit, response.length, url, reactor)
     protocol.append(body)
     response.deliverBody(body)
     return d
@@ -326,7 +386,7 @@ class UpstreamClient:
         return d
 
     def _read_body(self, response: Any, url: str) -> defer.Deferred:
-        d = read_bounded(response, self.max_response_bytes, _host_of(url))
+        d = read_bounded(response, self.max_response_bytes, _host_of(url), self.reactor)
         d.addCallback(lambda body: (response.code, response.headers, body))
         return d
 

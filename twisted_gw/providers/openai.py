@@ -61,7 +61,7 @@ def open_stream(
             return ListSource([dumps(c) for c in chunks], client.reactor)
 
         return d.addCallback(relayed)
-    discard(response)
+    discard(response, client.reactor)
     raise provider_error(
         f"upstream answered a streaming request with content type {kind[:60]!r}, "
         "not text/event-stream"

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from twisted_gw.providers.http import BodyCloser
 from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
 
 DONE = b"[DONE]"
@@ -79,6 +80,7 @@ class _SSEBodyProtocol(TwistedProtocol):
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
         source.stop_draining()
+        source.closer.body_ended()
         if source.closed:
             return
         source.closed = True
@@ -114,6 +116,7 @@ class HTTPSSESource:
         self.saw_done = False
         self._protocol: _SSEBodyProtocol | None = None
         self._drain: Any = None
+        self.closer = BodyCloser(reactor)
 
     def done(self) -> None:
         """The upstream said ``[DONE]``: report a clean end now, then let the
@@ -178,15 +181,10 @@ class HTTPSSESource:
         else:
             self.abort(transport)
 
-    @staticmethod
-    def abort(transport: Any) -> None:
-        """Close the connection under a response body at once (not kept alive)."""
-        producer = getattr(transport, "_producer", None)  # the TCP transport
-        abort = getattr(producer, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.stopProducing()
+    def abort(self, transport: Any) -> None:
+        """Close the connection under the body, not to be kept alive (on the
+        next reactor turn: see BodyCloser, why)."""
+        self.closer.close(transport)
 
 
 class _NullSink:

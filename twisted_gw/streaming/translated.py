@@ -77,9 +77,13 @@ class TranslatedSSESource(HTTPSSESource):
     """An upstream SSE body in a foreign format, as a source of OpenAI chunks."""
 
     def __init__(
-        self, response: Any, translator: StreamTranslator, max_event_bytes: int = 1 << 20
+        self,
+        response: Any,
+        translator: StreamTranslator,
+        max_event_bytes: int = 1 << 20,
+        reactor: Any = None,
     ) -> None:
-        super().__init__(response, max_event_bytes=max_event_bytes)
+        super().__init__(response, reactor, max_event_bytes=max_event_bytes)
         self.translator = translator
         self.emitted = 0
 
