@@ -22,9 +22,10 @@ from twisted.web.http import CACHED
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from twisted_gw.admin.auth import admin_token, check_admin_key
+from twisted_gw.admin.auth import authorize
 from twisted_gw.config.entities import KINDS, Kind, SchemaError
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
+from twisted_gw.errors import GatewayError, invalid_url
 from twisted_gw.jsonutil import loads
 from twisted_gw.observability.logsafe import escape
 
@@ -83,6 +84,12 @@ def _static(request: Any, path: str, content_type: bytes) -> bytes:
     return body
 
 
+def error_body(error: GatewayError) -> bytes:
+    """The Admin API's error shape (CONTRACT 3) for what the admin listener's
+    site answers itself (431, 408, 400, 503; see twisted_gw.site)."""
+    return json.dumps({"error_msg": error.message}).encode()
+
+
 def _json(request: Any, status: int, doc: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
@@ -115,10 +122,12 @@ class AdminApp:
     # -- plumbing ----------------------------------------------------------------
 
     def _authorize(self, request: Any) -> None:
-        token = admin_token(request.getHeader(b"authorization"), request.getHeader(b"x-api-key"))
-        problem = check_admin_key(token, self._keys)
+        headers = request.requestHeaders
+        problem = authorize(
+            headers.getRawHeaders(b"authorization"), headers.getRawHeaders(b"x-api-key"), self._keys
+        )
         if problem:
-            raise AdminError(401, problem)
+            raise AdminError(*problem)
 
     def _run(self, request: Any, work: Any, *args: Any) -> defer.Deferred:
         """Authorize, run ``work`` (may return a Deferred), render errors."""
@@ -294,6 +303,8 @@ class AdminApp:
     def not_found(self, request: Any, failure: Any) -> bytes:
         """Unknown paths: 404 with an empty body, no auth (CONTRACT 3); a path
         werkzeug would redirect is unknown too (see ``app`` above)."""
+        if getattr(request, "url_undecodable", False):  # routed nowhere by twisted_gw.site
+            return _json(request, 400, {"error_msg": invalid_url().message})
         request.setResponseCode(404)
         return b""
 

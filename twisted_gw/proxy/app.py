@@ -24,6 +24,7 @@ from twisted_gw.config.interfaces import IConfigStore
 from twisted_gw.errors import (
     GatewayError,
     internal_error,
+    invalid_url,
     method_not_allowed,
     not_found,
     request_timeout,
@@ -103,7 +104,9 @@ class ProxyApp:
 
     def _models(self, request: Any, ctx: RequestContext) -> Any:
         try:
-            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
+            ctx.api_key = authenticate(
+                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
+            )
         except GatewayError as e:
             return self._finish(request, ctx, error=e)
         by_name = ctx.snapshot.models_by_name
@@ -123,8 +126,15 @@ class ProxyApp:
         returns the body instead of writing it."""
         ctx = self._context(request, "-")
         try:
-            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
-            error = method_not_allowed() if failure.check(MethodNotAllowed) else not_found()
+            ctx.api_key = authenticate(
+                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
+            )
+            if getattr(request, "url_undecodable", False):
+                error = invalid_url()  # routed nowhere by twisted_gw.site
+            elif failure.check(MethodNotAllowed):
+                error = method_not_allowed()
+            else:
+                error = not_found()
         except GatewayError as e:
             error = e
         try:
@@ -225,7 +235,9 @@ class ProxyApp:
 
     def _handle(self, request: Any, ctx: RequestContext, kind: str, fields: dict) -> Any:
         try:
-            ctx.api_key = authenticate(ctx.snapshot, request.getHeader(b"authorization"))
+            ctx.api_key = authenticate(
+                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
+            )
             if getattr(request, "body_too_large", False):
                 raise request_too_large(self.max_body_bytes)
             body = parse_body(request.content.read(), fields)
