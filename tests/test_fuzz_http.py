@@ -550,7 +550,8 @@ def check_proxy_answer(answer: Answer, method: str = "POST") -> None:
 
 
 def _admin_path(target: str) -> str:
-    return target.split("?", 1)[0]
+    # twisted.web and Klein read leading slashes as one ("//ui/" is "/ui/")
+    return "/" + target.split("?", 1)[0].lstrip("/")
 
 
 def check_admin_answer(answer: Answer, method: str, target: str, sent_host: str | None) -> None:
@@ -569,7 +570,7 @@ def check_admin_answer(answer: Answer, method: str, target: str, sent_host: str 
     assert html_allowed or not _looks_like_html(answer), f"HTML where none is served:{answer}"
     if status < 400:
         return
-    if path.startswith("/playground/"):  # the proxy's chat endpoint, its error shape
+    if path == "/playground/chat/completions":  # the proxy's chat endpoint, its error shape
         check_proxy_answer(answer, method)
         return
     if answer.body == b"" and status in (404, 405):
