@@ -328,6 +328,7 @@ class GatewayService(MultiService):
 def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     """Compose the gateway from a checked config (raises ConfigError/StoreFileError)."""
     from twisted_gw.admin.app import AdminApp
+    from twisted_gw.admin.app import error_body as admin_error_body
     from twisted_gw.config.embedded import EmbeddedStore
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
@@ -359,7 +360,11 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         if not existed and config.seed_demo:
             store.seed_demo()
 
-    upstream = UpstreamClient(reactor)
+    upstream = UpstreamClient(
+        reactor,
+        max_response_bytes=config.max_response_bytes,
+        max_event_bytes=config.max_event_bytes,
+    )
     providers = build_providers(upstream)
     metrics = GatewayMetrics()
     if config.redis is not None:
@@ -394,6 +399,17 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         max_body_bytes=config.max_body_bytes,
     )
     admin = AdminApp(store, config.admin_keys, metrics, proxy=proxy)
+    metrics.watch(
+        "twisted_gw_requests_in_flight",
+        "Proxy requests received whose response is not finished yet.",
+        proxy.in_flight,
+    )
+    if isinstance(limiter, MemoryRateLimitStore):  # Redis holds its slots itself
+        metrics.watch(
+            "twisted_gw_concurrency_slots_held",
+            "Concurrency slots held by requests in flight (in-memory limiter).",
+            limiter.slots_held,
+        )
 
     proxy_site = GatewaySite(
         proxy.app.resource(),
@@ -408,6 +424,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         header_timeout=config.admin.header_timeout,
         max_connections=config.admin.max_connections,
         reactor=reactor,
+        error_body=admin_error_body,
     )
 
     gateway = GatewayService(config, store, upstream, limiter, proxy)
