@@ -382,7 +382,7 @@ async def test_upstream_body_over_the_bound_is_502_and_its_connection_closed(
     big = b'{"error": {"message": "' + b"x" * MAX_RESPONSE + b'"}}'
     fresh_upstream.set_raw(CHAT, big, status=200 if not stream else 500)
     closed = fresh_upstream.wait_for_disconnect(timeout=5)
-    status, headers, body = await treq_json(
+    status, _, body = await treq_json(
         "POST", bounded_gw.proxy + CHAT, headers=auth(bounded), json_body=chat_doc(stream=stream)
     )
     error = assert_openai_error(status, body, 502, "provider_error")

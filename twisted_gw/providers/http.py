@@ -191,9 +191,7 @@ def media_type(response: Any) -> str:
     return values[0].split(b";", 1)[0].strip().lower().decode("latin-1")
 
 
-def read_bounded(
-    response: Any, limit: int, url: str = "-", reactor: Any = None
-) -> defer.Deferred:
+def read_bounded(response: Any, limit: int, url: str = "-", reactor: Any = None) -> defer.Deferred:
     """The whole body of ``response`` (at most ``limit`` bytes); cancelling
     the Deferred closes the upstream connection."""
     protocol: list[_BoundedBody] = []
