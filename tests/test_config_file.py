@@ -471,3 +471,14 @@ def test_the_reference_lists_every_key_with_what_it_accepts_and_means():
     assert ("deployment.admin.admin_key", "a list of {key: ...}", "[]") == rows[
         keys.index("deployment.admin.admin_key")
     ][:3]
+
+
+def test_readme_config_reference_lists_every_key():
+    """The README's table is generated from the schema; keep it so."""
+    from pathlib import Path
+
+    from twisted_gw.config.file import reference
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for key, accepts, default, meaning in reference():
+        assert f"| `{key}` | {accepts} | {default} | {meaning} |" in readme, key
