@@ -27,6 +27,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from tests.conftest import start_gateway
+from tests.test_metrics_and_access_log import FIELDS
 from twisted_gw.config.etcd_client import KeyValue
 from twisted_gw.config.etcd_store import EtcdStore
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
@@ -200,21 +201,7 @@ def test_logfmt_access_line_escapes_model_path_key_and_client_fields() -> None:
     line = access_line(hostile_context(), now=101.0)
     assert_one_safe_line(line)
     fields = logfmt_fields(line)
-    assert [k for k, _ in fields] == [
-        "rid",
-        "client",
-        "method",
-        "path",
-        "status",
-        "model",
-        "key_id",
-        "latency_ms",
-        "first_token_ms",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-        "end",
-    ]  # no forged key: "rid=forged" stays inside the quoted model
+    assert [k for k, _ in fields] == FIELDS  # "rid=forged" stays inside the quoted model
     values = dict(fields)
     assert (values["client"], values["method"], values["path"]) == (CLIENT, METHOD, PATH)
     assert (values["model"], values["key_id"], values["status"]) == (MODEL_NAME, KEY_ID, "200")

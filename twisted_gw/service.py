@@ -411,21 +411,18 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             limiter.slots_held,
         )
 
-    proxy_site = GatewaySite(
-        proxy.app.resource(),
-        config.max_body_bytes,
-        header_timeout=config.proxy.header_timeout,
-        max_connections=config.proxy.max_connections,
-        reactor=reactor,
-    )
-    admin_site = GatewaySite(
-        admin.app.resource(),
-        config.max_body_bytes,
-        header_timeout=config.admin.header_timeout,
-        max_connections=config.admin.max_connections,
-        reactor=reactor,
-        error_body=admin_error_body,
-    )
+    def site(resource: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
+        return GatewaySite(
+            resource,
+            config.max_body_bytes,
+            header_timeout=listen.header_timeout,
+            max_connections=listen.max_connections,
+            reactor=reactor,
+            **shape,
+        )
+
+    proxy_site = site(proxy.app.resource(), config.proxy)
+    admin_site = site(admin.app.resource(), config.admin, error_body=admin_error_body)
 
     gateway = GatewayService(config, store, upstream, limiter, proxy)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
