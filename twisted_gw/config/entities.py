@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
-PROVIDERS = ("openai", "deepseek", "gemini", "anthropic", "mock")
-RATE_LIMIT_FIELDS = ("rpm", "rpd", "tpm", "tpd", "concurrency")
+from twisted_gw.providers import catalog
+from twisted_gw.providers.catalog import ConfigShape
+from twisted_gw.ratelimit import kinds
+
+#: the ``<provider>/`` prefixes a model may name (the table: twisted_gw.providers.catalog)
+PROVIDERS = catalog.NAMES
+#: the keys a ``rate_limit`` object keeps (the table: twisted_gw.ratelimit.kinds)
+RATE_LIMIT_FIELDS = kinds.NAMES
 #: bounds on every number of a document (CONTRACT 5.5): a value past them is
 #: a schema error at write time, never an overflow on a later request
 MAX_TIMEOUT_MS = 3_600_000
@@ -27,29 +33,55 @@ _RATE_LIMIT_SCHEMA = {
     },
 }
 
+
+def model_pattern() -> str:
+    """The pattern of a model's ``model`` field: a known family, ``/``, an upstream id."""
+    return "^(" + "|".join(PROVIDERS) + ")/.+$"
+
+
+def _prefix_pattern(names: list[str]) -> str:
+    return f"^{names[0]}/" if len(names) == 1 else "^(" + "|".join(names) + ")/"
+
+
+def provider_config_conditions(render: Callable[[ConfigShape], dict[str, Any]]) -> dict[str, Any]:
+    """The ``if``/``then``/``else`` keywords that pick a model's ``provider_config``
+    shape by the family in its ``model``, each shape written as ``render(shape)``
+    (its JSON Schema here, a ``$ref`` in the OpenAPI document).
+
+    The shape of the table's first family is the ``else``: it applies to every
+    other family and to an unknown one too, so a document naming an unknown
+    provider is told about ``api_key`` as well as about ``model``, as AISIX
+    tells it."""
+    groups = catalog.shapes()
+    default, others = groups[0][0], groups[1:]
+    node: dict[str, Any] = {"properties": {"provider_config": render(default)}}
+    if not others:
+        return {"allOf": [node]}
+    for shape, families in reversed(others):
+        pattern = _prefix_pattern([f.name for f in families])
+        node = {
+            "if": {
+                "required": ["model"],
+                "properties": {"model": {"type": "string", "pattern": pattern}},
+            },
+            "then": {"properties": {"provider_config": render(shape)}},
+            "else": node,
+        }
+    return node
+
+
 MODEL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "model", "provider_config"],
     "additionalProperties": False,
     "properties": {
         "name": {"type": "string", "minLength": 1},
-        "model": {"type": "string", "pattern": "^(" + "|".join(PROVIDERS) + ")/.+$"},
+        "model": {"type": "string", "pattern": model_pattern()},
         "provider_config": {"type": "object"},
         "timeout": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT_MS},
         "rate_limit": _RATE_LIMIT_SCHEMA,
     },
-    "if": {"required": ["model"], "properties": {"model": {"type": "string", "pattern": "^mock/"}}},
-    "then": {"properties": {"provider_config": {"type": "object", "additionalProperties": False}}},
-    "else": {
-        "properties": {
-            "provider_config": {
-                "type": "object",
-                "required": ["api_key"],
-                "additionalProperties": False,
-                "properties": {"api_key": {"type": "string"}, "api_base": {"type": "string"}},
-            }
-        }
-    },
+    **provider_config_conditions(ConfigShape.schema),
 }
 
 APIKEY_SCHEMA: dict[str, Any] = {
@@ -68,15 +100,15 @@ class SchemaError(ValueError):
     """A document failed its schema; ``str()`` is the Admin API's error_msg."""
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """Limits of CONTRACT 4.5; ``None`` means not configured."""
-
-    rpm: int | None = None
-    rpd: int | None = None
-    tpm: int | None = None
-    tpd: int | None = None
-    concurrency: int | None = None
+#: Limits of CONTRACT 4.5: one optional int per kind of the table
+#: (``RateLimit(rpm=100, concurrency=10)``); ``None`` means not configured.
+RateLimit = make_dataclass(
+    "RateLimit",
+    [(k, "int | None", field(default=None)) for k in RATE_LIMIT_FIELDS],
+    frozen=True,
+)
+RateLimit.__module__ = __name__
+RateLimit.__doc__ = "Limits of CONTRACT 4.5, a field per rate-limit kind; None: not configured."
 
 
 @dataclass(frozen=True)

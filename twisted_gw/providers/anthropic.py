@@ -23,13 +23,14 @@ from twisted_gw.errors import GatewayError, unsupported_endpoint
 from twisted_gw.jsonutil import dumps
 from twisted_gw.providers.anthropic_stream import AnthropicStreamTranslator
 from twisted_gw.providers.anthropic_translate import from_anthropic_response, to_anthropic_request
+from twisted_gw.providers.catalog import default_base
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.providers.openai import decode_json_object, open_stream
 from twisted_gw.streaming.translated import TranslatedSSESource
 
-DEFAULT_BASE = "https://api.anthropic.com/v1"
+DEFAULT_BASE = default_base("anthropic")
 API_VERSION = b"2023-06-01"
 
 _JSON = [b"application/json"]

@@ -16,17 +16,12 @@ from zope.interface import implementer
 from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
 from twisted_gw.jsonutil import dumps, loads, read
+from twisted_gw.providers.catalog import default_base
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient, discard, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.streaming.completion import chunks_from_completion
 from twisted_gw.streaming.source import HTTPSSESource, ListSource
-
-DEFAULT_BASES = {
-    "openai": "https://api.openai.com/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
-}
 
 _JSON = [b"application/json"]
 _SSE = [b"text/event-stream"]
@@ -94,7 +89,7 @@ class OpenAICompatibleProvider:
     ) -> None:
         self.name = name
         self.endpoints = endpoints
-        self.default_base = DEFAULT_BASES.get(name, DEFAULT_BASES["openai"])
+        self.default_base = default_base(name)  # the catalog's, openai's if unknown
         self._client = client
 
     def url(self, model: Model, endpoint: str) -> str:

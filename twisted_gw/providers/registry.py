@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted_gw.providers.anthropic import AnthropicProvider
+from twisted_gw.providers.catalog import FAMILIES
 from twisted_gw.providers.http import UpstreamClient
-from twisted_gw.providers.interfaces import CHAT, IProvider
-from twisted_gw.providers.mock import MockProvider
-from twisted_gw.providers.openai import OpenAICompatibleProvider
+from twisted_gw.providers.interfaces import IProvider
 
 
-def build_providers(client: UpstreamClient) -> dict[str, Any]:
-    """The provider for each family name of CONTRACT 2 (embeddings: openai,
-    gemini, mock; deepseek and anthropic serve chat only)."""
-    providers: dict[str, Any] = {
-        "openai": OpenAICompatibleProvider("openai", client),
-        "gemini": OpenAICompatibleProvider("gemini", client),
-        "deepseek": OpenAICompatibleProvider("deepseek", client, frozenset({CHAT})),
-        "anthropic": AnthropicProvider(client),
-        "mock": MockProvider(),
-    }
-    for p in providers.values():
-        assert IProvider.providedBy(p)
+def build_providers(client: UpstreamClient) -> dict[str, IProvider]:
+    """The provider of each family of the catalog, by name, over one shared client.
+
+    A provider that is not the row it was built from (its name, its
+    endpoints) is a programming error, refused here at start-up rather than
+    found by the first request that needed an endpoint the table promised."""
+    providers: dict[str, IProvider] = {}
+    for family in FAMILIES:
+        provider = family.provider(client)
+        if not IProvider.providedBy(provider):
+            raise TypeError(f"the {family.name} factory built {provider!r}, not an IProvider")
+        if (provider.name, provider.endpoints) != (family.name, family.endpoints):
+            raise TypeError(
+                f"the {family.name} factory built a provider for {provider.name} serving "
+                f"{sorted(provider.endpoints)}, not {sorted(family.endpoints)}"
+            )
+        providers[family.name] = provider
     return providers

@@ -1,6 +1,7 @@
 """What one request asks of the limiter, and the pure arithmetic around it.
 
-Fixed windows aligned to the epoch (rpm/tpm 60 s, rpd/tpd 86400 s); the reset
+Fixed windows aligned to the epoch, sized by the kinds table
+(:mod:`twisted_gw.ratelimit.kinds`: rpm/tpm 60 s, rpd/tpd 86400 s); the reset
 text and the strictest-limit header choice of CONTRACT 4.5; the 429 texts of
 CONTRACT 4.1. No I/O here: the stores (memory, Redis) apply a :class:`Plan`
 atomically and answer with an :class:`Outcome`.
@@ -13,10 +14,7 @@ from dataclasses import dataclass, field
 
 from twisted_gw.config.entities import ApiKey, Model, RateLimit
 from twisted_gw.errors import GatewayError
-
-WINDOWS = {"rpm": 60, "rpd": 86400, "tpm": 60, "tpd": 86400}
-REQUEST_KINDS = ("rpm", "rpd")
-TOKEN_KINDS = ("tpm", "tpd")
+from twisted_gw.ratelimit.kinds import BY_NAME, GATES, WINDOWED
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +23,7 @@ class Window:
 
     scope: str  # "apikey" / "model"
     id: str  # the entity's store id (never the key itself)
-    kind: str  # rpm / rpd / tpm / tpd
+    kind: str  # a windowed kind of the table: rpm / rpd / tpm / tpd
     limit: int
     # derived once, read on every request
     size: int = field(init=False)
@@ -33,8 +31,9 @@ class Window:
     base: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", WINDOWS[self.kind])
-        object.__setattr__(self, "is_tokens", self.kind in TOKEN_KINDS)
+        kind = BY_NAME[self.kind]
+        object.__setattr__(self, "size", kind.window)
+        object.__setattr__(self, "is_tokens", kind.counts == "tokens")
         object.__setattr__(self, "base", f"{self.scope}:{self.id}:{self.kind}:")
 
     def start(self, now: float) -> int:
@@ -54,10 +53,11 @@ class Concurrency:
     scope: str
     id: str
     limit: int
+    kind: str = "concurrency"  # a concurrency kind of the table
 
     @property
     def key(self) -> str:
-        return f"{self.scope}:{self.id}:concurrency"
+        return f"{self.scope}:{self.id}:{self.kind}"
 
 
 @dataclass(frozen=True)
@@ -77,22 +77,32 @@ def _windows(scope: str, id: str, limit: RateLimit | None) -> list[Window]:
     if limit is None:
         return []
     return [
-        Window(scope, id, kind, value)
-        for kind in ("rpm", "rpd", "tpm", "tpd")
-        if (value := getattr(limit, kind)) is not None
+        Window(scope, id, kind.name, value)
+        for kind in WINDOWED
+        if (value := getattr(limit, kind.name)) is not None
+    ]
+
+
+def _gates(scope: str, id: str, limit: RateLimit | None) -> list[Concurrency]:
+    if limit is None:
+        return []
+    return [
+        Concurrency(scope, id, value, kind.name)
+        for kind in GATES
+        if (value := getattr(limit, kind.name)) is not None
     ]
 
 
 def plan_for(api_key: ApiKey | None, model: Model | None) -> Plan:
+    """Every limit of the key and the model that applies to one request."""
     windows: list[Window] = []
     concurrency: list[Concurrency] = []
     for scope, entity in (("apikey", api_key), ("model", model)):
-        if entity is None:
-            continue
-        windows += _windows(scope, entity.id, entity.rate_limit)
+        if entity is not None:
+            windows += _windows(scope, entity.id, entity.rate_limit)
     for scope, entity in (("apikey", api_key), ("model", model)):
-        if entity is not None and entity.rate_limit and entity.rate_limit.concurrency is not None:
-            concurrency.append(Concurrency(scope, entity.id, entity.rate_limit.concurrency))
+        if entity is not None:
+            concurrency += _gates(scope, entity.id, entity.rate_limit)
     return Plan(tuple(windows), tuple(concurrency))
 
 
