@@ -12,6 +12,7 @@ import json
 
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web._newclient import TransportProxyProducer
 from twisted.web.client import ResponseDone, ResponseFailed
@@ -263,10 +264,12 @@ def test_nothing_after_message_stop_counts():
 
 
 class Upstream:
-    def __init__(self) -> None:
+    def __init__(self, reactor=None) -> None:
         self.tcp = RecordingTCP()
         self.response = FakeResponse(TransportProxyProducer(self.tcp))  # as Agent wraps it
-        self.source = TranslatedSSESource(self.response, AnthropicStreamTranslator(CREATED))
+        self.source = TranslatedSSESource(
+            self.response, AnthropicStreamTranslator(CREATED), reactor=reactor
+        )
         self.sink = RecordingSink()
         self.source.start(self.sink)
         self.protocol = self.response.protocol
@@ -283,12 +286,25 @@ class Upstream:
         return [json.loads(c) for c in self.sink.chunks]
 
 
-def test_source_ends_clean_after_message_stop():
+def test_source_ends_clean_at_message_stop_then_the_body_drains():
     up = Upstream()
     up.send(text_stream("hi"))
-    assert len(up.chunks) == 4 and up.sink.ends == []  # waits for the body's end
+    assert len(up.chunks) == 4 and up.sink.ends == [True]  # at once, as at [DONE]
     up.end(ResponseDone())
     assert up.sink.ends == [True] and "abort" not in up.tcp.calls
+
+
+def test_source_ends_at_message_stop_even_if_the_body_stays_open():
+    """One end-of-stream rule for every dialect (issue 12): a translated stream
+    used to wait for the body to end after message_stop, so an upstream that
+    kept it open had the stream cut by the idle timeout without [DONE]."""
+    clock = Clock()
+    up = Upstream(clock)
+    up.send(text_stream("hi"))
+    assert up.sink.ends == [True]
+    clock.advance(up.source.drain_timeout)
+    clock.advance(0)  # the close comes one turn later (BodyCloser)
+    assert "abort" in up.tcp.calls  # the open body is dropped after the drain
 
 
 @pytest.mark.parametrize("exc", [PotentialDataLoss(), ConnectionLost(), ConnectionDone()])

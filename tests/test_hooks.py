@@ -13,8 +13,8 @@ from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.errors import GatewayError, model_not_found
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
-from twisted_gw.hooks.validate_model import ValidateModelHook
 from twisted_gw.observability.access_log import access_line, logfmt_value
+from twisted_gw.proxy.exchange import resolve_model
 
 
 class Recorder:
@@ -123,27 +123,31 @@ MODEL = (
 KEY = ("k1", {"key": "sk-client-secret", "allowed_models": ["gpt"]})
 
 
-def test_validate_model_resolves_and_rejects_in_contract_order():
+def test_resolve_model_resolves_and_rejects_in_contract_order():
     from twisted_gw.providers.interfaces import CHAT
 
     class Provider:
         endpoints = frozenset({CHAT})
 
+    providers = {"openai": Provider()}
     snap = snapshot_with([MODEL], [KEY, ("k2", {"key": "sk-other", "allowed_models": []})])
-    hook = ValidateModelHook({"openai": Provider()})
     ctx = context(snap, api_key=snap.keys_by_key["sk-client-secret"], model_name="gpt")
-    hook.pre_call(ctx)
+    resolve_model(ctx, providers)
     assert ctx.model.id == "m1"
     with pytest.raises(GatewayError) as info:
-        hook.pre_call(context(snap, api_key=snap.keys_by_key["sk-other"], model_name="nope"))
+        resolve_model(
+            context(snap, api_key=snap.keys_by_key["sk-other"], model_name="nope"), providers
+        )
     assert info.value.status == 400
     with pytest.raises(GatewayError) as info:
-        hook.pre_call(context(snap, api_key=snap.keys_by_key["sk-other"], model_name="gpt"))
+        resolve_model(
+            context(snap, api_key=snap.keys_by_key["sk-other"], model_name="gpt"), providers
+        )
     assert info.value.status == 403
     embeddings = context(snap, api_key=snap.keys_by_key["sk-client-secret"], model_name="gpt")
     embeddings.endpoint = "/v1/embeddings"
     with pytest.raises(GatewayError) as info:
-        hook.pre_call(embeddings)
+        resolve_model(embeddings, providers)
     assert (info.value.status, info.value.code) == (400, "unsupported_endpoint")
 
 

@@ -333,7 +333,6 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
-    from twisted_gw.hooks.validate_model import ValidateModelHook
     from twisted_gw.observability.access_log import AccessLogHook
     from twisted_gw.observability.metrics import GatewayMetrics, MetricsHook
     from twisted_gw.providers.http import UpstreamClient
@@ -382,7 +381,6 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         limiter = MemoryRateLimitStore(reactor)
     hooks = HookManager(
         [
-            ValidateModelHook(providers),
             RateLimitHook(limiter),
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
@@ -398,7 +396,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
     )
-    admin = AdminApp(store, config.admin_keys, metrics, proxy=proxy)
+    admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
     metrics.watch(
         "twisted_gw_requests_in_flight",
         "Proxy requests received whose response is not finished yet.",

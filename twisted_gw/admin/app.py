@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from klein import Klein
@@ -111,12 +111,12 @@ class AdminApp:
         store: IConfigStore,
         admin_keys: Sequence[str],
         metrics: Any = None,
-        proxy: Any = None,
+        chat: Callable[[Any], Any] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
-        #: the ProxyApp the playground hands its requests to
-        self.proxy = proxy
+        #: the proxy's chat endpoint, which the playground runs as it is
+        self.chat = chat
         self._keys = tuple(k.encode() for k in admin_keys)
 
     # -- plumbing ----------------------------------------------------------------
@@ -273,10 +273,10 @@ class AdminApp:
         streaming relay and its cancellation apply as they do on the proxy
         listener; answers and errors are the proxy's. No admin key: the
         request carries the proxy key it is made with."""
-        if self.proxy is None:
+        if self.chat is None:
             request.setResponseCode(404)
             return b""
-        return self.proxy.chat_completions(request)
+        return self.chat(request)
 
     @app.route("/ui", methods=["GET"], strict_slashes=False)
     def ui_redirect(self, request: Any) -> bytes:

@@ -24,6 +24,41 @@ class ProviderResult:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class IChunkSink(Interface):
+    """What a chunk source feeds: the relay of one streamed request."""
+
+    def chunk(data):
+        """One OpenAI ``chat.completion.chunk`` as the raw JSON bytes to relay."""
+
+    def flush():
+        """The chunks of one upstream read are in: write them as one."""
+
+    def upstream_ended(clean, detail):
+        """The stream is over, once: ``clean`` (``[DONE]`` follows) or cut;
+        ``detail`` says what happened, for a 502 before the first chunk."""
+
+
+class IChunkSource(Interface):
+    """Where a streamed answer's chunks come from (an upstream body, a list).
+
+    ``start(sink)`` once; then the sink is fed until ``upstream_ended``. The
+    relay drives flow control with ``pause``/``resume`` and ends it early with
+    ``cancel`` (client gone, timeout), which closes the upstream connection;
+    after ``cancel`` nothing more reaches the sink."""
+
+    def start(sink):
+        """Begin feeding ``sink`` (an IChunkSink)."""
+
+    def pause():
+        """Stop feeding until ``resume`` (the client is not reading)."""
+
+    def resume():
+        """Feed again after ``pause``."""
+
+    def cancel():
+        """Stop for good and release the upstream; no ``upstream_ended`` follows."""
+
+
 class IProvider(Interface):
     """Turns an OpenAI-shaped request for a configured model into an upstream call."""
 
@@ -41,7 +76,7 @@ class IProvider(Interface):
     def stream_chat(model, body, reactor):
         """Streaming chat completion (CONTRACT 4.3).
 
-        Fires with a chunk source (see twisted_gw.streaming.source) once the
+        Fires with an IChunkSource once the
         upstream accepted the request; an upstream error status fails with the
         4.1 GatewayError instead. Cancelling it cancels the upstream request.
         The provider sends ``stream_options.include_usage: true`` upstream."""

@@ -1,16 +1,18 @@
-"""The proxy's Klein app (CONTRACT 4.1, 4.2).
+"""The proxy's Klein app (CONTRACT 4.1, 4.2): routes, and nothing else.
 
-Routes are thin: each builds a RequestContext, authenticates, parses the body,
-runs the hook chain and hands the call to the model's provider; every outcome,
-success or error or a client gone away, ends in :meth:`ProxyApp._finish`,
-which writes at most one response and runs finalize exactly once.
+A route reads the request (auth, the body) into a RequestContext and hands a
+model call to an :class:`~twisted_gw.proxy.exchange.Exchange`, the one owner
+of everything after that; the small routes without an upstream call
+(``GET /v1/models``, unknown paths) write their one JSON answer and finalize
+here. Whatever raises on the way, the guard turns into the contract's JSON
+500 and exactly one finalize.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from http import HTTPStatus
+from collections.abc import Mapping
 from typing import Any
 
 from klein import Klein
@@ -27,32 +29,19 @@ from twisted_gw.errors import (
     invalid_url,
     method_not_allowed,
     not_found,
-    request_timeout,
     request_too_large,
 )
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.jsonutil import dumps
-from twisted_gw.observability.logsafe import escape
-from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
+from twisted_gw.providers.interfaces import IProvider
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
-from twisted_gw.streaming.relay import StreamRelay
+from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
 
 log = Logger()
 
-_JSON = b"application/json"
-
-
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
-
-
-def _reason(status: int) -> bytes:
-    """The reason phrase (twisted.web lacks some, e.g. 429 'Too Many Requests')."""
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Error"
 
 
 class ProxyApp:
@@ -69,7 +58,7 @@ class ProxyApp:
         self,
         store: IConfigStore,
         hooks: HookManager,
-        providers: dict[str, Any],
+        providers: Mapping[str, IProvider],
         reactor: Any,
         upstream_timeout: float = 600.0,
         max_body_bytes: int = 32 * 1024 * 1024,
@@ -91,31 +80,30 @@ class ProxyApp:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     def chat_completions(self, request: Any) -> Any:
-        return self._model_call(request, "/v1/chat/completions", CHAT, CHAT_FIELDS)
+        """Also the admin listener's playground (injected there as the chat handler)."""
+        return self._model_call(request, "/v1/chat/completions", CHAT_FIELDS)
 
     @app.route("/v1/embeddings", methods=["POST"])
     def embeddings(self, request: Any) -> Any:
-        return self._model_call(request, "/v1/embeddings", EMBEDDINGS, EMBEDDINGS_FIELDS)
+        return self._model_call(request, "/v1/embeddings", EMBEDDINGS_FIELDS)
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: Any) -> Any:
         ctx = self._context(request, "/v1/models")
         return self._guarded(request, ctx, self._models)
 
-    def _models(self, request: Any, ctx: RequestContext) -> Any:
+    def _models(self, request: Any, ctx: RequestContext) -> None:
         try:
-            ctx.api_key = authenticate(
-                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
-            )
+            self._authenticate(request, ctx)
         except GatewayError as e:
-            return self._finish(request, ctx, error=e)
+            return self._answer(request, ctx, error=e)
         by_name = ctx.snapshot.models_by_name
         data = [
             {"id": name, "object": "model", "created": self.started, "owned_by": "apisix"}
             for name in sorted(ctx.api_key.allowed_models)
             if name in by_name
         ]
-        return self._finish(request, ctx, body=dumps({"object": "list", "data": data}))
+        return self._answer(request, ctx, body=dumps({"object": "list", "data": data}))
 
     @app.handle_errors(NotFound, MethodNotAllowed, RequestRedirect)
     def unmatched(self, request: Any, failure: Failure) -> bytes:
@@ -126,9 +114,7 @@ class ProxyApp:
         returns the body instead of writing it."""
         ctx = self._context(request, "-")
         try:
-            ctx.api_key = authenticate(
-                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
-            )
+            self._authenticate(request, ctx)
             if getattr(request, "url_undecodable", False):
                 error = invalid_url()  # routed nowhere by twisted_gw.site
             elif failure.check(MethodNotAllowed):
@@ -138,12 +124,35 @@ class ProxyApp:
         except GatewayError as e:
             error = e
         try:
-            body = self._prepare(request, ctx, None, error)
+            body = prepare_json(request, ctx, None, error)
         finally:
             self.hooks.finalize(ctx, error.reason)
         return body
 
-    # -- the model call --------------------------------------------------------
+    # -- a model call ------------------------------------------------------------
+
+    def _model_call(self, request: Any, endpoint: str, fields: dict) -> Any:
+        ctx = self._context(request, endpoint)
+        return self._guarded(request, ctx, self._exchange, fields)
+
+    def _exchange(self, request: Any, ctx: RequestContext, fields: dict) -> Any:
+        """Read the request (auth, the body) and hand it to an Exchange."""
+        try:
+            self._authenticate(request, ctx)
+            if getattr(request, "body_too_large", False):
+                raise request_too_large(self.max_body_bytes)
+            body = parse_body(request.content.read(), fields)
+        except GatewayError as e:
+            return self._answer(request, ctx, error=e)
+        ctx.body = body
+        ctx.model_name = body["model"]
+        ctx.stream = fields is CHAT_FIELDS and body.get("stream") is True
+        exchange = Exchange(
+            request, ctx, self.hooks, self.providers, self.reactor, self.upstream_timeout
+        )
+        return exchange.start()
+
+    # -- plumbing ---------------------------------------------------------------
 
     def in_flight(self) -> int:
         """Requests received whose response is not finished yet."""
@@ -188,11 +197,33 @@ class ProxyApp:
             request.notifyFinish().addBoth(self._over, request, ctx)
         return ctx
 
+    @staticmethod
+    def _authenticate(request: Any, ctx: RequestContext) -> None:
+        ctx.api_key = authenticate(
+            ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
+        )
+
     def _over(self, result: Any, request: Any, ctx: RequestContext) -> None:
         """The response is finished or the connection is lost, whichever first."""
         self._live.discard(request)
         if isinstance(result, Failure):
             ctx.client_gone = True  # nothing may be written to it from now on
+
+    def _answer(
+        self,
+        request: Any,
+        ctx: RequestContext,
+        body: bytes | None = None,
+        error: GatewayError | None = None,
+    ) -> None:
+        """A whole JSON answer of a route without an upstream call, then finalize."""
+        if ctx.client_gone:
+            ctx.status = ctx.status or 499
+            self.hooks.finalize(ctx, "client_gone")
+            return
+        write_json(request, ctx, body, error)
+        ctx.finished_at = self.reactor.seconds()
+        self.hooks.finalize(ctx, error.reason if error is not None else "ok")
 
     def _guarded(self, request: Any, ctx: RequestContext, work: Any, *args: Any) -> Any:
         """Run ``work``; whatever it raises, now or in its Deferred, ends the
@@ -217,7 +248,7 @@ class ProxyApp:
             if reason == "client_gone" or request.finished:
                 pass
             elif not request.startedWriting:
-                self._write(request, ctx, None, internal_error())
+                write_json(request, ctx, None, internal_error())
             else:  # half a response is out: the client must see it cut
                 ctx.status = ctx.status or 500
                 request.loseConnection()
@@ -228,141 +259,3 @@ class ProxyApp:
         if ctx.finished_at is None:
             ctx.finished_at = self.reactor.seconds()
         self.hooks.finalize(ctx, reason)
-
-    def _model_call(self, request: Any, endpoint: str, kind: str, fields: dict) -> Any:
-        ctx = self._context(request, endpoint)
-        return self._guarded(request, ctx, self._handle, kind, fields)
-
-    def _handle(self, request: Any, ctx: RequestContext, kind: str, fields: dict) -> Any:
-        try:
-            ctx.api_key = authenticate(
-                ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
-            )
-            if getattr(request, "body_too_large", False):
-                raise request_too_large(self.max_body_bytes)
-            body = parse_body(request.content.read(), fields)
-            ctx.body = body
-            ctx.model_name = body["model"]
-            ctx.stream = kind == CHAT and body.get("stream") is True
-            pending = self.hooks.pre_call(ctx)
-        except GatewayError as e:
-            return self._finish(request, ctx, error=e)
-        if pending is None:
-            return self._call_provider(request, ctx, kind)
-        pending.addCallback(lambda _: self._call_provider(request, ctx, kind))
-        pending.addErrback(self._failed, request, ctx)
-        return pending
-
-    def _timeout(self, ctx: RequestContext) -> float:
-        """CONTRACT 4.4: the model's timeout, else the gateway-wide default."""
-        ms = ctx.model.timeout_ms
-        return ms / 1000.0 if ms else self.upstream_timeout
-
-    def _call_provider(self, request: Any, ctx: RequestContext, kind: str) -> Any:
-        model = ctx.model
-        provider = self.providers[model.provider]
-        ctx.upstream_started = self.reactor.seconds()
-        if ctx.stream:
-            relay = StreamRelay(
-                request, ctx, self.hooks, self.reactor, self._timeout(ctx), self._write_error
-            )
-            # maybeDeferred: a provider that raises (say, an api_base the URL
-            # library refuses) is a 502 that finalizes, not a leaked permit
-            return relay.run(
-                defer.maybeDeferred(provider.stream_chat, model, ctx.body, self.reactor)
-            )
-        call = provider.chat if kind == CHAT else provider.embeddings
-        d = defer.maybeDeferred(call, model, ctx.body, self.reactor)
-        # Always: a call on a pooled upstream connection has "fired" already,
-        # with its result still pending on a chained Deferred; addTimeout
-        # cancels that chain, and costs nothing on a result that is really in.
-        d.addTimeout(self._timeout(ctx), self.reactor)
-        d.addCallbacks(
-            self._succeeded,
-            self._failed,
-            callbackArgs=(request, ctx),
-            errbackArgs=(request, ctx),
-        )
-        return d
-
-    def _succeeded(self, result: Any, request: Any, ctx: RequestContext) -> None:
-        ctx.upstream_finished = self.reactor.seconds()
-        ctx.usage = result.usage
-        ctx.status = 200
-        self.hooks.post_call(ctx)
-        return self._finish(request, ctx, body=result.body)
-
-    def _failed(self, failure: Failure, request: Any, ctx: RequestContext) -> None:
-        if failure.check(defer.CancelledError):  # Klein cancels us when the client goes
-            return self._finish(request, ctx, reason="client_gone")
-        if failure.check(defer.TimeoutError):  # from addTimeout, after cancelling the call
-            error = request_timeout()
-        elif failure.check(GatewayError):
-            error = failure.value
-        else:
-            log.failure("request {rid} failed", failure, rid=ctx.request_id)
-            error = internal_error()
-        return self._finish(request, ctx, error=error)
-
-    # -- the one exit ----------------------------------------------------------
-
-    def _finish(
-        self,
-        request: Any,
-        ctx: RequestContext,
-        body: bytes | None = None,
-        error: GatewayError | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Write the response (unless the client is gone), then finalize once."""
-        if ctx.client_gone or reason == "client_gone":
-            ctx.status = ctx.status or 499
-            self.hooks.finalize(ctx, "client_gone")
-            return
-        self._write(request, ctx, body, error)
-        ctx.finished_at = self.reactor.seconds()
-        self.hooks.finalize(ctx, error.reason if error is not None else reason or "ok")
-
-    def _write_error(self, request: Any, ctx: RequestContext, error: GatewayError) -> None:
-        self._write(request, ctx, None, error)
-
-    def _write(
-        self, request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
-    ) -> None:
-        """Write one whole JSON response (a result, or the error's body);
-        nothing if the client is gone (twisted.web refuses to finish then)."""
-        if ctx.client_gone:
-            return
-        if error is not None and error.status >= 500:
-            # what an operator tailing the log needs to see, secret-free and
-            # escaped: the model name is the client's, the message maybe the
-            # upstream's
-            log.warn(
-                "request {rid} model {model}: {status} {message}",
-                rid=ctx.request_id,
-                model=escape(ctx.snapshot.redact(ctx.model_name or "-")[:128]),
-                status=error.status,
-                message=escape(ctx.snapshot.redact(error.message)),
-            )
-        request.write(self._prepare(request, ctx, body, error))
-        request.finish()
-
-    @staticmethod
-    def _prepare(
-        request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
-    ) -> bytes:
-        """Set status and headers; the body to write (the error's when failing)."""
-        if error is not None:
-            ctx.status = error.status
-            body = error.body(ctx.snapshot.redact(error.message))
-            request.setResponseCode(error.status, _reason(error.status))
-            for name, value in error.headers.items():
-                request.setHeader(name, value)
-        else:
-            ctx.status = 200
-        request.setHeader(b"content-type", _JSON)
-        request.setHeader(b"content-length", b"%d" % len(body))  # no chunked framing
-        request.setHeader(b"x-request-id", ctx.request_id.encode())
-        for name, value in ctx.response_headers.items():
-            request.setHeader(name, value)
-        return body

@@ -1,9 +1,17 @@
-"""Where stream chunks come from: an upstream SSE body, or a local generator.
+"""Where stream chunks come from: an upstream SSE body, or a local list.
 
-A source calls its sink's ``chunk(data)`` for every OpenAI chunk (the raw JSON
-bytes of one event, relayed unchanged) and ``upstream_ended(clean, detail)``
-once. The relay drives it back with ``pause``/``resume`` (backpressure) and
-``cancel`` (client gone, timeout): cancelling closes the upstream connection.
+Both are :class:`~twisted_gw.providers.interfaces.IChunkSource`: a source
+calls its sink's ``chunk(data)`` for every OpenAI chunk (the raw JSON bytes of
+one event, relayed unchanged), ``flush()`` after each upstream read, and
+``upstream_ended(clean, detail)`` once. The relay drives it back with
+``pause``/``resume`` (backpressure) and ``cancel`` (client gone, timeout):
+cancelling closes the upstream connection.
+
+An upstream body is read by one protocol for every wire format: a *dialect*
+turns each parsed SSE event into OpenAI chunks and says when the upstream
+declared its stream whole (OpenAI's ``[DONE]``, Anthropic's
+``message_stop``). The rules for how a stream ends live in one function,
+:func:`stream_end`, whatever the dialect.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from zope.interface import implementer
 
 from twisted_gw.providers.http import BodyCloser
+from twisted_gw.providers.interfaces import IChunkSink, IChunkSource
 from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
 
 DONE = b"[DONE]"
@@ -24,18 +34,73 @@ DONE = b"[DONE]"
 log = Logger()
 
 
-class ChunkSink(Protocol):
-    """What a source feeds (the StreamRelay)."""
+class UpstreamStreamError(Exception):
+    """The upstream failed inside a stream; the text is secret-free."""
 
-    def chunk(self, data: bytes) -> None: ...
 
-    def flush(self) -> None: ...
+class Dialect(Protocol):
+    """One upstream stream format, read event by event."""
 
-    def upstream_ended(self, clean: bool, detail: str) -> None: ...
+    #: the upstream said its stream is whole ([DONE], message_stop)
+    complete: bool
+    #: a body that ends cleanly after chunks but without the terminal event
+    #: was cut (Anthropic); else it is whole (OpenAI servers may omit [DONE])
+    requires_terminal: bool
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        """The OpenAI chunks (JSON bytes) of one event; may raise
+        :class:`UpstreamStreamError`."""
+
+
+class OpenAIDialect:
+    """OpenAI's own stream: each event's data is a chunk, ``[DONE]`` ends it."""
+
+    requires_terminal = False
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        if self.complete:
+            return []  # nothing after [DONE] is part of the stream
+        if event.data == DONE:
+            self.complete = True
+            return []
+        return [event.data]
+
+
+#: how an upstream body ended: whole by HTTP's rules, ended with the
+#: connection (no length, no chunking), or lost
+BODY_DONE, BODY_CLOSED, BODY_LOST = "done", "closed", "lost"
+
+
+def stream_end(
+    complete: bool, body: str, emitted: int, requires_terminal: bool
+) -> tuple[bool, str]:
+    """The one end-of-stream rule, for every dialect: ``(clean, detail)``.
+
+    - The upstream declared the stream whole: clean, however the body then ends
+      (the source reports it at once and only drains the rest).
+    - A body that is whole by HTTP's rules: clean when it carried no chunk (an
+      empty stream), or when the dialect needs no terminal event; cut when the
+      dialect does (Anthropic without ``message_stop``).
+    - A body that ended with its connection (no length or chunking) could have
+      been cut anywhere: whole only if declared so.
+    - A lost connection: cut.
+    """
+    if complete:
+        return True, "end of stream"
+    if body == BODY_DONE:
+        if emitted and requires_terminal:
+            return False, "upstream stream ended before its final event"
+        return True, "end of stream"
+    if body == BODY_CLOSED:
+        return False, "connection closed"
+    return False, "upstream connection lost mid-stream"
 
 
 class _SSEBodyProtocol(TwistedProtocol):
-    """Receives an upstream response body and feeds parsed events to the sink."""
+    """Receives an upstream response body and feeds the dialect's chunks to the sink."""
 
     def __init__(self, source: HTTPSSESource) -> None:
         self.source = source
@@ -63,19 +128,26 @@ class _SSEBodyProtocol(TwistedProtocol):
             source.fail(str(too_large))
 
     def deliver(self, events: list[SSEEvent]) -> None:
-        """Hand parsed events to the sink (stops when the source closes)."""
+        """Hand the chunks of parsed events to the sink (stops when the source
+        closes; ends the stream at once when the dialect says it is whole)."""
         source = self.source
+        dialect = source.dialect
         for event in events:
             if source.closed:
                 return
-            payload = event.data
-            if payload == DONE:
-                source.saw_done = True
+            try:
+                chunks = dialect.feed(event)
+            except UpstreamStreamError as e:
+                source.fail(str(e))
+                return
+            for chunk in chunks:
+                if source.closed:
+                    return
+                source.emitted += 1
+                source.sink.chunk(chunk)
+            if dialect.complete:
                 source.done()  # the stream is over, whether or not the body ends now
                 return
-            if source.saw_done:
-                continue  # nothing after [DONE] is part of the stream
-            source.sink.chunk(payload)
 
     def connectionLost(self, reason: Failure = None) -> None:
         source = self.source
@@ -85,17 +157,18 @@ class _SSEBodyProtocol(TwistedProtocol):
             return
         source.closed = True
         if reason is None or reason.check(ResponseDone):
-            source.sink.upstream_ended(True, "end of stream")
+            body = BODY_DONE
         elif reason.check(PotentialDataLoss):
-            # a body without length or chunking ends when the connection does:
-            # it was whole only if the upstream said [DONE]
-            source.sink.upstream_ended(source.saw_done, "connection closed")
-        elif source.saw_done:  # lost after [DONE]: the client has it all
-            source.sink.upstream_ended(True, "end of stream")
+            body = BODY_CLOSED
         else:
-            source.sink.upstream_ended(False, "upstream connection lost mid-stream")
+            body = BODY_LOST
+        dialect = source.dialect
+        source.sink.upstream_ended(
+            *stream_end(dialect.complete, body, source.emitted, dialect.requires_terminal)
+        )
 
 
+@implementer(IChunkSource)
 class HTTPSSESource:
     """An upstream ``text/event-stream`` response body as a chunk source."""
 
@@ -105,24 +178,32 @@ class HTTPSSESource:
         reactor: Any = None,
         drain_timeout: float = 5.0,
         max_event_bytes: int = 1 << 20,
+        dialect: Dialect | None = None,
     ) -> None:
         self.response = response
         self.reactor = reactor
         self.drain_timeout = drain_timeout
         #: the bound on one event (server.proxy.max_event_bytes)
         self.max_event_bytes = max_event_bytes
+        self.dialect: Dialect = dialect if dialect is not None else OpenAIDialect()
         self.sink: Any = None
         self.closed = False
-        self.saw_done = False
+        self.emitted = 0
         self._protocol: _SSEBodyProtocol | None = None
         self._drain: Any = None
         self.closer = BodyCloser(reactor)
 
+    @property
+    def saw_done(self) -> bool:
+        """The upstream declared its stream whole."""
+        return self.dialect.complete
+
     def done(self) -> None:
-        """The upstream said ``[DONE]``: report a clean end now, then let the
-        rest of the body drain so the connection can go back to the pool, but
-        abort it if the upstream keeps it open longer than ``drain_timeout``
-        (a client must not wait on an upstream that forgot to end its body)."""
+        """The upstream declared the stream whole: report a clean end now, then
+        let the rest of the body drain so the connection can go back to the
+        pool, but abort it if the upstream keeps it open longer than
+        ``drain_timeout`` (a client must not wait on an upstream that forgot
+        to end its body)."""
         if self.closed:
             return
         self.closed = True
@@ -150,7 +231,7 @@ class HTTPSSESource:
             self._drain.cancel()
         self._drain = None
 
-    def start(self, sink: ChunkSink) -> None:
+    def start(self, sink: IChunkSink) -> None:
         self.sink = sink
         self._protocol = _SSEBodyProtocol(self)
         self.response.deliverBody(self._protocol)
@@ -198,6 +279,7 @@ class _NullSink:
         pass
 
 
+@implementer(IChunkSource)
 class ListSource:
     """A finished list of chunks (the mock provider), honouring pause/cancel."""
 
@@ -209,7 +291,7 @@ class ListSource:
         self._paused = False
         self._next = 0
 
-    def start(self, sink: ChunkSink) -> None:
+    def start(self, sink: IChunkSink) -> None:
         self.sink = sink
         self._pump()
 

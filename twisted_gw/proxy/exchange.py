@@ -1,0 +1,387 @@
+"""The Exchange: the one owner of a proxied model call (CONTRACT 4.1-4.4).
+
+A route reads the request and hands it to an Exchange; from then on the
+exchange alone decides, and every path ends in :meth:`Exchange._close`, which
+finalizes exactly once:
+
+1. **resolve** the model from the request's snapshot (exists, allowed, its
+   provider serves the endpoint), then run the hooks' ``pre_call`` (limits);
+2. **attempt**: choose the deployment (today the model's own; routing adds
+   more, as a loop over attempts), call its provider under the attempt's one
+   timer (non-stream: the whole answer; stream: the first chunk, then the
+   idle time between chunks);
+3. **answer**: one JSON body, or the SSE relay (a producer the exchange
+   drives) from the first chunk on; headers are held until then, so every
+   failure before it is still a JSON error;
+4. **end**: done, empty, ok, cut, timeout, upstream error, rejected or client
+   gone, each told to the exchange, never handled behind its back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_gw.errors import (
+    GatewayError,
+    internal_error,
+    model_access_forbidden,
+    model_not_found,
+    provider_error,
+    request_timeout,
+    unsupported_endpoint,
+)
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.manager import HookManager
+from twisted_gw.observability.logsafe import escape
+from twisted_gw.providers.interfaces import CHAT, IProvider
+from twisted_gw.streaming.relay import StreamRelay
+
+log = Logger()
+
+_JSON = b"application/json"
+
+#: the exchange's states: before the call, waiting for the answer (or, for a
+#: stream, for its first chunk), relaying a stream, over
+STARTING, CALLING, WAITING, STREAMING, CLOSED = range(5)
+
+
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase (twisted.web lacks some, e.g. 429 'Too Many Requests')."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
+
+
+def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> None:
+    """CONTRACT 4.1 checks 3 and 4, before any limit: the model exists, the
+    key may use it, and its provider serves the endpoint; sets ``ctx.model``."""
+    name = ctx.model_name
+    model = ctx.snapshot.models_by_name.get(name)
+    if model is None:
+        raise model_not_found(name)
+    if ctx.api_key is None or name not in ctx.api_key.allowed_models:
+        raise model_access_forbidden(name)
+    endpoint = ctx.endpoint.removeprefix("/v1/")
+    provider = providers.get(model.provider)
+    if provider is None or endpoint not in provider.endpoints:
+        raise unsupported_endpoint(name, endpoint)
+    ctx.model = model
+
+
+def prepare_json(
+    request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+) -> bytes:
+    """Set status and headers of a whole JSON answer; the body to write (the
+    error's, with every configured secret redacted, when failing)."""
+    if error is not None:
+        ctx.status = error.status
+        body = error.body(ctx.snapshot.redact(error.message))
+        request.setResponseCode(error.status, reason_phrase(error.status))
+        for name, value in error.headers.items():
+            request.setHeader(name, value)
+    else:
+        ctx.status = 200
+    request.setHeader(b"content-type", _JSON)
+    request.setHeader(b"content-length", b"%d" % len(body))  # no chunked framing
+    request.setHeader(b"x-request-id", ctx.request_id.encode())
+    for name, value in ctx.response_headers.items():
+        request.setHeader(name, value)
+    return body
+
+
+def write_json(
+    request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+) -> None:
+    """Write one whole JSON answer; nothing if the client is gone (twisted.web
+    refuses to finish then). A 5xx is logged for the operator tailing the log."""
+    if ctx.client_gone:
+        return
+    if error is not None and error.status >= 500:
+        log.warn(
+            "request {rid} model {model}: {status} {message}",
+            rid=ctx.request_id,
+            model=escape(ctx.snapshot.redact(ctx.model_name or "-")[:128]),
+            status=error.status,
+            message=escape(ctx.snapshot.redact(error.message)),
+        )
+    request.write(prepare_json(request, ctx, body, error))
+    request.finish()
+
+
+class Exchange:
+    """One model call from its parsed body to its single finalize."""
+
+    def __init__(
+        self,
+        request: Any,
+        ctx: RequestContext,
+        hooks: HookManager,
+        providers: Mapping[str, IProvider],
+        reactor: Any,
+        upstream_timeout: float,
+    ) -> None:
+        self.request = request
+        self.ctx = ctx
+        self.hooks = hooks
+        self.providers = providers
+        self.reactor = reactor
+        self.upstream_timeout = upstream_timeout
+        self.state = STARTING
+        #: what is pending now: the hooks' pre_call, or the provider call
+        self._pending: defer.Deferred | None = None
+        self._source: Any = None
+        self._relay: StreamRelay | None = None
+        self._timer: Any = None
+        self._timeout = 0.0
+        self._last_activity = 0.0
+        self._paused = False  # by the client's backpressure: not an idle upstream
+        #: fires (with None) when the request is over; cancelling it (Klein
+        #: does when the client goes) is the client gone
+        self.finished: defer.Deferred = defer.Deferred(lambda _: self.client_gone())
+
+    # -- 1. resolve and check ---------------------------------------------------
+
+    def start(self) -> defer.Deferred:
+        """Run the exchange; the Deferred is :attr:`finished`."""
+        self.request.notifyFinish().addErrback(lambda _: self.client_gone())
+        ctx = self.ctx
+        try:
+            resolve_model(ctx, self.providers)
+            pending = self.hooks.pre_call(ctx)
+        except GatewayError as e:
+            self._reject(e)
+            return self.finished
+        except Exception:  # noqa: BLE001 - a hook's bug: logged, a JSON 500, one finalize
+            self._crashed(Failure())
+            return self.finished
+        if pending is None:
+            self._checked(None)
+        else:
+            self._pending = pending
+            pending.addCallbacks(self._checked, self._check_failed).addErrback(self._crashed)
+        return self.finished
+
+    def _checked(self, _: Any) -> None:
+        self._pending = None
+        if self.state != STARTING:
+            return
+        try:
+            self._attempt()
+        except Exception:  # noqa: BLE001 - see _crashed
+            self._crashed(Failure())
+
+    def _check_failed(self, failure: Failure) -> None:
+        self._pending = None
+        if self.state == CLOSED:
+            return
+        if failure.check(defer.CancelledError):  # the client left during the check
+            self.client_gone()
+        elif failure.check(GatewayError):
+            self._reject(failure.value)
+        else:
+            log.failure("request {rid}: a pre_call hook failed", failure, rid=self.ctx.request_id)
+            self._reject(internal_error())
+
+    # -- 2. attempt ---------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        """One attempt on the model's deployment, under its one timer."""
+        ctx = self.ctx
+        model = ctx.model
+        provider = self.providers[model.provider]
+        self._timeout = model.timeout_ms / 1000.0 if model.timeout_ms else self.upstream_timeout
+        self.state = CALLING
+        ctx.upstream_started = self._last_activity = self.reactor.seconds()
+        self._timer = self.reactor.callLater(self._timeout, self._timed_out)
+        if ctx.stream:
+            call = provider.stream_chat
+        else:
+            call = provider.chat if ctx.endpoint.endswith(CHAT) else provider.embeddings
+        # maybeDeferred: a provider that raises (an api_base the URL library
+        # refuses) is a 502 that finalizes, not a leaked permit
+        self._pending = d = defer.maybeDeferred(call, model, ctx.body, self.reactor)
+        d.addCallbacks(self._answered, self._attempt_failed).addErrback(self._crashed)
+
+    def _attempt_failed(self, failure: Failure) -> None:
+        self._pending = None
+        if self.state == CLOSED or failure.check(defer.CancelledError):
+            return  # we cancelled it (timeout, client gone): already handled
+        if failure.check(GatewayError):
+            self._fail(failure.value)
+        else:
+            log.failure("request {rid}: the upstream call failed", failure, rid=self.ctx.request_id)
+            self._fail(provider_error("upstream request failed"))
+
+    # -- 3. answer ------------------------------------------------------------------
+
+    def _answered(self, answer: Any) -> None:
+        self._pending = None
+        if self.state == CLOSED:  # raced with a timeout or the client leaving
+            if self.ctx.stream:
+                answer.cancel()
+            return
+        ctx = self.ctx
+        if not ctx.stream:
+            ctx.upstream_finished = self.reactor.seconds()
+            ctx.usage = answer.usage
+            ctx.status = 200
+            self.hooks.post_call(ctx)
+            write_json(self.request, ctx, answer.body, None)
+            self._close("ok")
+            return
+        self.state = WAITING
+        self._source = answer
+        self._relay = StreamRelay(self.request, ctx, self)
+        answer.start(self._relay)
+
+    # what the relay tells its owner
+
+    def first_chunk(self) -> None:
+        """The first chunk came: the stream's headers go out, the timer now
+        measures the idle time between chunks."""
+        self.state = STREAMING
+        self.ctx.first_token_at = self.reactor.seconds()
+
+    def activity(self) -> None:
+        self._last_activity = self.reactor.seconds()
+
+    def paused(self, paused: bool) -> None:
+        """The client stopped (or started again) reading: flow control reaches
+        the upstream, and a slow client is not an idle upstream."""
+        self._paused = paused
+        if not paused:
+            self._last_activity = self.reactor.seconds()
+        source = self._source
+        if source is not None:
+            source.pause() if paused else source.resume()
+
+    def upstream_ended(self, clean: bool, detail: str) -> None:
+        """The source's one end (see twisted_gw.streaming.source.stream_end)."""
+        if self.state == CLOSED:
+            return
+        self._source = None  # over: nothing to cancel
+        self.ctx.upstream_finished = self.reactor.seconds()
+        relay = self._relay
+        if self.state == WAITING:
+            if clean:
+                relay.start_response()
+                relay.end(done=False)
+                self._close("empty")
+            else:
+                self._fail(provider_error(f"{detail} before the first chunk"))
+        elif clean:
+            relay.end(done=True)
+            self._close("done")
+        else:
+            relay.end(done=False)
+            self._close("upstream_cut")
+
+    def malformed(self) -> None:
+        """An upstream chunk that is not a JSON object."""
+        if self.state == WAITING:
+            self._fail(provider_error("malformed event in the upstream stream"))
+        elif self.state == STREAMING:
+            log.warn("stream {rid}: malformed upstream event, stream cut", rid=self.ctx.request_id)
+            self._relay.end(done=False)
+            self._close("upstream_cut")
+
+    # -- 4. the ways it ends ----------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.state == CLOSED:
+            return
+        if self.state == STREAMING:
+            idle = 0.0 if self._paused else self.reactor.seconds() - self._last_activity
+            if idle < self._timeout:
+                self._timer = self.reactor.callLater(self._timeout - idle, self._timed_out)
+                return
+            log.warn(
+                "stream {rid}: no chunk for {t}s, stream cut",
+                rid=self.ctx.request_id,
+                t=self._timeout,
+            )
+            self._cancel_upstream()
+            self._relay.end(done=False)
+            self._close("timeout")
+            return
+        self._fail(request_timeout())
+
+    def client_gone(self) -> None:
+        """The client's connection was lost: stop paying for tokens at once."""
+        if self.state == CLOSED:
+            return
+        ctx = self.ctx
+        ctx.client_gone = True  # nothing may be written from now on
+        if self._relay is not None:
+            self._relay.stop()
+        ctx.status = ctx.status or 499
+        self._close("client_gone")
+
+    def _reject(self, error: GatewayError) -> None:
+        """Refused before any upstream call (4.1's checks, a limit)."""
+        self._fail(error)
+
+    def _fail(self, error: GatewayError) -> None:
+        """A JSON error instead of an answer (nothing was sent yet)."""
+        if self.state == CLOSED:
+            return
+        self._cancel_upstream()
+        write_json(self.request, self.ctx, None, error)
+        self._close(error.reason)
+
+    def _crashed(self, failure: Failure) -> None:
+        """A bug in the exchange's own callbacks: log it and still end the
+        request (a JSON 500 if nothing was sent, else a cut stream) and
+        finalize once, rather than an unhandled error and a request that
+        never ends."""
+        log.failure("request {rid}: unexpected error", failure, rid=self.ctx.request_id)
+        if self.state == CLOSED:
+            return
+        try:
+            if self.state == STREAMING:
+                self._relay.end(done=False)
+                self._close("upstream_cut")
+            else:
+                self._fail(internal_error())
+        except Exception:  # noqa: BLE001 - beyond saving: drop the connection, finalize
+            log.failure("request {rid}: could not end the response", rid=self.ctx.request_id)
+            self.ctx.status = self.ctx.status or 500
+            self.request.loseConnection()
+            self._close("upstream_error")
+
+    def _cancel_upstream(self) -> None:
+        """Cancel what is pending and close the upstream. The exchange is
+        marked closing first: whatever the cancel fires synchronously (a
+        failed call, an end) is its own doing and is ignored."""
+        state, self.state = self.state, CLOSED
+        try:
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                pending.cancel()
+            if self._source is not None:
+                source, self._source = self._source, None
+                source.cancel()
+        finally:
+            self.state = state
+
+    def _close(self, reason: str) -> None:
+        """The one exit: stop everything, finalize exactly once."""
+        self._cancel_upstream()
+        self.state = CLOSED
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        ctx = self.ctx
+        if ctx.finished_at is None:
+            ctx.finished_at = self.reactor.seconds()
+        self.hooks.finalize(ctx, reason)
+        if not self.finished.called:
+            self.finished.callback(None)
