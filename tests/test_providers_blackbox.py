@@ -298,6 +298,20 @@ async def test_anthropic_stream_becomes_openai_chunks_then_done(gw, setup, fresh
 
 
 @pytest_twisted.ensureDeferred
+async def test_anthropic_stream_ends_at_message_stop_though_the_upstream_keeps_its_body_open(
+    gw, setup, fresh_upstream
+):
+    """One end-of-stream rule for every dialect (issue 12): [DONE] follows
+    message_stop at once, as it follows an OpenAI upstream's [DONE]; before,
+    the stream waited for the body and the 2 s idle timeout cut it."""
+    fresh_upstream.set_sse(MESSAGES, ae.frames(ae.text_stream("hi")), end="hang")
+    result = await stream(gw, setup)
+    assert result.data[-1] == "[DONE]"
+    assert result.ended_at - result.started_at < 1.0
+    assert (await finalized(gw, result.headers))[:2] == ("done", "200")
+
+
+@pytest_twisted.ensureDeferred
 async def test_anthropic_stream_with_tool_calls(gw, setup, fresh_upstream):
     fresh_upstream.set_sse(MESSAGES, ae.frames(ae.tool_stream()), gap=0.005)
     result = await stream(gw, setup)
