@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -59,7 +61,7 @@ class ProxyApp:
         store: IConfigStore,
         hooks: HookManager,
         providers: Mapping[str, IProvider],
-        reactor: Any,
+        reactor: IReactorTime,
         upstream_timeout: float = 600.0,
         max_body_bytes: int = 32 * 1024 * 1024,
     ) -> None:
@@ -73,26 +75,26 @@ class ProxyApp:
         self._ids = itertools.count(1)
         #: requests not finished yet, so shutdown can end them while their
         #: finalize still reaches the limiter
-        self._live: set[Any] = set()
+        self._live: set[Request] = set()
         self._id_prefix = os.urandom(4).hex()
 
     # -- routes --------------------------------------------------------------
 
     @app.route("/v1/chat/completions", methods=["POST"])
-    def chat_completions(self, request: Any) -> Any:
+    def chat_completions(self, request: Request) -> defer.Deferred | None:
         """Also the admin listener's playground (injected there as the chat handler)."""
         return self._model_call(request, "/v1/chat/completions", CHAT_FIELDS)
 
     @app.route("/v1/embeddings", methods=["POST"])
-    def embeddings(self, request: Any) -> Any:
+    def embeddings(self, request: Request) -> defer.Deferred | None:
         return self._model_call(request, "/v1/embeddings", EMBEDDINGS_FIELDS)
 
     @app.route("/v1/models", methods=["GET"])
-    def models(self, request: Any) -> Any:
+    def models(self, request: Request) -> None:
         ctx = self._context(request, "/v1/models")
         return self._guarded(request, ctx, self._models)
 
-    def _models(self, request: Any, ctx: RequestContext) -> None:
+    def _models(self, request: Request, ctx: RequestContext) -> None:
         try:
             self._authenticate(request, ctx)
         except GatewayError as e:
@@ -106,7 +108,7 @@ class ProxyApp:
         return self._answer(request, ctx, body=dumps({"object": "list", "data": data}))
 
     @app.handle_errors(NotFound, MethodNotAllowed, RequestRedirect)
-    def unmatched(self, request: Any, failure: Failure) -> bytes:
+    def unmatched(self, request: Request, failure: Failure) -> bytes:
         """Unknown path 404 / wrong method 405, but only after auth (CONTRACT 4.1).
         A path werkzeug would redirect is unknown too (see ``app`` above).
 
@@ -131,11 +133,13 @@ class ProxyApp:
 
     # -- a model call ------------------------------------------------------------
 
-    def _model_call(self, request: Any, endpoint: str, fields: dict) -> Any:
+    def _model_call(self, request: Request, endpoint: str, fields: dict) -> defer.Deferred | None:
         ctx = self._context(request, endpoint)
         return self._guarded(request, ctx, self._exchange, fields)
 
-    def _exchange(self, request: Any, ctx: RequestContext, fields: dict) -> Any:
+    def _exchange(
+        self, request: Request, ctx: RequestContext, fields: dict
+    ) -> defer.Deferred | None:
         """Read the request (auth, the body) and hand it to an Exchange."""
         try:
             self._authenticate(request, ctx)
@@ -180,7 +184,7 @@ class ProxyApp:
         d.addBoth(lambda _: len(ended))
         return d
 
-    def _context(self, request: Any, endpoint: str) -> RequestContext:
+    def _context(self, request: Request, endpoint: str) -> RequestContext:
         client = request.getClientAddress()
         ctx = RequestContext(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
@@ -198,12 +202,12 @@ class ProxyApp:
         return ctx
 
     @staticmethod
-    def _authenticate(request: Any, ctx: RequestContext) -> None:
+    def _authenticate(request: Request, ctx: RequestContext) -> None:
         ctx.api_key = authenticate(
             ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
         )
 
-    def _over(self, result: Any, request: Any, ctx: RequestContext) -> None:
+    def _over(self, result: object, request: Request, ctx: RequestContext) -> None:
         """The response is finished or the connection is lost, whichever first."""
         self._live.discard(request)
         if isinstance(result, Failure):
@@ -211,7 +215,7 @@ class ProxyApp:
 
     def _answer(
         self,
-        request: Any,
+        request: Request,
         ctx: RequestContext,
         body: bytes | None = None,
         error: GatewayError | None = None,
@@ -225,7 +229,9 @@ class ProxyApp:
         ctx.finished_at = self.reactor.seconds()
         self.hooks.finalize(ctx, error.reason if error is not None else "ok")
 
-    def _guarded(self, request: Any, ctx: RequestContext, work: Any, *args: Any) -> Any:
+    def _guarded(
+        self, request: Request, ctx: RequestContext, work: Callable[..., Any], *args: object
+    ) -> Any:
         """Run ``work``; whatever it raises, now or in its Deferred, ends the
         request in the contract's JSON 500 and exactly one finalize, instead
         of Klein's HTML page, no log line and a permit never given back."""
@@ -237,7 +243,7 @@ class ProxyApp:
             result.addErrback(self._crashed, request, ctx)
         return result
 
-    def _crashed(self, failure: Failure, request: Any, ctx: RequestContext) -> None:
+    def _crashed(self, failure: Failure, request: Request, ctx: RequestContext) -> None:
         """The last resort for a failure nothing else handled (see _guarded)."""
         reason = "client_gone" if ctx.client_gone else "upstream_error"
         if failure.check(defer.CancelledError):

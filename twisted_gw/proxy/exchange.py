@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Request
 
 from twisted_gw.errors import (
     GatewayError,
@@ -39,7 +40,7 @@ from twisted_gw.errors import (
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
-from twisted_gw.providers.interfaces import CHAT, IProvider
+from twisted_gw.providers.interfaces import CHAT, IChunkSource, IProvider, ProviderResult
 from twisted_gw.streaming.relay import StreamRelay
 
 log = Logger()
@@ -76,7 +77,7 @@ def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> No
 
 
 def prepare_json(
-    request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    request: Request, ctx: RequestContext, body: bytes | None, error: GatewayError | None
 ) -> bytes:
     """Set status and headers of a whole JSON answer; the body to write (the
     error's, with every configured secret redacted, when failing)."""
@@ -97,7 +98,7 @@ def prepare_json(
 
 
 def write_json(
-    request: Any, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    request: Request, ctx: RequestContext, body: bytes | None, error: GatewayError | None
 ) -> None:
     """Write one whole JSON answer; nothing if the client is gone (twisted.web
     refuses to finish then). A 5xx is logged for the operator tailing the log."""
@@ -120,11 +121,11 @@ class Exchange:
 
     def __init__(
         self,
-        request: Any,
+        request: Request,
         ctx: RequestContext,
         hooks: HookManager,
         providers: Mapping[str, IProvider],
-        reactor: Any,
+        reactor: IReactorTime,
         upstream_timeout: float,
     ) -> None:
         self.request = request
@@ -136,9 +137,9 @@ class Exchange:
         self.state = STARTING
         #: what is pending now: the hooks' pre_call, or the provider call
         self._pending: defer.Deferred | None = None
-        self._source: Any = None
+        self._source: IChunkSource | None = None
         self._relay: StreamRelay | None = None
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._timeout = 0.0
         self._last_activity = 0.0
         self._paused = False  # by the client's backpressure: not an idle upstream
@@ -168,7 +169,7 @@ class Exchange:
             pending.addCallbacks(self._checked, self._check_failed).addErrback(self._crashed)
         return self.finished
 
-    def _checked(self, _: Any) -> None:
+    def _checked(self, _: object) -> None:
         self._pending = None
         if self.state != STARTING:
             return
@@ -221,7 +222,7 @@ class Exchange:
 
     # -- 3. answer ------------------------------------------------------------------
 
-    def _answered(self, answer: Any) -> None:
+    def _answered(self, answer: ProviderResult | IChunkSource) -> None:
         self._pending = None
         if self.state == CLOSED:  # raced with a timeout or the client leaving
             if self.ctx.stream:

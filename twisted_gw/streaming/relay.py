@@ -23,9 +23,10 @@ be a JSON error; frames parsed from one upstream read go out as one write.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from twisted_gw.hooks.context import RequestContext
@@ -55,7 +56,7 @@ class RelayOwner(Protocol):
 class StreamRelay:
     """Relays one upstream stream to one client request."""
 
-    def __init__(self, request: Any, ctx: RequestContext, owner: RelayOwner) -> None:
+    def __init__(self, request: Request, ctx: RequestContext, owner: RelayOwner) -> None:
         self.request = request
         self.ctx = ctx
         self.owner = owner

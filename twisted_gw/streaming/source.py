@@ -16,16 +16,18 @@ declared its stream whole (OpenAI's ``[DONE]``, Anthropic's
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from twisted_gw.providers.http import BodyCloser
+from twisted_gw._outbound import BodyCloser
 from twisted_gw.providers.interfaces import IChunkSink, IChunkSource
 from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
 
@@ -174,8 +176,8 @@ class HTTPSSESource:
 
     def __init__(
         self,
-        response: Any,
-        reactor: Any = None,
+        response: IResponse,
+        reactor: IReactorTime | None = None,
         drain_timeout: float = 5.0,
         max_event_bytes: int = 1 << 20,
         dialect: Dialect | None = None,
@@ -186,11 +188,11 @@ class HTTPSSESource:
         #: the bound on one event (server.proxy.max_event_bytes)
         self.max_event_bytes = max_event_bytes
         self.dialect: Dialect = dialect if dialect is not None else OpenAIDialect()
-        self.sink: Any = None
+        self.sink: IChunkSink | None = None
         self.closed = False
         self.emitted = 0
         self._protocol: _SSEBodyProtocol | None = None
-        self._drain: Any = None
+        self._drain: IDelayedCall | None = None
         self.closer = BodyCloser(reactor)
 
     @property
@@ -236,7 +238,7 @@ class HTTPSSESource:
         self._protocol = _SSEBodyProtocol(self)
         self.response.deliverBody(self._protocol)
 
-    def _transport(self) -> Any:
+    def _transport(self) -> ITransport | None:
         return self._protocol.transport if self._protocol is not None else None
 
     def pause(self) -> None:
@@ -262,7 +264,7 @@ class HTTPSSESource:
         else:
             self.abort(transport)
 
-    def abort(self, transport: Any) -> None:
+    def abort(self, transport: ITransport) -> None:
         """Close the connection under the body, not to be kept alive (on the
         next reactor turn: see BodyCloser, why)."""
         self.closer.close(transport)
@@ -283,10 +285,10 @@ class _NullSink:
 class ListSource:
     """A finished list of chunks (the mock provider), honouring pause/cancel."""
 
-    def __init__(self, chunks: list[bytes], reactor: Any) -> None:
+    def __init__(self, chunks: list[bytes], reactor: IReactorTime) -> None:
         self.chunks = chunks
         self.reactor = reactor
-        self.sink: Any = None
+        self.sink: IChunkSink | None = None
         self.closed = False
         self._paused = False
         self._next = 0
