@@ -9,8 +9,17 @@ from urllib.parse import unquote
 import pytest
 from jsonschema import Draft202012Validator
 
-from twisted_gw.admin.openapi import openapi_document, openapi_html
-from twisted_gw.config.entities import SchemaError, parse_apikey, parse_model
+from twisted_gw.admin.openapi import catalog_document, fill, openapi_document, openapi_html
+from twisted_gw.config.entities import (
+    MAX_RATE_LIMIT,
+    MAX_TIMEOUT_MS,
+    MODEL_SCHEMA,
+    SchemaError,
+    parse_apikey,
+    parse_model,
+)
+from twisted_gw.providers import catalog
+from twisted_gw.ratelimit import kinds
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -30,6 +39,7 @@ DOCUMENTED = {
     ("GET", "/metrics"),
     ("GET", "/ui"),
     ("GET", "/ui/"),
+    ("GET", "/ui/catalog.json"),
     ("GET", "/ui/{path}"),
     ("POST", "/playground/chat/completions"),
 }
@@ -107,6 +117,97 @@ def test_document_passes_the_openapi_3_1_validator(doc):
 
 def test_document_is_built_once(doc):
     assert openapi_document() is doc
+
+
+# -- the document as data, its table parts filled in ----------------------------------------
+
+
+def test_document_is_the_data_file_with_every_table_part_filled_in(doc):
+    text = json.dumps(doc)
+    assert "$filled" not in text
+    from twisted_gw import __version__
+
+    assert doc["info"]["version"] == __version__
+
+
+def test_a_placeholder_nothing_fills_fails_the_load():
+    with pytest.raises(ValueError, match=r"nothing fills \$filled nope"):
+        fill({"a": ["$filled nope"]}, {"yes": 1})
+    with pytest.raises(ValueError, match="nothing fills"):
+        fill({"$filled nope": None}, {})
+    used = set()
+    filled = fill(
+        {"x": 1, "$filled keys": None, "y": "$filled v"}, {"keys": {"k": 2}, "v": 3}, used
+    )
+    assert list(filled.items()) == [("x", 1), ("k", 2), ("y", 3)]  # spliced in place
+    assert used == {"keys", "v"}
+
+
+def test_rate_limit_kinds_and_bounds_are_the_tables(doc):
+    schemas = doc["components"]["schemas"]
+    properties = schemas["RateLimit"]["properties"]
+    assert list(properties) == list(kinds.NAMES)
+    for kind in kinds.KINDS:
+        assert properties[kind.name] == {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_RATE_LIMIT,
+            "description": kind.help,
+        }
+    assert schemas["Model"]["properties"]["timeout"]["maximum"] == MAX_TIMEOUT_MS
+
+
+def test_provider_names_and_config_shapes_are_the_catalog_s(doc):
+    schemas = doc["components"]["schemas"]
+    model = schemas["Model"]["properties"]
+    assert model["model"]["pattern"] == MODEL_SCHEMA["properties"]["model"]["pattern"]
+    for name in catalog.NAMES:
+        assert re.match(model["model"]["pattern"], f"{name}/x")
+    shapes = catalog.shapes()
+    assert model["provider_config"]["oneOf"] == [
+        {"$ref": f"#/components/schemas/{shape.component}"} for shape, _ in shapes
+    ]
+    for shape, families in shapes:
+        documented = {k: v for k, v in schemas[shape.component].items() if k != "description"}
+        for field in documented.get("properties", {}).values():
+            field.pop("description")
+        assert documented == shape.schema()
+        for family in families:
+            assert f"`{family.name}`" in schemas[shape.component]["description"]
+
+
+def inline(doc, node):
+    """``node`` with every schema $ref inlined and the texts for readers dropped."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return inline(doc, resolve(doc, node["$ref"]))
+        return {k: inline(doc, v) for k, v in node.items() if k not in ("description", "examples")}
+    if isinstance(node, list):
+        return [inline(doc, v) for v in node]
+    return node
+
+
+def test_documented_model_schema_is_the_one_every_write_is_validated_with(doc):
+    documented = inline(doc, doc["components"]["schemas"]["Model"])
+    documented["properties"]["provider_config"].pop("oneOf")  # the if/then/else decides
+    assert documented == MODEL_SCHEMA
+    assert json.dumps(documented) == json.dumps(MODEL_SCHEMA)  # key order too
+
+
+def test_served_catalog_is_what_its_path_documents(doc):
+    op = doc["paths"]["/ui/catalog.json"]["get"]
+    assert op["security"] == []
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    Draft202012Validator.check_schema(schema)
+    Draft202012Validator(schema).validate(catalog_document())
+    items = schema["properties"]
+    assert items["providers"]["items"]["properties"]["name"]["enum"] == list(catalog.NAMES)
+    assert items["rate_limits"]["items"]["properties"]["name"]["enum"] == list(kinds.NAMES)
+    bounds = items["bounds"]["properties"]
+    assert (bounds["timeout_ms"]["const"], bounds["rate_limit"]["const"]) == (
+        MAX_TIMEOUT_MS,
+        MAX_RATE_LIMIT,
+    )
 
 
 def test_documented_operations_are_exactly_the_admin_listener_routes(doc):

@@ -1,4 +1,5 @@
-"""The Admin API's OpenAPI 3.1 document and the reference page built from it.
+"""The Admin API's OpenAPI 3.1 document, the reference page built from it,
+and the catalog the admin UI's forms are built from.
 
 CONTRACT 3 puts two unauthenticated pages on the admin listener **[beyond]**:
 ``GET /openapi.json`` (this document) and ``GET /openapi`` (a human-readable
@@ -6,11 +7,14 @@ reference rendered from it). Operators of an air-gapped gateway must be able to
 read it, so the page is rendered here, server-side, from the same dict: no
 JavaScript, no CDN, no third-party code, only inline CSS.
 
-The document describes the wire contract, not the implementation: status codes,
-body shapes and ``error_msg`` texts of CONTRACT 3, and the ``Model`` /
-``ApiKey`` entities of CONTRACT 2. Both are built once and memoized, since they
-are served on every request for them and never change while the process runs.
-Callers must treat the returned dict as read-only.
+The document is data, ``openapi.yaml`` next to this module: it describes the
+wire contract, not the implementation. Only what the gateway's tables decide
+(provider families and their ``provider_config`` shapes, rate-limit kinds, the
+numeric bounds, the version) is filled in from those tables when it is loaded
+(:func:`_filled`), so the document and the validation cannot disagree. The
+document, its page and the catalog are built once and memoized, since they are
+served on every request for them and never change while the process runs.
+Callers must treat the returned dicts as read-only.
 """
 
 from __future__ import annotations
@@ -20,665 +24,147 @@ import html
 import json
 import re
 import urllib.parse
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from twisted_gw import __version__
 from twisted_gw.config.entities import (
     MAX_RATE_LIMIT,
     MAX_TIMEOUT_MS,
-    PROVIDERS,
-    RATE_LIMIT_FIELDS,
+    model_pattern,
+    provider_config_conditions,
 )
+from twisted_gw.providers import catalog
+from twisted_gw.providers.catalog import ConfigShape
+from twisted_gw.ratelimit import kinds
 
-__all__ = ["openapi_document", "openapi_html"]
+__all__ = ["catalog_document", "fill", "openapi_document", "openapi_html"]
 
-PREFIX = "/aisix/admin"
 _SCHEMAS = "#/components/schemas/"
-_RESPONSES = "#/components/responses/"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: how openapi.yaml marks a value (or, as a key, a run of keys) filled in from the tables
+_MARK = "$filled "
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _SCHEMAS + name}
+def _ref(shape: ConfigShape) -> dict[str, str]:
+    return {"$ref": _SCHEMAS + shape.component}
 
 
-def _json_content(schema: dict[str, Any], examples: dict[str, Any] | None = None) -> dict[str, Any]:
-    media: dict[str, Any] = {"schema": schema}
-    if examples:
-        media["examples"] = {k: {"value": v} for k, v in examples.items()}
-    return {"application/json": media}
+def _names(families: list[catalog.ProviderFamily]) -> str:
+    return ", ".join(f"`{f.name}`" for f in families)
 
 
-# -- component schemas (CONTRACT 2) ------------------------------------------------------
-
-_RATE_LIMIT_HELP = {
-    "rpm": "Requests per minute (fixed 60 s window aligned to the epoch).",
-    "rpd": "Requests per day (fixed 86400 s window aligned to the epoch).",
-    "tpm": "Tokens per minute (usage `total_tokens`, consumed when the request finishes).",
-    "tpd": "Tokens per day (usage `total_tokens`, consumed when the request finishes).",
-    "concurrency": "Requests in flight at once, this one included.",
-}
-
-_MODEL_EXAMPLE = {
-    "name": "my-gpt",
-    "model": "openai/gpt-4.1-mini",
-    "provider_config": {"api_key": "sk-...", "api_base": "https://api.openai.com/v1"},
-    "timeout": 30000,
-    "rate_limit": {"rpm": 100, "tpm": 10000, "concurrency": 10},
-}
-_MOCK_MODEL_EXAMPLE = {"name": "echo", "model": "mock/echo", "provider_config": {}}
-_APIKEY_EXAMPLE = {"key": "sk-...", "allowed_models": ["my-gpt"], "rate_limit": {"rpm": 60}}
-
-
-def _schemas() -> dict[str, Any]:
-    providers = "|".join(PROVIDERS)
-    remote = [p for p in PROVIDERS if p != "mock"]
-    schemas: dict[str, Any] = {
-        "RateLimit": {
-            "type": "object",
-            "description": (
-                "Limits checked independently on the API key and on the model; both must "
-                "pass. Any other key inside this object is dropped, not rejected."
-            ),
-            "properties": {
-                k: {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": MAX_RATE_LIMIT,
-                    "description": _RATE_LIMIT_HELP[k],
-                }
-                for k in RATE_LIMIT_FIELDS
-            },
-        },
-        "RemoteProviderConfig": {
-            "type": "object",
-            "description": "Settings of the " + ", ".join(f"`{p}`" for p in remote) + " providers.",
-            "required": ["api_key"],
-            "additionalProperties": False,
-            "properties": {
-                "api_key": {
-                    "type": "string",
-                    "description": "The provider's key, sent upstream by the gateway.",
-                },
-                "api_base": {
-                    "type": "string",
-                    "description": (
-                        "Replaces the provider's default base URL; a trailing `/` is ignored."
-                    ),
-                },
-            },
-        },
-        "MockProviderConfig": {
-            "type": "object",
-            "description": "The `mock` provider answers locally and takes no settings: exactly `{}`.",
-            "additionalProperties": False,
-        },
-        "Model": {
-            "type": "object",
-            "description": (
-                "A configured model, stored at `<prefix>/models/<id>`. The stored value is "
-                "the validated document re-serialized, absent optionals omitted."
-            ),
-            "required": ["name", "model", "provider_config"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "Unique; what clients put in `model`.",
-                },
-                "model": {
-                    "type": "string",
-                    "pattern": f"^({providers})/.+$",
-                    "description": (
-                        "`<provider>/<upstream model id>`. The upstream id is everything "
-                        "after the first `/` and may itself contain `/`."
-                    ),
-                    "examples": ["openai/gpt-4.1-mini", "mock/echo"],
-                },
-                "provider_config": {
-                    "type": "object",
-                    "description": (
-                        "`RemoteProviderConfig` for "
-                        + ", ".join(f"`{p}`" for p in remote)
-                        + "; `MockProviderConfig` (`{}`) for `mock`."
-                    ),
-                    "oneOf": [_ref("RemoteProviderConfig"), _ref("MockProviderConfig")],
-                },
-                "timeout": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": MAX_TIMEOUT_MS,
-                    "description": (
-                        "Milliseconds to wait for the upstream's answer (streams: for the "
-                        "first chunk, then between chunks). 0 or absent: no per-model bound."
-                    ),
-                },
-                "rate_limit": _ref("RateLimit"),
-            },
-            # Which provider_config shape applies depends on the provider in `model`.
-            "if": {
-                "required": ["model"],
-                "properties": {"model": {"type": "string", "pattern": "^mock/"}},
-            },
-            "then": {"properties": {"provider_config": _ref("MockProviderConfig")}},
-            "else": {"properties": {"provider_config": _ref("RemoteProviderConfig")}},
-            "examples": [_MODEL_EXAMPLE, _MOCK_MODEL_EXAMPLE],
-        },
-        "ApiKey": {
-            "type": "object",
-            "description": "A client key of the proxy, stored at `<prefix>/apikeys/<id>`.",
-            "required": ["key", "allowed_models"],
-            "additionalProperties": False,
-            "properties": {
-                "key": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "Unique; what clients send as `Authorization: Bearer <key>`.",
-                },
-                "allowed_models": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Model names this key may use; `[]` means no access.",
-                },
-                "rate_limit": _ref("RateLimit"),
-            },
-            "examples": [_APIKEY_EXAMPLE],
-        },
-        "ChatCompletionRequest": {
-            "type": "object",
-            "description": (
-                "An OpenAI chat completion request. `model` is a configured model's "
-                "`name`; every other field is forwarded upstream unchanged."
-            ),
-            "required": ["model", "messages"],
-            "properties": {
-                "model": {"type": "string"},
-                "messages": {
-                    "type": "array",
-                    "items": {"type": "object"},
-                    "description": 'OpenAI messages, e.g. `{"role": "user", "content": "Hi"}`.',
-                },
-                "stream": {
-                    "type": "boolean",
-                    "description": "Answer with Server-Sent Events, relayed chunk by chunk.",
-                },
-            },
-            "examples": [
-                {"model": "my-gpt", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
-            ],
-        },
-        "ProxyError": {
-            "type": "object",
-            "description": "The proxy's errors: OpenAI's error shape (CONTRACT 4.1).",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["message", "type", "param", "code"],
-                    "properties": {
-                        "message": {"type": "string"},
-                        "type": {"type": "string"},
-                        "param": {"type": "null"},
-                        "code": {"type": ["string", "null"]},
-                    },
-                }
-            },
-        },
-        "Error": {
-            "type": "object",
-            "description": "Every Admin API error that has a body.",
-            "required": ["error_msg"],
-            "additionalProperties": False,
-            "properties": {"error_msg": {"type": "string"}},
-        },
+def _shape_schema(shape: ConfigShape, families: list[catalog.ProviderFamily]) -> dict[str, Any]:
+    """The documented component of one ``provider_config`` shape: the schema the
+    entity validation applies, with the texts a reader needs."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": shape.description.format(families=_names(families)),
     }
-    for entity, segment in (("Model", "models"), ("ApiKey", "apikeys")):
-        key = {
-            "type": "string",
-            "pattern": f"^/{segment}/[^/]+$",
-            "description": f"`/{segment}/<id>`, the entry's key below the store prefix.",
+    required = [f.name for f in shape.fields if f.required]
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    if shape.fields:
+        schema["properties"] = {
+            f.name: {"type": "string", "description": f.description} for f in shape.fields
         }
-        index = "The store's {} revision of the entry (etcd's; the embedded store keeps its own)."
-        schemas[f"{entity}Entry"] = {
-            "type": "object",
-            "required": ["key", "value", "created_index", "modified_index"],
-            "properties": {
-                "key": key,
-                "value": _ref(entity),
-                "created_index": {"type": "integer", "description": index.format("create")},
-                "modified_index": {"type": "integer", "description": index.format("modification")},
-            },
-        }
-        schemas[f"{entity}List"] = {
-            "type": "object",
-            "required": ["total", "list"],
-            "properties": {
-                "total": {"type": "integer", "minimum": 0, "description": "Length of `list`."},
-                "list": {
-                    "type": "array",
-                    "items": _ref(f"{entity}Entry"),
-                    "description": "Every entry, in key order, the stored JSON as is.",
-                },
-            },
-        }
-        schemas[f"{entity}Written"] = {
-            "type": "object",
-            "required": ["key", "value"],
-            "properties": {"key": key, "value": _ref(entity)},
-        }
-        schemas[f"{entity}Deleted"] = {
-            "type": "object",
-            "required": ["deleted", "key"],
-            "properties": {"deleted": {"type": "integer", "const": 1}, "key": key},
-        }
-    return schemas
+    return schema
 
 
-def _responses() -> dict[str, Any]:
-    def error(description: str, **examples: Any) -> dict[str, Any]:
-        return {
-            "description": description,
-            "content": _json_content(
-                _ref("Error"), {k: {"error_msg": v} for k, v in examples.items()}
-            ),
-        }
-
+def _filled() -> dict[str, Any]:
+    """What each ``$filled <name>`` of openapi.yaml stands for, from the tables."""
+    shapes = catalog.shapes()
     return {
-        "BadRequest": error(
-            "The body is not JSON, fails the schema (several errors joined by a newline), "
-            "or another id already holds the unique name / key.",
-            invalid_json="Invalid JSON: expected value at line 1 column 1",
-            schema=(
-                'JSON schema validation error: property "/" validation failed: '
-                '"name" is a required property'
-            ),
-            duplicate_model="Model name already exists",
-            duplicate_apikey="API key already exists",
-        ),
-        "Unauthorized": error(
-            "No admin key was presented (or none is configured), or it is not one of "
-            "`deployment.admin.admin_key`.",
-            missing="Missing API key",
-            invalid="Invalid API key",
-        ),
-        "ModelNotFound": error(
-            "No model under this id.", not_found="Model with ID 1f0e2d3c not found"
-        ),
-        "ApiKeyNotFound": error(
-            "No API key under this id.", not_found="API key with ID 1f0e2d3c not found"
-        ),
-        "MethodNotAllowed": {
-            **error(
-                "A known Admin API path with a method it does not have (checked after auth).",
-                not_allowed="Method not allowed",
-            ),
-            "headers": {
-                "Allow": {
-                    "description": "The methods the path has.",
-                    "schema": {"type": "string"},
-                }
-            },
+        "version": __version__,
+        "provider_names": list(catalog.NAMES),
+        "model_pattern": model_pattern(),
+        "provider_config_schemas": {s.component: _shape_schema(s, fs) for s, fs in shapes},
+        "provider_config_one_of": [_ref(s) for s, _ in shapes],
+        "provider_config_description": "; ".join(
+            f"`{s.component}`{'' if s.fields else ' (`{}`)'} for {_names(fs)}" for s, fs in shapes
+        )
+        + ".",
+        "provider_config_conditions": provider_config_conditions(_ref),
+        "rate_limit_names": list(kinds.NAMES),
+        "rate_limit_properties": {
+            k.name: {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_RATE_LIMIT,
+                "description": k.help,
+            }
+            for k in kinds.KINDS
         },
-        "ServerError": error(
-            "The store failed or did not answer within its timeout; the request never hangs.",
-            store="etcd put failed: deadline exceeded",
-        ),
+        "max_rate_limit": MAX_RATE_LIMIT,
+        "max_timeout_ms": MAX_TIMEOUT_MS,
     }
 
 
-# -- paths (CONTRACT 3) -------------------------------------------------------------------
+def fill(node: Any, values: dict[str, Any], used: set[str] | None = None) -> Any:
+    """``node`` with every ``$filled <name>`` replaced from ``values``: a string
+    value by ``values[name]``, a key by the keys of the mapping ``values[name]``,
+    in its place (so the document's key order is the file's).
+
+    A name ``values`` does not hold is a ValueError: a typo in the data file
+    fails the first load (a test loads it), never serves a placeholder."""
+    used = set() if used is None else used
+
+    def value(name: str) -> Any:
+        if name not in values:
+            raise ValueError(f"openapi.yaml: nothing fills {_MARK}{name}")
+        used.add(name)
+        return values[name]
+
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, item in node.items():
+            if isinstance(key, str) and key.startswith(_MARK):
+                out.update(value(key[len(_MARK) :]))
+            else:
+                out[key] = fill(item, values, used)
+        return out
+    if isinstance(node, list):
+        return [fill(item, values, used) for item in node]
+    if isinstance(node, str) and node.startswith(_MARK):
+        return value(node[len(_MARK) :])
+    return node
 
 
-def _entity_paths(entity: str, segment: str, label: str, plural: str) -> dict[str, Any]:
-    ops = "".join(w.capitalize() for w in plural.split())
-    one = "".join(w.capitalize() for w in label.split())
-    tag = segment
-    not_found = {"$ref": _RESPONSES + f"{entity}NotFound"}
-    common = {
-        "401": {"$ref": _RESPONSES + "Unauthorized"},
-        "500": {"$ref": _RESPONSES + "ServerError"},
-    }
-    body = {
-        "required": True,
-        "description": f"The {label} document.",
-        "content": _json_content(_ref(entity)),
-    }
-    wrong_method = (
-        "Any other method on this path answers 401 without a valid admin key, else 405 "
-        '`{"error_msg": "Method not allowed"}` with an `Allow` header '
-        "(`MethodNotAllowed` in `components.responses`)."
-    )
-    id_param = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "description": f"The {label}'s store id: the last segment of its `key`.",
-        "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
-    }
-    return {
-        f"{PREFIX}/{segment}": {
-            "description": wrong_method,
-            "get": {
-                "tags": [tag],
-                "operationId": f"list{ops}",
-                "summary": f"List {plural}",
-                "description": f"Every {label} in the store, in key order.",
-                "responses": {
-                    "200": {
-                        "description": f"The {plural}.",
-                        "content": _json_content(_ref(f"{entity}List")),
-                    },
-                    **common,
-                },
-            },
-            "post": {
-                "tags": [tag],
-                "operationId": f"create{one}",
-                "summary": f"Create a {label}",
-                "description": (
-                    "Stores the document under a new id, a lowercase hyphenated uuid4. "
-                    "Checked in order: JSON, schema, unique "
-                    + ("name" if entity == "Model" else "key")
-                    + " (against the store), then written."
-                ),
-                "requestBody": body,
-                "responses": {
-                    "201": {
-                        "description": f"Created; `key` is `/{segment}/<uuid4>`.",
-                        "content": _json_content(_ref(f"{entity}Written")),
-                    },
-                    "400": {"$ref": _RESPONSES + "BadRequest"},
-                    **common,
-                },
-            },
-        },
-        f"{PREFIX}/{segment}/{{id}}": {
-            "description": wrong_method,
-            "parameters": [id_param],
-            "get": {
-                "tags": [tag],
-                "operationId": f"get{one}",
-                "summary": f"Get a {label}",
-                "responses": {
-                    "200": {
-                        "description": f"The {label}.",
-                        "content": _json_content(_ref(f"{entity}Entry")),
-                    },
-                    "404": not_found,
-                    **common,
-                },
-            },
-            "put": {
-                "tags": [tag],
-                "operationId": f"put{one}",
-                "summary": f"Create or replace a {label} under this id",
-                "description": (
-                    "Same checks as create; the entry under this id may keep its own "
-                    + ("name." if entity == "Model" else "key.")
-                ),
-                "requestBody": body,
-                "responses": {
-                    "200": {
-                        "description": "Replaced an existing entry.",
-                        "content": _json_content(_ref(f"{entity}Written")),
-                    },
-                    "201": {
-                        "description": "Created the entry.",
-                        "content": _json_content(_ref(f"{entity}Written")),
-                    },
-                    "400": {"$ref": _RESPONSES + "BadRequest"},
-                    **common,
-                },
-            },
-            "delete": {
-                "tags": [tag],
-                "operationId": f"delete{one}",
-                "summary": f"Delete a {label}",
-                "responses": {
-                    "200": {
-                        "description": "Deleted.",
-                        "content": _json_content(_ref(f"{entity}Deleted")),
-                    },
-                    "404": not_found,
-                    **common,
-                },
-            },
-        },
-    }
-
-
-def _html_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
-
-
-def _public_paths() -> dict[str, Any]:
-    ui_index = _html_response("The admin UI's single-page index.")
-    return {
-        "/openapi": {
-            "get": {
-                "tags": ["docs"],
-                "operationId": "getOpenApiPage",
-                "summary": "This API reference as an HTML page",
-                "security": [],
-                "responses": {
-                    "200": _html_response("The reference page, built from /openapi.json.")
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "tags": ["docs"],
-                "operationId": "getOpenApiDocument",
-                "summary": "This OpenAPI 3.1 document",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI document.",
-                        "content": _json_content(
-                            {"type": "object", "description": "An OpenAPI 3.1.0 document."}
-                        ),
-                    }
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "tags": ["docs"],
-                "operationId": "getMetrics",
-                "summary": "Prometheus metrics (text exposition format)",
-                "description": "aisix_request_count_total, aisix_token_count_total, "
-                "aisix_request_latency_milliseconds, aisix_llm_latency_milliseconds, "
-                "aisix_llm_first_token_latency_milliseconds, and twisted-gw's own "
-                "twisted_gw_* series.",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "The current metrics.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/playground/chat/completions": {
-            "post": {
-                "tags": ["ui"],
-                "operationId": "playgroundChatCompletions",
-                "summary": "The UI's playground: a chat completion through the proxy",
-                "description": (
-                    "Runs exactly as `POST /v1/chat/completions` on the proxy listener: "
-                    "the proxy API key's auth and allowed models, rate limits (and their "
-                    "`x-ratelimit-*` headers), hooks, metrics and the access log apply, and "
-                    "a client that goes away mid-stream cancels the upstream request. "
-                    "Answers and errors are the proxy's, in OpenAI's shape. The admin key "
-                    "is not needed here and is not accepted as a proxy key."
-                ),
-                "security": [{"proxyKey": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": _json_content(_ref("ChatCompletionRequest")),
-                },
-                "responses": {
-                    "200": {
-                        "description": (
-                            "The completion (JSON), or with `stream: true` an event stream: "
-                            "`data: <chunk>` events, then `data: [DONE]` after a clean end."
-                        ),
-                        "content": {
-                            "application/json": {"schema": {"type": "object"}},
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **{
-                        status: {
-                            "description": description,
-                            "content": _json_content(_ref("ProxyError")),
-                        }
-                        for status, description in (
-                            ("400", "Body not JSON, a field missing, or model not found."),
-                            ("401", "No proxy API key, or an unknown one."),
-                            ("403", "The model is not in the key's `allowed_models`."),
-                            ("429", "A rate or concurrency limit of the key or model."),
-                            ("502", "The upstream failed before its first chunk."),
-                            ("504", "The upstream did not answer within the model's timeout."),
-                        )
-                    },
-                },
-            }
-        },
-        "/ui": {
-            "get": {
-                "tags": ["ui"],
-                "operationId": "redirectUi",
-                "summary": "Redirect to the admin UI",
-                "security": [],
-                "responses": {
-                    "303": {
-                        "description": "See /ui/.",
-                        "headers": {
-                            "Location": {"schema": {"type": "string", "const": "/ui/"}},
-                        },
-                    }
-                },
-            }
-        },
-        "/ui/": {
-            "get": {
-                "tags": ["ui"],
-                "operationId": "getUiIndex",
-                "summary": "The admin UI",
-                "security": [],
-                "responses": {"200": ui_index},
-            }
-        },
-        "/ui/{path}": {
-            "get": {
-                "tags": ["ui"],
-                "operationId": "getUiPath",
-                "summary": "An admin UI asset, or the UI's index for any other path",
-                "description": (
-                    "A real file of the UI (e.g. `/ui/app.js`) is served as itself; every "
-                    "other path under `/ui/`, at any depth, gets the single-page index so "
-                    "deep links load the app."
-                ),
-                "security": [],
-                "parameters": [
-                    {
-                        "name": "path",
-                        "in": "path",
-                        "required": True,
-                        "description": "Anything under /ui/, `/` included.",
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The asset, or the single-page index (text/html).",
-                        "content": {
-                            "text/html": {"schema": {"type": "string"}},
-                            "text/javascript": {"schema": {"type": "string"}},
-                            "text/css": {"schema": {"type": "string"}},
-                        },
-                    }
-                },
-            }
-        },
-    }
-
-
-def _build_document() -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    paths.update(_entity_paths("Model", "models", "model", "models"))
-    paths.update(_entity_paths("ApiKey", "apikeys", "API key", "API keys"))
-    paths.update(_public_paths())
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "twisted-gw Admin API",
-            "version": __version__,
-            "summary": "Manage the models and API keys of the gateway (AISIX-compatible).",
-            "description": (
-                "Served on the admin listener (default `127.0.0.1:3001`). Entities live in "
-                "etcd or the embedded store at `<prefix>/models/<id>` and "
-                "`<prefix>/apikeys/<id>`; the proxy applies every change without restart.\n\n"
-                "Auth: when an `Authorization` header is present it alone decides (a "
-                "case-insensitive `Bearer ` prefix is stripped, else the whole value is the "
-                "key); `x-api-key` is read only when `Authorization` is absent. With no "
-                "admin key configured, every call is 401 `Missing API key`.\n\n"
-                "Unknown paths under `/aisix/admin/` answer 404 with an empty body, without "
-                "auth; a wrong method on a known path answers 405 after auth."
-            ),
-            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
-        },
-        "tags": [
-            {"name": "models", "description": "Models clients can call through the proxy."},
-            {"name": "apikeys", "description": "Client keys of the proxy."},
-            {"name": "docs", "description": "This reference (no auth)."},
-            {
-                "name": "ui",
-                "description": (
-                    "The admin UI (no auth; it asks for the admin key) and its playground."
-                ),
-            },
-        ],
-        "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
-        "paths": paths,
-        "components": {
-            "schemas": _schemas(),
-            "responses": _responses(),
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": (
-                        "`Authorization: Bearer <admin key>` (the bare key is accepted too)."
-                    ),
-                },
-                "apiKeyHeader": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "x-api-key",
-                    "description": "Read only when there is no `Authorization` header.",
-                },
-                "proxyKey": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": (
-                        "A proxy API key (an entry of `/aisix/admin/apikeys`), as on the "
-                        "proxy listener: only the playground takes it."
-                    ),
-                },
-            },
-        },
-    }
+def _load() -> Any:
+    text = resources.files(__package__).joinpath("openapi.yaml").read_text("utf-8")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # a safe loader: plain data only
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    """The Admin API's OpenAPI 3.1.0 document (CONTRACT 3), built once.
+    """The Admin API's OpenAPI 3.1.0 document (CONTRACT 3), loaded once.
 
     The same dict is returned on every call: treat it as read-only."""
-    return _build_document()
+    values = _filled()
+    used: set[str] = set()
+    doc = fill(_load(), values, used)
+    if used != set(values):  # a table part the file no longer places
+        raise ValueError(f"openapi.yaml places no {sorted(set(values) - used)}")
+    return doc
+
+
+@functools.cache
+def catalog_document() -> dict[str, Any]:
+    """The tables the admin UI's forms are built from, served as ``/ui/catalog.json``:
+    provider families, rate-limit kinds and the numeric bounds of a document
+    (its shape is in :func:`openapi_document`, path ``/ui/catalog.json``).
+
+    The UI fetches this instead of repeating the lists, so a new provider or
+    limit kind reaches its forms with no change to the UI. Read-only."""
+    return {
+        "providers": [f.describe() for f in catalog.FAMILIES],
+        "rate_limits": [k.describe() for k in kinds.KINDS],
+        "bounds": {"timeout_ms": MAX_TIMEOUT_MS, "rate_limit": MAX_RATE_LIMIT},
+    }
 
 
 # -- the HTML reference page ----------------------------------------------------------------
