@@ -99,6 +99,17 @@ def test_ui_needs_no_auth_and_admin_key_changes_nothing(gateway):
     assert plain[0] == keyed[0] == 200 and plain[2] == keyed[2]
 
 
+def test_ui_catalog_is_the_gateway_s_tables_as_json_without_auth(gateway):
+    from twisted_gw.admin.openapi import catalog_document
+
+    status, headers, body = get(gateway, "/ui/catalog.json")
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-cache"  # an upgrade's new tables at once
+    assert json.loads(body) == catalog_document()
+    assert get(gateway, "/ui/catalog.json", gateway.admin_headers())[2] == body
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_ui_is_read_only(gateway, method):
     status, _, body = http(method, gateway.admin + "/ui/models", headers=gateway.admin_headers())

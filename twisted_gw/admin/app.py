@@ -284,6 +284,17 @@ class AdminApp:
         request.setHeader(b"location", b"/ui/")
         return b""
 
+    @app.route("/ui/catalog.json", methods=["GET"])
+    def ui_catalog(self, request: Any) -> bytes:
+        """The provider families, rate-limit kinds and bounds the UI's forms
+        are built from, so the UI repeats none of the lists; no auth, like the
+        UI itself, and never reused from a cache after an upgrade."""
+        from twisted_gw.admin.openapi import catalog_document
+
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return _json(request, 200, catalog_document())
+
     @app.route("/ui/", methods=["GET"])
     @app.route("/ui/<path:rest>", methods=["GET"])
     def ui(self, request: Any, rest: str = "") -> bytes:
