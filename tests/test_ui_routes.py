@@ -167,15 +167,24 @@ def test_ui_keeps_the_admin_key_out_of_urls_and_logs():
     assert "sessionStorage" in session
 
 
-def test_ui_provider_list_is_the_schema_s():
-    from twisted_gw.config.entities import PROVIDERS, RATE_LIMIT_FIELDS
+def test_ui_repeats_no_table_and_reads_the_served_catalog():
+    """Provider families, their base URLs and example models, the rate-limit
+    kinds and the bounds are the gateway's tables, fetched from
+    /ui/catalog.json; no UI file spells them out again (comments aside)."""
+    from twisted_gw.config.entities import MAX_RATE_LIMIT, MAX_TIMEOUT_MS
+    from twisted_gw.providers.catalog import FAMILIES
+    from twisted_gw.ratelimit.kinds import KINDS
 
-    source = (UI_DIR / "schema.js").read_text()
-    providers = re.search(r"export const PROVIDERS = (\[[^\]]*\]);", source)
-    limits = re.search(r"export const LIMIT_FIELDS = (\[[^\]]*\]);", source)
-    assert providers and limits
-    assert json.loads(providers[1]) == list(PROVIDERS)
-    assert json.loads(limits[1]) == list(RATE_LIMIT_FIELDS)
+    repeated = [f'"{f.name}"' for f in FAMILIES] + [f'"{k.name}"' for k in KINDS]
+    repeated += [f.default_base for f in FAMILIES if f.default_base]
+    repeated += [f'"{f.example_model}"' for f in FAMILIES] + [k.label for k in KINDS]
+    repeated += [str(MAX_RATE_LIMIT), str(MAX_TIMEOUT_MS)]
+    for path in ui_files():
+        lines = path.read_text().splitlines()
+        code = "\n".join(line for line in lines if not line.lstrip().startswith("//"))
+        assert [r for r in repeated if r in code] == [], path.name
+    schema = (UI_DIR / "schema.js").read_text()
+    assert 'CATALOG_URL = "/ui/catalog.json"' in schema and "await loadCatalog()" in schema
 
 
 # -- /openapi --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // the error panel beside the form, and pointing the server's errors at fields.
 
 import { describe, field, h, undescribe } from "./dom.js";
-import { LIMIT_FIELDS, LIMIT_LABELS, errorPointers } from "./schema.js";
+import { BOUNDS, LIMIT_FIELDS, LIMIT_LABELS, errorPointers } from "./schema.js";
 
 export const ERROR_ID = "form-error";
 
@@ -14,13 +14,13 @@ export function numberInput(id, value) {
     type: "number",
     inputmode: "numeric",
     min: "0",
-    max: "1000000000000", // the Admin API refuses more (CONTRACT 5.5)
+    max: String(BOUNDS.rate_limit), // the Admin API refuses more (CONTRACT 5.5)
     step: "1",
     value: Number.isFinite(value) ? String(value) : undefined,
   });
 }
 
-// The rate-limit fieldset (CONTRACT 2: integer rpm, rpd, tpm, tpd, concurrency >= 0).
+// The rate-limit fieldset (CONTRACT 2: an integer >= 0 per kind of the catalog).
 export function limitsFieldset(prefix, limits) {
   const current = limits && typeof limits === "object" ? limits : {};
   return h(

@@ -14,7 +14,16 @@ import {
   showErrors,
   updatePreview,
 } from "./forms.js";
-import { DEFAULT_BASES, PROVIDERS, formatLimits, isRemote, mask, splitModel } from "./schema.js";
+import {
+  BOUNDS,
+  DEFAULT_BASES,
+  PROVIDERS,
+  family,
+  formatLimits,
+  isRemote,
+  mask,
+  splitModel,
+} from "./schema.js";
 
 function formatTimeout(ms) {
   if (!Number.isInteger(ms) || ms === 0) return "default";
@@ -196,7 +205,7 @@ export function renderForm(main, { params, signal, navigate }) {
 
 function buildForm(entry, navigate) {
   const v = entry?.value || {};
-  const [provider0, upstream0] = v.model ? splitModel(v.model) : ["openai", ""];
+  const [provider0, upstream0] = v.model ? splitModel(v.model) : [PROVIDERS[0], ""];
   const savedKey = v.provider_config?.api_key || "";
 
   const name = h("input", {
@@ -243,11 +252,13 @@ function buildForm(entry, navigate) {
     type: "number",
     inputmode: "numeric",
     min: "0",
-    max: "3600000", // the Admin API refuses more (CONTRACT 5.5)
+    max: String(BOUNDS.timeout_ms), // the Admin API refuses more (CONTRACT 5.5)
     step: "1",
     value: Number.isFinite(v.timeout) ? String(v.timeout) : undefined,
   });
 
+  const providerField = field("Provider", provider, " ");
+  const providerHelp = providerField.querySelector(".help");
   const keyHelp = savedKey
     ? `Saved key ${mask(savedKey)}. Leave empty to keep it.`
     : "Sent upstream by the gateway; never shown again after saving.";
@@ -270,14 +281,8 @@ function buildForm(entry, navigate) {
     baseHelpText.textContent = base
       ? `Empty: ${base}. Any OpenAI-compatible server works for openai.`
       : "";
-    upstream.placeholder =
-      {
-        openai: "gpt-4.1-mini",
-        deepseek: "deepseek-chat",
-        gemini: "gemini-2.0-flash",
-        anthropic: "claude-sonnet-4-0",
-        mock: "echo",
-      }[p] || "";
+    upstream.placeholder = family(p)?.example_model || "";
+    providerHelp.textContent = family(p)?.description || "";
   }
   provider.addEventListener("change", providerChanged);
   providerChanged();
@@ -299,7 +304,7 @@ function buildForm(entry, navigate) {
     h(
       "div",
       { class: "row" },
-      field("Provider", provider),
+      providerField,
       field("Upstream model", upstream, "Sent upstream as model; may contain /."),
     ),
     remote,

@@ -1,28 +1,58 @@
-// What the forms know of the entity schemas (CONTRACT 2). The server's
-// validation stays the judge: its error text is shown as it comes.
-// tests/test_ui_routes.py checks these two lists against twisted_gw.config.entities.
+// What the forms know of the entity schemas (CONTRACT 2): the provider
+// families, the rate-limit kinds and the bounds of a document's numbers are
+// the gateway's own tables, fetched from /ui/catalog.json, so none of them is
+// repeated here. The server's validation stays the judge: its error text is
+// shown as it comes.
 
-export const PROVIDERS = ["openai", "deepseek", "gemini", "anthropic", "mock"];
-export const LIMIT_FIELDS = ["rpm", "rpd", "tpm", "tpd", "concurrency"];
+export const CATALOG_URL = "/ui/catalog.json";
 
-export const LIMIT_LABELS = {
-  rpm: "Requests/minute",
-  rpd: "Requests/day",
-  tpm: "Tokens/minute",
-  tpd: "Tokens/day",
-  concurrency: "In flight",
-};
+async function loadCatalog() {
+  let response;
+  try {
+    response = await fetch(CATALOG_URL, { cache: "no-cache", credentials: "omit" });
+  } catch (err) {
+    throw new Error(`Could not reach the gateway (${err.message}).`);
+  }
+  if (!response.ok) throw new Error(`GET ${CATALOG_URL}: HTTP ${response.status}.`);
+  return response.json();
+}
 
-export const DEFAULT_BASES = {
-  openai: "https://api.openai.com/v1",
-  deepseek: "https://api.deepseek.com/v1",
-  gemini: "https://generativelanguage.googleapis.com/v1beta/openai",
-  anthropic: "https://api.anthropic.com/v1",
-};
+// Every module that imports this one waits for the catalog (a top-level
+// await). No view can be built without it, so the page says why instead of
+// staying blank.
+export const CATALOG = await loadCatalog().catch((err) => {
+  const message = document.createElement("p");
+  message.className = "error";
+  message.setAttribute("role", "alert");
+  message.textContent = `The admin UI could not load its catalog: ${err.message} Reload to retry.`;
+  document.getElementById("main")?.replaceChildren(message);
+  throw err;
+});
 
-// Real providers take {api_key, api_base?}; mock takes {} exactly.
+const FAMILIES = new Map(CATALOG.providers.map((p) => [p.name, p]));
+
+// the provider names, in the order of the model pattern
+export const PROVIDERS = CATALOG.providers.map((p) => p.name);
+// the rate-limit kinds, in the order they are checked
+export const LIMIT_FIELDS = CATALOG.rate_limits.map((k) => k.name);
+// a short label per kind, for the forms
+export const LIMIT_LABELS = Object.fromEntries(CATALOG.rate_limits.map((k) => [k.name, k.label]));
+// the default base URL per provider; a local one has none
+export const DEFAULT_BASES = Object.fromEntries(
+  CATALOG.providers.filter((p) => p.default_base).map((p) => [p.name, p.default_base]),
+);
+// {timeout_ms, rate_limit}: the largest values the Admin API accepts (CONTRACT 5.5)
+export const BOUNDS = CATALOG.bounds;
+
+// A provider's row of the catalog ({name, description, example_model, ...}), if known.
+export function family(provider) {
+  return FAMILIES.get(provider);
+}
+
+// Real providers take {api_key, api_base?}; one with no settings (mock) takes {} exactly.
 export function isRemote(provider) {
-  return provider !== "mock";
+  const row = FAMILIES.get(provider);
+  return !row || Object.keys(row.provider_config).length > 0;
 }
 
 // "openai/org/model" -> ["openai", "org/model"] (the id may contain "/").
