@@ -251,3 +251,22 @@ def test_the_limiter_sizes_its_windows_by_the_table():
     ]
     assert [w.key(125.0) for w in plan.windows][:1] == ["apikey:k1:rpm:120"]
     assert [g.key for g in plan.concurrency] == ["apikey:k1:concurrency"]
+
+
+# -- what the admin UI fetches ---------------------------------------------------------
+
+
+def test_the_ui_catalog_is_the_two_tables_and_the_bounds():
+    from twisted_gw.admin.openapi import catalog_document
+
+    served = json.loads(json.dumps(catalog_document()))
+    assert [p["name"] for p in served["providers"]] == list(catalog.NAMES)
+    assert served["providers"] == [f.describe() for f in FAMILIES]
+    assert [k["name"] for k in served["rate_limits"]] == list(kinds.NAMES)
+    assert served["rate_limits"] == [k.describe() for k in kinds.KINDS]
+    assert served["bounds"] == {"timeout_ms": MAX_TIMEOUT_MS, "rate_limit": MAX_RATE_LIMIT}
+    mock = served["providers"][catalog.NAMES.index("mock")]
+    assert (mock["default_base"], mock["provider_config"]) == (None, {})
+    openai = served["providers"][0]
+    assert openai["provider_config"]["api_key"]["required"] is True
+    assert openai["provider_config"]["api_base"]["required"] is False

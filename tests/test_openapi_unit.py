@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import typing
 from html.parser import HTMLParser
 from urllib.parse import unquote
 
@@ -19,6 +20,7 @@ from twisted_gw.config.entities import (
     parse_model,
 )
 from twisted_gw.providers import catalog
+from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
 from twisted_gw.ratelimit import kinds
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -203,6 +205,10 @@ def test_served_catalog_is_what_its_path_documents(doc):
     items = schema["properties"]
     assert items["providers"]["items"]["properties"]["name"]["enum"] == list(catalog.NAMES)
     assert items["rate_limits"]["items"]["properties"]["name"]["enum"] == list(kinds.NAMES)
+    counts = items["rate_limits"]["items"]["properties"]["counts"]["enum"]
+    assert counts == list(typing.get_args(kinds.Counts))
+    endpoints = items["providers"]["items"]["properties"]["endpoints"]["items"]["enum"]
+    assert set(endpoints) == {CHAT, EMBEDDINGS}
     bounds = items["bounds"]["properties"]
     assert (bounds["timeout_ms"]["const"], bounds["rate_limit"]["const"]) == (
         MAX_TIMEOUT_MS,
