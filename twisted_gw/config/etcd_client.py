@@ -41,36 +41,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
-from twisted.internet.error import (
-    ConnectError,
-    ConnectingCancelledError,
-    ConnectionRefusedError,
-    DNSLookupError,
-    TimeoutError,
-)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    ResponseDone,
-    ResponseFailed,
-    _HTTP11ClientFactory,
-)
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
+from twisted.web.iweb import IPolicyForHTTPS
+
+from twisted_gw._outbound import (
+    EndpointFactory,
+    FailureWords,
+    close_connection,
+    connection_pool,
+    describe_failure,
+    http_client,
+    is_cancellation,
+    read_body,
+    tls_policy,
+)
 
 log = Logger()
 
@@ -331,33 +320,17 @@ def delete_op(
 # -- transport -----------------------------------------------------------------
 
 
-class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
-    noisy = False  # no log line per connection to etcd
-
-
-@implementer(IAgentEndpointFactory)
-class _EndpointFactory:
-    """Client endpoints for etcd hosts: IP literals are dialled directly (the
-    default endpoint resolves them in a thread and waits 0.3 s before it
-    reports a refused connection), names through HostnameEndpoint."""
-
-    def __init__(self, reactor: Any, policy: Any, connect_timeout: float) -> None:
-        self.reactor = reactor
-        self.policy = policy
-        self.connect_timeout = connect_timeout
-
-    def endpointForURI(self, uri: Any) -> Any:
-        host = uri.host.decode("ascii")
-        endpoint: Any
-        if isIPAddress(host):
-            endpoint = TCP4ClientEndpoint(self.reactor, host, uri.port, self.connect_timeout)
-        elif isIPv6Address(host):
-            endpoint = TCP6ClientEndpoint(self.reactor, host, uri.port, self.connect_timeout)
-        else:
-            endpoint = HostnameEndpoint(self.reactor, host, uri.port, self.connect_timeout)
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return endpoint
+#: how a transport failure reads in EtcdUnavailable's message (hosts only, no secrets)
+_WORDS = FailureWords(
+    refused="connection refused",
+    dns="DNS lookup failed",
+    timed_out="connect timed out",
+    connect="cannot connect ({error})",
+    tls="TLS failure ({error})",
+    no_response="connection lost before an answer",
+    lost="connection lost before an answer",
+    other=None,
+)
 
 
 class _HostFailed(Exception):
@@ -368,63 +341,9 @@ class _Expired(Exception):
     """The call's deadline passed."""
 
 
-def _is_cancellation(failure: Failure) -> bool:
-    if failure.check(CancelledError, ConnectingCancelledError):
-        return True
-    reasons = getattr(failure.value, "reasons", None) or ()
-    return any(r.check(CancelledError) for r in reasons)
-
-
 def _describe(failure: Failure) -> str:
     """A short phrase for a transport failure (no secrets: hosts only)."""
-    if failure.check(ConnectionRefusedError):
-        return "connection refused"
-    if failure.check(DNSLookupError):
-        return "DNS lookup failed"
-    if failure.check(TimeoutError):
-        return "connect timed out"
-    if failure.check(ConnectError):
-        return f"cannot connect ({failure.getErrorMessage()})"
-    reasons = getattr(failure.value, "reasons", None) or ()
-    for reason in reasons:
-        if "SSL" in type(reason.value).__module__ or "OpenSSL" in repr(type(reason.value)):
-            return f"TLS failure ({reason.getErrorMessage()})"
-    if failure.check(ResponseFailed):
-        return "connection lost before an answer"
-    return failure.getErrorMessage() or type(failure.value).__name__
-
-
-class _Body(Protocol):
-    """Collects a whole response body; see :func:`_read_body`."""
-
-    def __init__(self, done: Deferred[bytes]) -> None:
-        self.done = done
-        self.parts: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-
-def _read_body(response: Any) -> Deferred[bytes]:
-    """The whole body of a treq response; cancelling drops the connection
-    (``readBody`` would too, but warns about the proxy transport it gets)."""
-
-    def cancel(_: Deferred[bytes]) -> None:
-        if protocol.transport is not None:
-            protocol.transport.stopProducing()
-
-    done: Deferred[bytes] = Deferred(cancel)
-    protocol = _Body(done)
-    response.deliverBody(protocol)
-    return done
+    return describe_failure(failure, _WORDS)
 
 
 class _JSONLines(Protocol):
@@ -450,8 +369,7 @@ class _JSONLines(Protocol):
 
     def abort(self) -> None:
         self.aborted = True
-        if self.transport is not None:
-            self.transport.stopProducing()
+        close_connection(self.transport)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._on_lost(reason)
@@ -531,10 +449,8 @@ class EtcdClient:
         *,
         reactor: Any = None,
         pool: HTTPConnectionPool | None = None,
-        tls_policy: Any = None,
+        tls_policy: IPolicyForHTTPS | None = None,
     ) -> None:
-        import treq.client
-
         if not hosts:
             raise ValueError("at least one etcd host is needed")
         if reactor is None:
@@ -549,19 +465,14 @@ class EtcdClient:
         self._token: str | None = None
         self._current = 0  # index of the host to try first
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
-            pool.maxPersistentPerHost = 8
-            pool.cachedConnectionTimeout = 60
-            pool.retryAutomatically = False
-            pool._factory = _QuietHTTP11ClientFactory
+            pool = connection_pool(reactor, max_per_host=8, idle_timeout=60)
         self.pool = pool
-        endpoints = _EndpointFactory(
+        endpoints = EndpointFactory(
             reactor,
-            tls_policy or BrowserLikePolicyForHTTPS(),
             connect_timeout=max(self.timeout / len(self.hosts), 0.05),
+            tls=tls_policy,
         )
-        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
-        self._http = treq.client.HTTPClient(agent)
+        self._http = http_client(reactor, pool, endpoints)
         self._watches: set[Watch] = set()
 
     @classmethod
@@ -842,7 +753,7 @@ class EtcdClient:
         if stream and response.code == 200:
             return response.code, response
         try:
-            payload = await self._bounded(_read_body(response), deadline)
+            payload = await self._bounded(read_body(response), deadline)
         except (_Expired, CancelledError):
             raise
         except Exception as e:  # noqa: BLE001 - any transport failure: try the next host
@@ -879,7 +790,7 @@ class EtcdClient:
         except Exception as e:
             if expired:
                 raise _Expired() from None
-            if _is_cancellation(Failure(e)):
+            if is_cancellation(Failure(e)):
                 raise CancelledError() from None
             raise
         finally:
@@ -893,29 +804,6 @@ def _server_error(status: int, answer: Any) -> EtcdServerError:
     message = str(answer.get("message") or answer.get("error") or f"HTTP {status}")
     code = answer.get("code")
     return EtcdServerError(message, code if isinstance(code, int) else None, status)
-
-
-def tls_policy(ca_file: str | None = None, verify: bool = True) -> Any:
-    """The https policy for etcd hosts: system trust, a given CA, or (``verify``
-    false) no certificate check at all."""
-    if not verify:
-        from twisted.internet import ssl
-        from twisted.web.iweb import IPolicyForHTTPS
-        from zope.interface import implementer
-
-        @implementer(IPolicyForHTTPS)
-        class _Unverified:
-            def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-                return ssl.CertificateOptions(verify=False)
-
-        return _Unverified()
-    if ca_file:
-        from twisted.internet import ssl
-
-        with open(ca_file, "rb") as f:
-            root = ssl.Certificate.loadPEM(f.read())
-        return BrowserLikePolicyForHTTPS(trustRoot=root)
-    return BrowserLikePolicyForHTTPS()
 
 
 __all__ = [

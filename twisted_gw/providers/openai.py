@@ -13,12 +13,13 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
+from twisted_gw._outbound import discard
 from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
 from twisted_gw.jsonutil import dumps, loads, read
 from twisted_gw.providers.catalog import default_base
 from twisted_gw.providers.errors import map_upstream_status
-from twisted_gw.providers.http import UpstreamClient, discard, media_type
+from twisted_gw.providers.http import UpstreamClient, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.streaming.completion import chunks_from_completion
 from twisted_gw.streaming.source import HTTPSSESource, ListSource
