@@ -13,12 +13,17 @@ import json
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from zope.interface.verify import verifyObject
 
 from tests.conftest import SESSION_LOGS, start_gateway
 from tests.support.gateway import free_port
 from tests.support.redis_server import RedisServer
 from twisted_gw.config.entities import parse_apikey, parse_model
+from twisted_gw.config.snapshot import Snapshot
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.rate_limit import RateLimitHook
 from twisted_gw.observability.metrics import GatewayMetrics
+from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import headers, plan_for, rejection
 from twisted_gw.ratelimit.redis import RedisRateLimitStore, parse_redis_url
 
@@ -304,3 +309,22 @@ async def _stop_in_thread(gw):
     from twisted.internet import threads
 
     return await threads.deferToThread(gw.process.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_redis_store_provides_IRateLimitStore_and_every_check_asks_redis(redis):
+    store = RedisRateLimitStore(reactor, url=redis.url, prefix="unit-iface", timeout=2)
+    try:
+        assert verifyObject(IRateLimitStore, store)
+        p = plan({"rpm": 5})
+        assert store.acquire_now(p, "r0") is None  # nothing decided, nothing consumed
+        k = parse_apikey("k1", {"key": "sk-x", "allowed_models": ["m"], "rate_limit": {"rpm": 5}})
+        m = parse_model("m1", {"name": "m", "model": "mock/x", "provider_config": {}})
+        ctx = RequestContext("r1", 0.0, "POST", "/v1/chat/completions", "-", "-", Snapshot())
+        ctx.api_key, ctx.model, ctx.model_name = k, m, "m"
+        checked = RateLimitHook(store).pre_call(ctx)
+        assert isinstance(checked, defer.Deferred)  # the hook waited for Redis
+        await checked
+        assert ctx.response_headers["x-ratelimit-remaining-requests"] == "4"  # r0 took none
+    finally:
+        await store.close()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 from twisted_gw.config.entities import parse_apikey, parse_model
 from twisted_gw.config.snapshot import Snapshot
 from twisted_gw.errors import GatewayError
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.rate_limit import RateLimitHook, total_tokens
+from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import format_reset, headers, plan_for, rejection
 from twisted_gw.ratelimit.memory import MemoryRateLimitStore
 
@@ -203,3 +205,14 @@ def test_429_names_ids_never_the_key():
     plan = plan_for(key({"rpm": 0}), model())
     error = rejection(plan, store.acquire_now(plan))
     assert "sk-secret-value" not in error.message and "key-1" in error.message
+
+
+def test_the_memory_store_provides_IRateLimitStore_and_decides_at_once():
+    store = MemoryRateLimitStore(clock_at(0))
+    assert verifyObject(IRateLimitStore, store)
+    plan = plan_for(key({"rpm": 1}), model())
+    assert store.acquire_now(plan, "r1").allowed  # an Outcome, never None: no round trip
+    assert not store.acquire_now(plan, "r2").allowed
+    closed = []
+    store.close().addCallback(closed.append)
+    assert closed == [None]

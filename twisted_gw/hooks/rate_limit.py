@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Outcome, Plan, headers, plan_for, rejection
 
 log = Logger()
@@ -39,9 +40,8 @@ class RateLimitHook:
 
     name = "rate_limit"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: IRateLimitStore) -> None:
         self.store = store
-        self._sync = getattr(store, "acquire_now", None)  # the memory store: no Deferred
         #: (id(key), id(model)) -> (key, model, plan). Entities are immutable and
         #: replaced on every change, so a plan is built once per pair of a
         #: snapshot; the entities are held so their ids are not reused while cached
@@ -63,8 +63,9 @@ class RateLimitHook:
         plan = self._plan(ctx.api_key, ctx.model)
         if plan.empty:
             return None
-        if self._sync is not None:
-            self._decided(self._sync(plan), ctx, plan)
+        outcome = self.store.acquire_now(plan, ctx.request_id)
+        if outcome is not None:  # decided at once (in memory): no Deferred
+            self._decided(outcome, ctx, plan)
             return None
         d = self.store.acquire(plan, ctx.request_id)
         d.addCallback(self._decided, ctx, plan)

@@ -14,7 +14,18 @@ class IRateLimitStore(Interface):
         concurrency slot (named ``member``, the request id) in each gate.
         Fires with an Outcome (rejected outcomes consumed nothing)."""
 
+    def acquire_now(plan, member):
+        """What :meth:`acquire` would fire with, when the store can decide
+        without waiting (in memory); None when it cannot (Redis: a round
+        trip), and then nothing was consumed and the caller calls
+        :meth:`acquire`. Why: a Deferred per request saved on the hot path."""
+
     def settle(plan, member, tokens):
         """At finalize: add ``tokens`` to the plan's token windows and give
         back the concurrency slots taken by ``member``. Fires when done;
         never fails (errors are logged)."""
+
+    def close():
+        """At shutdown, after the requests in flight were ended: a Deferred
+        that fires once the settles still running are done and the store's
+        connections are released (so no shared slot is stranded)."""

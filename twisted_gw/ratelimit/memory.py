@@ -27,9 +27,11 @@ class MemoryRateLimitStore:
         self._next_sweep = 0.0
 
     def acquire(self, plan: Plan, member: str) -> defer.Deferred:
-        return defer.succeed(self.acquire_now(plan))
+        return defer.succeed(self.acquire_now(plan, member))
 
-    def acquire_now(self, plan: Plan) -> Outcome:
+    def acquire_now(self, plan: Plan, member: str = "") -> Outcome:
+        """Decide at once (every call is synchronous here); ``member`` is
+        not needed: a slot in memory is a count, given back by settle."""
         now = self.reactor.seconds()
         self._sweep(now)
         keys = [w.key(now) for w in plan.windows]
@@ -66,6 +68,10 @@ class MemoryRateLimitStore:
                 self._in_flight[gate.key] = left
             else:
                 self._in_flight.pop(gate.key, None)
+        return defer.succeed(None)
+
+    def close(self) -> defer.Deferred:
+        """Nothing to release: the counters go with the process."""
         return defer.succeed(None)
 
     def slots_held(self) -> int:

@@ -178,6 +178,9 @@ class RedisRateLimitStore:
         d.addErrback(self._check_failed, plan, member)
         return d
 
+    def acquire_now(self, plan: Plan, member: str) -> None:
+        """Never decided at once: every check is a round trip to Redis."""
+
     def _check_failed(self, failure: Any, plan: Plan, member: str) -> Any:
         """A check that did not answer may still run on Redis (txredisapi calls
         cannot be withdrawn) and take concurrency slots nobody will give back:
