@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface.verify import verifyObject
 
 from tests.conftest import Gateway, secret, start_gateway
 from tests.support.etcd import EtcdServer
@@ -31,9 +35,12 @@ from tests.support.gateway import (
     make_self_signed_cert,
     write_config,
 )
+from twisted_gw.config.embedded import EmbeddedStore
 from twisted_gw.config.etcd_client import EtcdClient
-from twisted_gw.config.etcd_store import EtcdStore
+from twisted_gw.config.etcd_store import STARTUP_FAILED, EtcdStartupError, EtcdStore
 from twisted_gw.config.file import ConfigError, load_config
+from twisted_gw.config.interfaces import IConfigStore
+from twisted_gw.service import StartupGate, exit_while_running
 
 CHAT = "/v1/chat/completions"
 
@@ -532,6 +539,81 @@ def test_etcd_arriving_during_the_start_retries_is_used(tmp_path):
     finally:
         gw.process.stop()
         server.stop()
+
+
+class Listening(Service):
+    """A bound listener, as the gateway's ListenerService holds it."""
+
+    def __init__(self) -> None:
+        self.port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_start_up_gate_holds_the_listeners_until_the_first_load(etcd):
+    store = EtcdStore(EtcdClient([etcd.url], timeout=2.0), unique_prefix())
+    gateway = MultiService()
+    listener = Listening()
+    listener.setServiceParent(gateway)
+    exits: list[str] = []
+    StartupGate(store, reactor, exit=lambda _, message: exits.append(message)).setServiceParent(
+        gateway
+    )
+    try:
+        gateway.startService()
+        assert listener.port not in reactor.getReaders()  # bound, but not accepting
+        await store.start()
+        assert listener.port in reactor.getReaders()
+        assert exits == []
+    finally:
+        await store.stop()
+        await listener.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_start_up_gate_exits_with_the_stores_reason_when_it_gives_up():
+    dead = EtcdClient([f"http://127.0.0.1:{free_port()}"], timeout=0.5)
+    store = EtcdStore(dead, "/aisix", startup_retries=1, startup_retry_interval=0.05)
+    exits: list[str] = []
+    gateway = MultiService()
+    StartupGate(store, reactor, exit=lambda _, message: exits.append(message)).setServiceParent(
+        gateway
+    )
+    gateway.startService()
+    with pytest.raises(EtcdStartupError):
+        await store.start()
+    assert exits == [STARTUP_FAILED] == ["failed to connect to etcd and retry exhausted"]
+    with pytest.raises(EtcdStartupError):  # anyone asking later hears the same
+        await store.when_loaded()
+    await store.stop()
+
+
+def test_exit_while_running_stops_the_reactor_then_prints_the_reason_last_and_exits(
+    capfd, monkeypatch
+):
+    clock = MemoryReactorClock()
+    clock.running = True
+    codes: list[int] = []
+    monkeypatch.setattr("os._exit", codes.append)
+    exit_while_running(clock, STARTUP_FAILED)
+    assert clock.hasStopped and codes == []
+    [(leave, args, kwargs)] = clock.triggers["after"]["shutdown"]
+    leave(*args, **kwargs)  # the reactor's shutdown is over
+    assert codes == [1]
+    assert capfd.readouterr().out.splitlines()[-1] == f"twisted-gw: error: {STARTUP_FAILED}"
+    clock.advance(10)  # a shutdown step that hangs: it leaves anyway
+    assert codes == [1, 1]
+
+
+def test_both_stores_provide_every_method_of_IConfigStore(tmp_path):
+    etcd_store = EtcdStore(EtcdClient(["http://127.0.0.1:2379"]), reactor=MemoryReactorClock())
+    assert verifyObject(IConfigStore, etcd_store)
+    etcd_store.seed_demo()  # seeds nothing: no call to etcd at all
+    embedded = EmbeddedStore(str(tmp_path / "store.json"))
+    assert verifyObject(IConfigStore, embedded)
+    embedded.seed_demo()
+    loaded: list = []
+    embedded.when_loaded().addCallback(loaded.append)
+    assert loaded == [embedded.snapshot] and "demo" in embedded.snapshot.models_by_name
 
 
 # -- propagation -------------------------------------------------------------------------

@@ -16,13 +16,18 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, LegacyLogObserverWrapper, Logger, textFileLogObserver
+from twisted.python.failure import Failure
 
 from twisted_gw.config.file import ConfigError, GatewayConfig, ListenConfig, load_config
+
+if TYPE_CHECKING:
+    from twisted_gw.config.interfaces import IConfigStore
+    from twisted_gw.ratelimit.interfaces import IRateLimitStore
 
 log = Logger()
 
@@ -257,6 +262,72 @@ class ListenerService(Service):
         return None
 
 
+def exit_while_running(reactor: Any, message: str, code: int = 1) -> None:
+    """End the process with ``code`` and ``message`` on stdout, from inside a
+    running reactor.
+
+    twistd has no way to set its exit status, so the reactor is stopped (the
+    services stop: ports close, connections are released), then the message
+    is printed as the last line and the process leaves with ``os._exit(code)``
+    right after shutdown, or after 10 s should a shutdown step hang."""
+
+    def leave() -> None:
+        out = sys.__stdout__ or sys.stdout
+        out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    reactor.addSystemEventTrigger("after", "shutdown", leave)
+    reactor.callLater(10, leave)
+    if reactor.running:
+        reactor.stop()
+
+
+class StartupGate(Service):
+    """Holds the listeners while a store's first load runs (etcd).
+
+    The ports are bound before (so a taken port still fails start-up at
+    once), but they accept no connection until the snapshot is loaded:
+    clients that connect early wait in the listen backlog and are then served
+    with the real config, instead of getting 401/404 answers from an empty
+    one. When the store gives up (``when_loaded`` fails), the process ends
+    with exit code 1 and the store's reason on stdout, like every start-up
+    failure (``exit`` is :func:`exit_while_running`; tests pass their own)."""
+
+    def __init__(
+        self,
+        store: IConfigStore,
+        reactor: Any,
+        exit: Callable[[Any, str], None] = exit_while_running,
+    ) -> None:
+        self.store = store
+        self.reactor = reactor
+        self._exit = exit
+        self._ports: list[Any] = []
+        self.setName("etcd-startup")
+
+    def startService(self) -> None:
+        super().startService()
+        parent: Any = self.parent
+        self._ports = [s.port for s in parent if getattr(s, "port", None) is not None]
+        for port in self._ports:
+            port.stopReading()
+        self.store.when_loaded().addCallbacks(self._open, self._give_up)
+
+    def _open(self, snapshot: Any) -> None:
+        for port in self._ports:
+            if port.connected:  # still listening (not stopped meanwhile)
+                port.startReading()
+
+    def _give_up(self, failure: Failure) -> None:
+        self._exit(self.reactor, failure.getErrorMessage())
+
+
 class GatewayService(MultiService):
     """The whole gateway; binds every listener or none."""
 
@@ -266,9 +337,9 @@ class GatewayService(MultiService):
     def __init__(
         self,
         config: GatewayConfig,
-        store: Any,
+        store: IConfigStore,
         upstream: Any,
-        limiter: Any = None,
+        limiter: IRateLimitStore | None = None,
         proxy: Any = None,
     ) -> None:
         super().__init__()
@@ -319,9 +390,9 @@ class GatewayService(MultiService):
             d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
-        close = getattr(self.limiter, "close", None)
-        if close is not None:
-            d.addBoth(lambda _: close())
+        limiter = self.limiter
+        if limiter is not None:
+            d.addBoth(lambda _: limiter.close())
         return d
 
 
@@ -426,8 +497,6 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:
-        from twisted_gw.config.etcd_store import StartupGate
-
         # listeners accept once etcd is loaded; exit 1 if it never is
         StartupGate(store, reactor).setServiceParent(gateway)
     return gateway

@@ -90,6 +90,11 @@ class EmbeddedStore:
     def start(self) -> defer.Deferred:
         return defer.succeed(self.snapshot)
 
+    def when_loaded(self) -> defer.Deferred:
+        """Loaded already: :meth:`load` runs in build, before the service
+        starts, so a bad file fails start-up before a daemon forks."""
+        return defer.succeed(self.snapshot)
+
     def stop(self) -> defer.Deferred:
         return defer.succeed(None)
 

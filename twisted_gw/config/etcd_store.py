@@ -10,8 +10,8 @@ Life cycle:
   the snapshot, then watch the prefix from the read's revision + 1. When etcd
   cannot be read, retry ``startup_retries`` times ``startup_retry_interval``
   apart (AISIX: 5 x 5 s) with one log line per attempt, then give up with
-  ``failed to connect to etcd and retry exhausted`` (:class:`StartupGate`
-  turns that into exit code 1).
+  ``failed to connect to etcd and retry exhausted``: :meth:`EtcdStore.when_loaded`
+  fails with it (the service's start-up policy turns that into exit code 1).
 - **Watch.** Each watch message updates the entries and swaps the snapshot
   once; listeners are told. A document that fails validation is skipped with
   one log line, and the last valid version of that key stays.
@@ -28,12 +28,9 @@ Life cycle:
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
@@ -151,6 +148,11 @@ class EtcdStore:
         else:
             d.callback(self._loaded)
         return d
+
+    def seed_demo(self) -> None:
+        """Seeds nothing: the prefix is shared with AISIX and other gateways,
+        and what it holds is theirs to decide (``deployment.store.seed_demo``
+        applies to the embedded store)."""
 
     def stop(self) -> Deferred[None]:
         """Stop watching and close connections to etcd."""
@@ -577,62 +579,3 @@ class EtcdStore:
         except ValueError:
             value = prev.value.decode("utf-8", "replace")
         return StoredEntry(f"/{segment}/{id}", value, prev.create_revision, prev.mod_revision)
-
-
-class StartupGate(Service):
-    """Holds the listeners while the etcd store's first load runs.
-
-    The ports are bound before (so a taken port still fails start-up at
-    once), but they accept no connection until the snapshot is loaded:
-    clients that connect early wait in the listen backlog and are then served
-    with the real config, instead of getting 401/404 answers from an empty
-    one. When the store gives up, the process ends with exit code 1 and the
-    reason on stdout, like every start-up failure."""
-
-    def __init__(self, store: EtcdStore, reactor: Any) -> None:
-        self.store = store
-        self.reactor = reactor
-        self._ports: list[Any] = []
-        self.setName("etcd-startup")
-
-    def startService(self) -> None:
-        super().startService()
-        parent: Any = self.parent
-        self._ports = [s.port for s in parent if getattr(s, "port", None) is not None]
-        for port in self._ports:
-            port.stopReading()
-        self.store.when_loaded().addCallbacks(self._open, self._give_up)
-
-    def _open(self, snapshot: Snapshot) -> None:
-        for port in self._ports:
-            if port.connected:  # still listening (not stopped meanwhile)
-                port.startReading()
-
-    def _give_up(self, failure: Failure) -> None:
-        exit_while_running(self.reactor, failure.getErrorMessage())
-
-
-def exit_while_running(reactor: Any, message: str, code: int = 1) -> None:
-    """End the process with ``code`` and ``message`` on stdout, from inside a
-    running reactor.
-
-    twistd has no way to set its exit status, so the reactor is stopped (the
-    services stop: ports close, connections are released), then the message
-    is printed as the last line and the process leaves with ``os._exit(code)``
-    right after shutdown, or after 10 s should a shutdown step hang."""
-
-    def leave() -> None:
-        out = sys.__stdout__ or sys.stdout
-        out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
-
-    reactor.addSystemEventTrigger("after", "shutdown", leave)
-    reactor.callLater(10, leave)
-    if reactor.running:
-        reactor.stop()

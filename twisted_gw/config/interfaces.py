@@ -1,4 +1,4 @@
-"""The config store seam: the embedded file store now, etcd next (CONTRACT 2)."""
+"""The config store seam: the embedded file store or etcd (CONTRACT 2)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ class IConfigStore(Interface):
 
     def start():
         """Load everything; the Deferred fires when ``snapshot`` is ready."""
+
+    def when_loaded():
+        """A Deferred for the end of the store's first load: it fires with
+        the first snapshot, or fails (a StoreError) when the store gave up
+        (etcd: its start-up retries ran out). Any number of callers may ask,
+        before or after the load ended. What to do about a give-up (the exit
+        code, the message) is the service's start-up policy, not the store's."""
+
+    def seed_demo():
+        """Put the README's demo model and API key into a brand-new store
+        (``deployment.store.seed_demo``). A store shared with others (etcd,
+        where AISIX and other gateways read and write) seeds nothing."""
 
     def stop():
         """Stop watching / release resources; returns a Deferred."""
