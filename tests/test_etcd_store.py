@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -38,9 +38,9 @@ from tests.support.gateway import (
 from twisted_gw.config.embedded import EmbeddedStore
 from twisted_gw.config.etcd_client import EtcdClient
 from twisted_gw.config.etcd_store import STARTUP_FAILED, EtcdStartupError, EtcdStore
-from twisted_gw.config.file import ConfigError, load_config
+from twisted_gw.config.file import ConfigError, ListenConfig, TLSConfig, load_config
 from twisted_gw.config.interfaces import IConfigStore
-from twisted_gw.service import StartupGate, exit_while_running
+from twisted_gw.service import ListenerService, StartupGate, exit_while_running
 
 CHAT = "/v1/chat/completions"
 
@@ -541,18 +541,19 @@ def test_etcd_arriving_during_the_start_retries_is_used(tmp_path):
         server.stop()
 
 
-class Listening(Service):
-    """A bound listener, as the gateway's ListenerService holds it."""
-
-    def __init__(self) -> None:
-        self.port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+def listening() -> ListenerService:
+    """A bound listener of the gateway, on any free port."""
+    listen = ListenConfig("Proxy", "127.0.0.1", 0, TLSConfig(), 10.0, 100)
+    listener = ListenerService(listen, Factory.forProtocol(Protocol), reactor)
+    listener.bind()
+    return listener
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_start_up_gate_holds_the_listeners_until_the_first_load(etcd):
     store = EtcdStore(EtcdClient([etcd.url], timeout=2.0), unique_prefix())
     gateway = MultiService()
-    listener = Listening()
+    listener = listening()
     listener.setServiceParent(gateway)
     exits: list[str] = []
     StartupGate(store, reactor, exit=lambda _, message: exits.append(message)).setServiceParent(

@@ -314,7 +314,7 @@ class StartupGate(Service):
     def startService(self) -> None:
         super().startService()
         parent: Any = self.parent
-        self._ports = [s.port for s in parent if getattr(s, "port", None) is not None]
+        self._ports = [s.port for s in parent if isinstance(s, ListenerService) and s.port]
         for port in self._ports:
             port.stopReading()
         self.store.when_loaded().addCallbacks(self._open, self._give_up)
