@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -50,7 +50,14 @@ from twisted.internet.error import (
     TCPTimedOutError,
     TimeoutError,
 )
-from twisted.internet.interfaces import IProtocolFactory, IPushProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -72,10 +79,17 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.web.client import URI
+
 # -- the pool, the endpoints, the client ----------------------------------------------
 
 
-def connection_pool(reactor: Any, max_per_host: int, idle_timeout: float) -> HTTPConnectionPool:
+def connection_pool(
+    reactor: IReactorTime, max_per_host: int, idle_timeout: float
+) -> HTTPConnectionPool:
     """A persistent pool that keeps ``max_per_host`` idle connections per
     host for ``idle_timeout`` seconds and never replays a request itself."""
     pool = HTTPConnectionPool(reactor, persistent=True)
@@ -103,7 +117,7 @@ def tls_policy(ca_file: str | None = None, verify: bool = True) -> IPolicyForHTT
 class _Unverified:
     """https without a certificate check (etcd's ``tls.verify: false``)."""
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+    def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
         from twisted.internet import ssl
 
         return ssl.CertificateOptions(verify=False)
@@ -140,7 +154,7 @@ class EndpointFactory:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: Any,  # TCP, time and name resolution: what HostnameEndpoint needs
         connect_timeout: float = 30.0,
         tls: IPolicyForHTTPS | None = None,
     ) -> None:
@@ -149,14 +163,14 @@ class EndpointFactory:
         self.tls = tls if tls is not None else BrowserLikePolicyForHTTPS()
         self._cache: dict[Hashable, IStreamClientEndpoint] = {}
 
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         key = (uri.scheme, uri.host, uri.port)
         endpoint = self._cache.get(key)
         if endpoint is None:
             endpoint = self._cache[key] = _QuietEndpoint(self._build(uri))
         return endpoint
 
-    def _build(self, uri: Any) -> IStreamClientEndpoint:
+    def _build(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
         timeout = self.connect_timeout
         endpoint: IStreamClientEndpoint
@@ -179,7 +193,7 @@ class BytesProducer:
         self._body = body
         self.length = len(body) if body is not None else UNKNOWN_LENGTH
 
-    def startProducing(self, consumer: Any) -> defer.Deferred:
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred:
         consumer.write(self._body)
         return defer.succeed(None)
 
@@ -193,7 +207,9 @@ class BytesProducer:
         pass
 
 
-def http_client(reactor: Any, pool: HTTPConnectionPool, endpoints: EndpointFactory) -> Any:
+def http_client(
+    reactor: IReactorTime, pool: HTTPConnectionPool, endpoints: EndpointFactory
+) -> HTTPClient:
     """The treq ``HTTPClient`` over ``pool`` and ``endpoints``.
 
     Cookies are never stored: a shared jar would hand one tenant's
@@ -252,11 +268,11 @@ class BodyCloser:
     connection is whole and stays pooled. Without a reactor it closes at once.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTime | None) -> None:
         self.reactor = reactor
-        self._call: Any = None
+        self._call: IDelayedCall | None = None
 
-    def close(self, transport: Any) -> None:
+    def close(self, transport: IPushProducer | None) -> None:
         """Close the connection under ``transport`` on the next turn (see the
         class docstring); asked again while that close is pending, nothing more."""
         if transport is None or self._call is not None:
@@ -267,7 +283,7 @@ class BodyCloser:
         transport.pauseProducing()
         self._call = self.reactor.callLater(0, self._close_now, transport)
 
-    def _close_now(self, transport: Any) -> None:
+    def _close_now(self, transport: IPushProducer) -> None:
         self._call = None
         close_connection(transport)
 
@@ -281,7 +297,7 @@ class BodyCloser:
 class _Discard(Protocol):
     """Takes a response body only to close its connection (see BodyCloser)."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTime | None) -> None:
         self.closer = BodyCloser(reactor)
 
     def connectionMade(self) -> None:
@@ -294,7 +310,7 @@ class _Discard(Protocol):
         self.closer.body_ended()
 
 
-def discard(response: IResponse, reactor: Any = None) -> None:
+def discard(response: IResponse, reactor: IReactorTime | None = None) -> None:
     """Drop an unread response and close its connection (unless its body
     ends in the read at hand, when it may go back to the pool whole)."""
     response.deliverBody(_Discard(reactor))
@@ -320,7 +336,11 @@ class _BoundedBody(Protocol):
     whole body, not a partial one."""
 
     def __init__(
-        self, finished: defer.Deferred, limit: int | None, length: Any, reactor: Any
+        self,
+        finished: defer.Deferred,
+        limit: int | None,
+        length: int | object,
+        reactor: IReactorTime | None,
     ) -> None:
         self.finished = finished
         self.closer = BodyCloser(reactor)
@@ -361,7 +381,7 @@ class _BoundedBody(Protocol):
 
 
 def read_body(
-    response: IResponse, limit: int | None = None, reactor: Any = None
+    response: IResponse, limit: int | None = None, reactor: IReactorTime | None = None
 ) -> defer.Deferred[bytes]:
     """The whole body of ``response``: at most ``limit`` bytes (None: no
     bound), else a BodyTooLarge failure and the connection closed.

@@ -76,7 +76,7 @@ class UpstreamClient:
         if pool is None:
             pool = connection_pool(reactor, max_per_host=256, idle_timeout=120)
         self.pool = pool
-        self._urls: dict[str, Any] = {}
+        self._urls: dict[str, EncodedURL] = {}
         self._http = http_client(reactor, pool, EndpointFactory(reactor))
 
     def post(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
@@ -113,7 +113,7 @@ class UpstreamClient:
         d.addErrback(self._transport_error)
         return d
 
-    def _url(self, url: str) -> Any:
+    def _url(self, url: str) -> EncodedURL:
         """The parsed URL, parsed once per distinct upstream URL (treq would
         parse the string on every call)."""
         parsed = self._urls.get(url)
