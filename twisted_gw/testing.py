@@ -15,6 +15,10 @@ no socket, no process and no real time is involved::
     response = gw.result(pending)          # Response with .code, .headers, .body
     assert gw.ends == ["ok"]               # finalize ran once, as "ok"
 
+The hooks run in the service's order: rate limit, metrics (``gw.metrics``, a
+private registry; :meth:`MemoryGateway.sample` reads it), the test's own, then
+the recorder behind :attr:`MemoryGateway.ends`.
+
 Black-box tests of the real process (tests/) stay where the wire is the point.
 """
 
@@ -39,6 +43,8 @@ from twisted_gw.hooks.interfaces import IHook
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.hooks.rate_limit import RateLimitHook
 from twisted_gw.jsonutil import dumps
+from twisted_gw.observability.metrics import GatewayMetrics, MetricsHook
+from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.interfaces import (
     CHAT,
     EMBEDDINGS,
@@ -59,6 +65,32 @@ __all__ = [
     "Recorder",
     "ScriptedProvider",
 ]
+
+
+class _Clock(Clock):
+    """A Clock whose :meth:`advance` fails instead of hanging for ever when
+    calls keep scheduling themselves at the current instant (on a Clock, time
+    only moves when the test moves it)."""
+
+    spin_limit = 10_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._instant = -1.0
+        self._spins = 0
+
+    def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
+        now = self.seconds()
+        if now + delay <= now:
+            if now != self._instant:
+                self._instant, self._spins = now, 0
+            self._spins += 1
+            if self._spins > self.spin_limit:
+                raise AssertionError(
+                    f"{callable!r} keeps rescheduling itself at t={now!r} "
+                    f"(delay {delay!r}): time cannot move on, the clock would spin for ever"
+                )
+        return super().callLater(delay, callable, *args, **kw)
 
 
 @implementer(IConfigStore)
@@ -184,6 +216,15 @@ class PendingCall:
     def fail(self, error: GatewayError | BaseException) -> None:
         self.deferred.errback(Failure(error))
 
+    def refuse(self, status: int, doc: dict | bytes | None = None) -> None:
+        """The upstream answered an error status (``doc`` its body): fail with
+        the GatewayError the HTTP providers make of it (the same mapping,
+        :func:`~twisted_gw.providers.errors.map_upstream_status`, with the
+        model's provider key redacted), so a test reads like the upstream's
+        answer; the mapping itself is unit-tested on its own."""
+        body = b"" if doc is None else doc if isinstance(doc, bytes) else dumps(doc)
+        self.fail(map_upstream_status(status, body, (self.model.api_key,)))
+
 
 @implementer(IProvider)
 class ScriptedProvider:
@@ -261,7 +302,7 @@ class MemoryGateway:
     ) -> None:
         from treq.testing import StubTreq
 
-        self.clock = Clock()
+        self.clock: Clock = _Clock()
         self.store = MemoryStore()
         self.provider = ScriptedProvider("openai")
         self.providers: dict[str, IProvider] = {
@@ -270,8 +311,16 @@ class MemoryGateway:
             "mock": MockProvider(),
         }
         self.limiter = MemoryRateLimitStore(self.clock)
+        self.metrics = GatewayMetrics()
         self.recorder = Recorder()
-        self.hooks = HookManager([RateLimitHook(self.limiter), *hooks, self.recorder])
+        self.hooks = HookManager(
+            [
+                RateLimitHook(self.limiter),
+                MetricsHook(self.metrics, self.clock),
+                *hooks,
+                self.recorder,
+            ]
+        )
         self.proxy = ProxyApp(
             self.store,
             self.hooks,
@@ -348,6 +397,14 @@ class MemoryGateway:
         """Move every byte that can move between the client and the gateway."""
         self.client.flush()
 
+    def disconnect(self) -> None:
+        """Every client whose response is not finished goes away: its
+        connection is dropped, as a closed socket is (the pending requests
+        then fail on the client's side)."""
+        for request in list(self.proxy._live):
+            request.channel.transport.abortConnection()
+        self.flush()
+
     def result(self, d: defer.Deferred) -> Any:
         """Flush, then the Deferred's result (raises if it failed or is pending)."""
         self.flush()
@@ -365,6 +422,12 @@ class MemoryGateway:
         """The push producers (stream relays) of the requests in flight: a
         test plays the client's backpressure through them."""
         return [r.producer for r in self.proxy._live if getattr(r, "producer", None)]
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample of :attr:`metrics` (as ``GET /metrics`` would show it);
+        a series that does not exist reads 0."""
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
 
     @property
     def ends(self) -> list[str | None]:
