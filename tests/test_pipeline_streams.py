@@ -173,13 +173,6 @@ def test_steady_chunks_slower_than_nothing_but_faster_than_timeout_are_not_cut(g
     assert gw.ends == ["done"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when now - last_activity rounds a hair below the model timeout, "
-    "Exchange._timed_out reschedules itself after that hair, which the clock's "
-    "float cannot hold: it lands on the same instant again and again (a frozen "
-    "Clock spins for ever; a real reactor until its time moves)",
-)
 def test_the_idle_timer_fires_when_the_clock_lands_on_its_deadline(gw):
     gw.clock.advance(0.6)
     pending = stream(gw, model="s-fast")

@@ -301,8 +301,11 @@ class Exchange:
             return
         if self.state == STREAMING:
             idle = 0.0 if self._paused else self.reactor.seconds() - self._last_activity
-            if idle < self._timeout:
-                self._timer = self.reactor.callLater(self._timeout - idle, self._timed_out)
+            remaining = self._timeout - idle
+            # a hair below the timeout is the timeout: rescheduled after that
+            # hair, the timer would land on the same float instant again and again
+            if remaining > 1e-6:
+                self._timer = self.reactor.callLater(remaining, self._timed_out)
                 return
             log.warn(
                 "stream {rid}: no chunk for {t}s, stream cut",
