@@ -400,9 +400,16 @@ class MemoryGateway:
     def disconnect(self) -> None:
         """Every client whose response is not finished goes away: its
         connection is dropped, as a closed socket is (the pending requests
-        then fail on the client's side)."""
+        then fail on the client's side). As a TCP transport does when its
+        connection is lost, the transport's producer (the HTTP channel, which
+        passes it on to a stream's relay) is stopped first, then the protocol
+        is told; the in-memory transport alone would skip the first step."""
         for request in list(self.proxy._live):
-            request.channel.transport.abortConnection()
+            transport = request.channel.transport
+            producer, transport.producer = getattr(transport, "producer", None), None
+            if producer is not None:
+                producer.stopProducing()
+            transport.abortConnection()
         self.flush()
 
     def result(self, d: defer.Deferred) -> Any:
