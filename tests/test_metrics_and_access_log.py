@@ -6,7 +6,10 @@ prompt.
 
 Model-labelled series are read for a model made by the test itself, so they
 start from zero; the shared ``aisix_request_count_total`` and latency series
-are compared before and after.
+are compared before and after. What the pipeline tells these hooks without a
+process (every limit kind's rejection, stream latencies and the timeouts'
+lines, on a Clock) is pinned in memory in tests/test_pipeline_limits.py and
+tests/test_pipeline_streams.py.
 """
 
 from __future__ import annotations
@@ -256,7 +259,8 @@ async def test_request_count_is_labelled_with_the_matched_route_or_a_dash(gw):
     assert delta(before, after, "aisix_request_latency_milliseconds_count", **chat_route(401)) == 1
 
 
-@pytest.mark.parametrize("kind", ["rpm", "rpd", "tpm", "tpd"])
+# the other kinds and concurrency, in memory: tests/test_pipeline_limits.py
+@pytest.mark.parametrize("kind", ["rpm"])
 @pytest_twisted.ensureDeferred
 async def test_window_rejections_are_counted_by_limit(gw, kind):
     model = await new_model(gw)
@@ -270,23 +274,6 @@ async def test_window_rejections_are_counted_by_limit(gw, kind):
     others = {"rpm", "rpd", "tpm", "tpd", "concurrency"} - {kind}
     for other in others:
         assert delta(before, after, "twisted_gw_rate_limit_rejections_total", limit=other) == 0
-
-
-@pytest_twisted.ensureDeferred
-async def test_concurrency_rejections_are_counted(gw, fresh_upstream):
-    held_model = await new_model(gw, fresh_upstream)
-    quick = await new_model(gw)
-    key, _ = await new_key(gw, [held_model, quick], {"concurrency": 1})
-    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
-    held = defer.ensureDeferred(stream(gw, key, held_model))
-    await fresh_upstream.wait_for_requests(1, timeout=5)
-    before = await scrape(gw)
-    assert (await gw.chat(key, chat_doc(quick)))[0] == 429
-    after = await scrape(gw)
-    held.cancel()
-    with pytest.raises(defer.CancelledError):
-        await held
-    assert delta(before, after, "twisted_gw_rate_limit_rejections_total", limit="concurrency") == 1
 
 
 # -- every way a request ends: one access-log line, and the stream-end counter ---------------

@@ -3,6 +3,11 @@ concurrency against the real gateway process, the local ``mock`` provider
 (usage 5/33/38) and a real mock upstream for streams that must stay open, be
 cut or time out.
 
+One test per bullet here, against the real process; the limiter's other
+decisions (every window kind, the strictest headers, the 429 texts of each
+scope, what a rejection spends, the release of slots on every way a request
+ends) are pinned in memory, on a Clock, in tests/test_pipeline_limits.py.
+
 Every test makes its own models and keys through the Admin API, so their
 counters never meet. Windows are fixed and aligned to the epoch minute, so a
 test that counts requests first steps past the last seconds of a minute.
@@ -23,7 +28,7 @@ from twisted.internet import defer, reactor, task
 from tests.conftest import secret
 from tests.streamcheck import counted_gateway, no_unhandled_errors, wait_finalized
 from tests.support.gateway import treq_json, treq_stream
-from tests.support.mock_upstream import SSEEnd, chat_chunk, sse_event
+from tests.support.mock_upstream import chat_chunk, sse_event
 
 CHAT = "/v1/chat/completions"
 MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
@@ -171,32 +176,6 @@ async def test_key_rpm_exhausted_is_429_naming_the_key_id_with_retry_after(gw):
 
 
 @pytest_twisted.ensureDeferred
-async def test_model_rpm_exhausted_names_the_model_store_id_never_the_key(gw):
-    await steady_window()
-    model, model_id = await mock_model(gw, {"rpm": 1})
-    key, key_id = await new_key(gw, [model])
-    assert (await chat(gw, key, model))[0] == 200
-    status, headers, body = await chat(gw, key, model)
-    assert status == 429
-    assert json.loads(body) == {"error": window_429("model", model_id, "rpm", 1)}
-    assert key.encode() not in body and key_id.encode() not in body
-    assert_retry_after(headers)
-
-
-@pytest_twisted.ensureDeferred
-async def test_rpd_exhausted_is_429_with_a_retry_after_within_the_day(gw):
-    model, _ = await mock_model(gw)
-    key, key_id = await new_key(gw, [model], {"rpd": 1})
-    status, headers, _ = await chat(gw, key, model)
-    assert status == 200 and headers["x-ratelimit-limit-requests"] == "1"
-    assert reset_seconds(headers["x-ratelimit-reset-requests"]) <= 86400
-    status, headers, body = await chat(gw, key, model)
-    assert status == 429
-    assert json.loads(body) == {"error": window_429("key", key_id, "rpd", 1)}
-    assert_retry_after(headers, window=86400)
-
-
-@pytest_twisted.ensureDeferred
 async def test_remaining_requests_decrease_one_by_one_with_a_reset_duration(gw):
     await steady_window()
     model, _ = await mock_model(gw)
@@ -210,34 +189,6 @@ async def test_remaining_requests_decrease_one_by_one_with_a_reset_duration(gw):
         remaining.append(headers["x-ratelimit-remaining-requests"])
     assert remaining == ["3", "2", "1", "0"]
     assert (await chat(gw, key, model))[0] == 429
-
-
-@pytest_twisted.ensureDeferred
-async def test_only_the_configured_header_groups_are_sent(gw):
-    model, _ = await mock_model(gw)
-    key, _ = await new_key(gw, [model])
-    _, headers, _ = await chat(gw, key, model)
-    assert not [h for h in headers if h.startswith("x-ratelimit-")]
-    key, _ = await new_key(gw, [model], {"concurrency": 3})
-    _, headers, _ = await chat(gw, key, model)
-    assert {h: v for h, v in headers.items() if h.startswith("x-ratelimit-")} == {
-        "x-ratelimit-limit-concurrent": "3",
-        "x-ratelimit-remaining-concurrent": "2",  # this request counts itself
-    }
-
-
-@pytest_twisted.ensureDeferred
-async def test_headers_show_the_strictest_of_key_and_model_limits(gw):
-    await steady_window()
-    model, _ = await mock_model(gw, {"rpm": 2, "tpm": 10000})
-    key, _ = await new_key(gw, [model], {"rpm": 10, "tpm": 100})
-    _, headers, _ = await chat(gw, key, model)
-    assert headers["x-ratelimit-limit-requests"] == "2"  # the model's: 1 left < 9 left
-    assert headers["x-ratelimit-remaining-requests"] == "1"
-    assert headers["x-ratelimit-limit-tokens"] == "100"  # the key's: 100 left < 10000
-    assert headers["x-ratelimit-remaining-tokens"] == "100"
-    _, headers, _ = await chat(gw, key, model)
-    assert headers["x-ratelimit-remaining-tokens"] == str(100 - MOCK_TOTAL_TOKENS)
 
 
 @pytest_twisted.ensureDeferred
@@ -256,20 +207,6 @@ async def test_request_rejected_by_the_model_does_not_spend_the_key_quota(gw):
     assert (await chat(gw, key, free))[0] == 200
     status, _, body = await chat(gw, key, free)
     assert status == 429 and error_of(body) == window_429("key", key_id, "rpm", 3)
-
-
-@pytest_twisted.ensureDeferred
-async def test_request_rejected_by_the_key_does_not_spend_the_model_quota(gw):
-    await steady_window()
-    model, _ = await mock_model(gw, {"rpm": 2})
-    tight, tight_id = await new_key(gw, [model], {"rpm": 1})
-    other, _ = await new_key(gw, [model])
-    assert (await chat(gw, tight, model))[0] == 200  # model: 1 of 2
-    for _ in range(3):
-        status, _, body = await chat(gw, tight, model)
-        assert status == 429 and error_of(body) == window_429("key", tight_id, "rpm", 1)
-    status, headers, _ = await chat(gw, other, model)
-    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"  # model: 2 of 2
 
 
 @pytest_twisted.ensureDeferred
@@ -292,23 +229,13 @@ async def test_rate_limit_headers_on_streaming_responses(gw):
     assert second.headers["x-ratelimit-remaining-tokens"] == str(1000 - MOCK_TOTAL_TOKENS)
 
 
-@pytest_twisted.ensureDeferred
-async def test_rate_limit_headers_on_upstream_errors_that_passed_the_limiter(gw, fresh_upstream):
-    await steady_window()
-    model, _ = await upstream_model(gw, fresh_upstream)
-    key, _ = await new_key(gw, [model], {"rpm": 5})
-    fresh_upstream.set_json(CHAT, {"error": {"message": "boom"}}, status=500)
-    status, headers, _ = await chat(gw, key, model)
-    assert status == 502 and headers["x-ratelimit-remaining-requests"] == "4"
-    result = await stream(gw, key, model)
-    assert result.status == 502 and result.headers["x-ratelimit-remaining-requests"] == "3"
-
-
 # -- token windows ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["non-stream", "stream"])
-@pytest.mark.parametrize("scope", ["key", "model"])
+# a stream's usage chunk on a key's limit here; the three other cases, in memory:
+# tests/test_pipeline_limits.py
+@pytest.mark.parametrize("streaming", [True], ids=["stream"])
+@pytest.mark.parametrize("scope", ["key"])
 @pytest_twisted.ensureDeferred
 async def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
     # check at pre-call rejects only when nothing remains: 0 < 50, 38 < 50, 76 >= 50
@@ -331,19 +258,6 @@ async def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
     assert status == 429
     assert error_of(body) == window_429(scope, key_id if scope == "key" else model_id, "tpm", 50)
     assert_retry_after(headers)
-
-
-@pytest_twisted.ensureDeferred
-async def test_missing_usage_spends_no_tokens(gw, fresh_upstream):
-    await steady_window()
-    model, _ = await upstream_model(gw, fresh_upstream)
-    key, _ = await new_key(gw, [model], {"tpm": 10})
-    events = [chat_chunk(role="assistant", content=""), chat_chunk("x")]
-    fresh_upstream.set_sse(CHAT, [sse_event(e) for e in events] + [sse_event("[DONE]")])
-    for _ in range(3):
-        result = await stream(gw, key, model)
-        assert result.status == 200 and result.data[-1] == "[DONE]"
-        assert result.headers["x-ratelimit-remaining-tokens"] == "10"
 
 
 # -- concurrency --------------------------------------------------------------------------
@@ -370,145 +284,6 @@ async def test_concurrency_429_while_a_stream_is_open_freed_when_the_client_leav
     assert status == 200, "the permit of a stream whose client left was never released"
     assert headers["x-ratelimit-remaining-concurrent"] == "0"  # this request holds it now
     await gone  # and the upstream request was cancelled
-
-
-@pytest_twisted.ensureDeferred
-async def test_model_concurrency_names_the_model_id(gw, fresh_upstream):
-    held_model, model_id = await upstream_model(gw, fresh_upstream, {"concurrency": 1})
-    key_a, _ = await new_key(gw, [held_model])
-    key_b, _ = await new_key(gw, [held_model])
-    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
-    held = hold_stream(gw, key_a, held_model)
-    await fresh_upstream.wait_for_requests(1, timeout=5)
-    status, _, body = await chat(gw, key_b, held_model)
-    assert status == 429 and error_of(body) == concurrency_429(model_id)
-    await walk_away(held)
-    fresh_upstream.clear(CHAT)
-    assert (await until_ok(gw, key_b, held_model))[0] == 200
-
-
-@pytest_twisted.ensureDeferred
-async def test_concurrency_rejection_does_not_spend_the_request_quota(gw, fresh_upstream):
-    await steady_window()
-    held_model, _ = await upstream_model(gw, fresh_upstream)
-    quick, _ = await mock_model(gw)
-    key, _ = await new_key(gw, [held_model, quick], {"rpm": 3, "concurrency": 1})
-    fresh_upstream.set_sse(CHAT, [sse_event(chat_chunk("a", role="assistant"))], end="hang")
-    held = hold_stream(gw, key, held_model)
-    await fresh_upstream.wait_for_requests(1, timeout=5)  # rpm: 1 of 3
-    for _ in range(3):
-        status, _, body = await chat(gw, key, quick)
-        assert status == 429 and error_of(body)["code"] == "concurrency_limit_exceeded"
-    await walk_away(held)
-    status, headers = await until_ok(gw, key, quick)
-    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "1"  # rpm: 2 of 3
-
-
-@pytest.mark.parametrize("end", ["cut", "reset"])
-@pytest_twisted.ensureDeferred
-async def test_concurrency_is_held_while_streaming_and_freed_after_an_upstream_cut(
-    gw, fresh_upstream, end
-):
-    held_model, _ = await upstream_model(gw, fresh_upstream)
-    quick, _ = await mock_model(gw)
-    key, key_id = await new_key(gw, [held_model, quick], {"concurrency": 1})
-    events = [sse_event(chat_chunk("a", role="assistant"))]
-    fresh_upstream.set_sse(CHAT, events, end=end, end_delay=0.5)
-    running = hold_stream(gw, key, held_model)
-    await fresh_upstream.wait_for_requests(1, timeout=5)
-    status, _, body = await chat(gw, key, quick)
-    assert status == 429 and error_of(body) == concurrency_429(key_id)
-    result = await running
-    assert result.status == 200 and "[DONE]" not in result.data
-    assert (await wait_finalized(gw.process, result.headers["x-request-id"]))[0] == "upstream_cut"
-    assert (await chat(gw, key, quick))[0] == 200
-
-
-@pytest.mark.parametrize("started", [True, False], ids=["mid-stream", "before-first-chunk"])
-@pytest_twisted.ensureDeferred
-async def test_concurrency_is_freed_after_a_stream_timeout(gw, fresh_upstream, started):
-    held_model, _ = await upstream_model(gw, fresh_upstream, timeout=300)
-    quick, _ = await mock_model(gw)
-    key, _ = await new_key(gw, [held_model, quick], {"concurrency": 1})
-    first = [sse_event(chat_chunk("a", role="assistant"))] if started else [b": hi\n\n"]
-    fresh_upstream.set_sse(CHAT, first, end="hang")
-    running = hold_stream(gw, key, held_model)
-    await fresh_upstream.wait_for_requests(1, timeout=5)
-    assert (await chat(gw, key, quick))[0] == 429
-    result = await running
-    assert result.status == (200 if started else 504)
-    assert (await wait_finalized(gw.process, result.headers["x-request-id"]))[0] == "timeout"
-    assert (await chat(gw, key, quick))[0] == 200
-
-
-@pytest_twisted.ensureDeferred
-async def test_no_permit_leaks_whatever_way_requests_end(gw, fresh_upstream):
-    # a concurrency-1 key: any permit not given back makes every later request 429
-    up, _ = await upstream_model(gw, fresh_upstream, timeout=300)
-    quick, _ = await mock_model(gw)
-    key, _ = await new_key(gw, [up, quick], {"concurrency": 1})
-    first = sse_event(chat_chunk("a", role="assistant"))
-    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    done = [first, sse_event(chat_chunk(usage=usage))]
-
-    def error(status: int):
-        return lambda: fresh_upstream.set_json(CHAT, {"error": {"message": "x"}}, status)
-
-    def events(items: list[bytes], end: SSEEnd = "close"):
-        return lambda: fresh_upstream.set_sse(CHAT, items, end=end)
-
-    def delay() -> None:
-        fresh_upstream.set_delay(CHAT, 5)
-
-    def drop() -> None:
-        fresh_upstream.set_drop(CHAT)
-
-    def default() -> None:
-        pass
-
-    async def non_stream(model: str) -> int:
-        return (await chat(gw, key, model))[0]
-
-    async def streamed(model: str) -> int:
-        return (await stream(gw, key, model)).status
-
-    async def gone_waiting(model: str) -> str:
-        with pytest.raises(defer.TimeoutError):
-            await chat(gw, key, model, timeout=0.1)
-        return "gone"
-
-    async def gone_streaming(model: str) -> str:
-        result = await stream(gw, key, model, stop_when=lambda body: b"data:" in body)
-        return "gone" if result.ended == "stopped" else result.ended
-
-    steps = [
-        # (what, how the upstream answers, the request, its model, the expected outcome)
-        ("mock ok", default, non_stream, quick, 200),
-        ("mock stream", default, streamed, quick, 200),
-        ("upstream ok", default, non_stream, up, 200),
-        ("upstream 400", error(400), non_stream, up, 400),
-        ("upstream 401", error(401), non_stream, up, 502),
-        ("upstream 500", error(500), non_stream, up, 502),
-        ("stream upstream 500", error(500), streamed, up, 502),
-        ("stream upstream 429", error(429), streamed, up, 429),
-        ("upstream drops the connection", drop, non_stream, up, 502),
-        ("stream done", events(done), streamed, up, 200),
-        ("stream empty", events([]), streamed, up, 200),
-        ("stream cut before a chunk", events([], "cut"), streamed, up, 502),
-        ("stream cut after a chunk", events([first], "cut"), streamed, up, 200),
-        ("stream malformed", events([first, b"data: {x\n\n"], "hang"), streamed, up, 200),
-        ("timeout", delay, non_stream, up, 504),
-        ("stream timeout", delay, streamed, up, 504),
-        ("stream idle timeout", events([first], "hang"), streamed, up, 200),
-        ("client gone waiting", delay, gone_waiting, up, "gone"),
-        ("client gone mid-stream", events([first], "hang"), gone_streaming, up, "gone"),
-    ]
-    for name, program, run, model, expected in steps:
-        fresh_upstream.clear(CHAT)
-        program()
-        assert await run(model) == expected, name
-        status, _ = await until_ok(gw, key, quick)
-        assert status == 200, f"a permit leaked after: {name}"
 
 
 # -- changes and exemptions ---------------------------------------------------------------
@@ -575,19 +350,6 @@ async def test_models_endpoint_is_not_rate_limited(gw):
     assert (await chat(gw, key, model))[0] == 429
     status, _, _ = await treq_json("GET", gw.proxy + "/v1/models", headers=auth)
     assert status == 200  # and is not refused when the limits are spent
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_request_rejected_before_the_limiter_spends_nothing(gw):
-    await steady_window()
-    model, _ = await mock_model(gw)
-    other, _ = await mock_model(gw)
-    key, _ = await new_key(gw, [model], {"rpm": 1})
-    assert (await gw.chat(key, {"model": model}))[0] == 400  # no messages
-    assert (await chat(gw, key, "no-such-model"))[0] == 400
-    assert (await chat(gw, key, other))[0] == 403
-    status, headers, _ = await chat(gw, key, model)
-    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"
 
 
 @pytest_twisted.ensureDeferred
