@@ -338,11 +338,8 @@ def test_concurrency_is_freed_after_a_stream_timeout(gw, started):
 
 
 def test_no_permit_leaks_whatever_way_requests_end(gw):
-    # a concurrency-1 key: any permit not given back makes every later request 429.
-    # 500 ms: a timeout binary floats hold exactly, so the clock, moved by it
-    # again and again, lands on each deadline exactly (see the xfail test of
-    # the idle timer in test_pipeline_streams.py)
-    upstream_model(gw, "up", timeout=500)
+    # a concurrency-1 key: any permit not given back makes every later request 429
+    upstream_model(gw, "up", timeout=300)
     mock_model(gw, "quick")
     key, _ = new_key(gw, ["up", "quick"], {"concurrency": 1})
     usage = dict(FIRST, choices=[], usage={"prompt_tokens": 1, "completion_tokens": 1})
@@ -374,11 +371,11 @@ def test_no_permit_leaks_whatever_way_requests_end(gw):
         call.fail(provider_error("connection closed before a response"))
 
     def wait(call: Any) -> None:
-        gw.clock.advance(0.5)
+        gw.clock.advance(0.3)
 
     def idle(call: Any) -> None:
         call.stream().push(FIRST)
-        gw.clock.advance(0.5)
+        gw.clock.advance(0.3)
 
     def gone(call: Any) -> None:
         gw.disconnect()
