@@ -5,6 +5,7 @@ black-box suite covers the wire; these pin the exchange's decisions."""
 from __future__ import annotations
 
 import pytest
+from twisted.internet import defer
 
 from twisted_gw.errors import GatewayError
 from twisted_gw.testing import MemoryGateway
@@ -165,6 +166,7 @@ def test_client_gone_cancels_the_upstream_and_releases_the_slot(gw):
     assert source.cancelled and gw.ends == ["client_gone"]
     assert gw.recorder.finalized[0].status == 200  # the stream had started
     assert gw.limiter.slots_held() == 0
+    pending.addErrback(lambda f: f.trap(defer.CancelledError))
     pending.cancel()
 
 

@@ -142,7 +142,8 @@ class StreamRelay:
     def _unregister(self) -> None:
         if self._producing:  # the transport calls stopProducing before connectionLost
             self._producing = False
-            self.request.unregisterProducer()
+            if self.request.channel is not None:  # a lost connection forgot it already
+                self.request.unregisterProducer()
 
     # -- IPushProducer: the client's side of backpressure ------------------------------
 
