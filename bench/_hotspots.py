@@ -68,7 +68,7 @@ HOTSPOTS = [
         "werkzeug/routing/",
     ),
     (
-        "    gateway handler ProxyApp._model_call (auth, body, hooks, provider)",
+        "    gateway handler ProxyApp._model_call (auth, body, exchange, provider)",
         {"ProxyApp._model_call"},
         "twisted_gw/proxy/app.py",
     ),
@@ -93,9 +93,9 @@ HOTSPOTS = [
         "twisted/web/_newclient.py",
     ),
     (
-        "  gateway success path ProxyApp._succeeded (post_call, write, finish, finalize)",
-        {"ProxyApp._succeeded"},
-        "twisted_gw/proxy/app.py",
+        "  gateway success path Exchange._answered (post_call, write, finish, finalize)",
+        {"Exchange._answered"},
+        "twisted_gw/proxy/exchange.py",
     ),
     ("    response Request.finish (incl. access log)", {"Request.finish"}, "twisted/web/"),
     ("      access log line HTTPFactory.log", {"HTTPFactory.log"}, "twisted/web/http.py"),
@@ -130,7 +130,7 @@ STREAM_HOTSPOTS = [
         "twisted/web/http.py",
     ),
     (
-        "  gateway handler ProxyApp._model_call (auth, body, hooks, provider)",
+        "  gateway handler ProxyApp._model_call (auth, body, exchange, provider)",
         {"ProxyApp._model_call"},
         "twisted_gw/proxy/app.py",
     ),
@@ -145,9 +145,9 @@ STREAM_HOTSPOTS = [
         "twisted/web/_newclient.py",
     ),
     (
-        "  stream opened: Deferred chain to StreamRelay._opened (source, deliverBody)",
-        {"StreamRelay._opened"},
-        "twisted_gw/streaming/relay.py",
+        "  stream opened: Deferred chain to Exchange._answered (source, deliverBody)",
+        {"Exchange._answered"},
+        "twisted_gw/proxy/exchange.py",
     ),
     (
         "  upstream chunked decoding _ChunkedTransferDecoder.dataReceived (incl. below)",
@@ -157,13 +157,13 @@ STREAM_HOTSPOTS = [
     (
         "    per-event path _SSEBodyProtocol.dataReceived",
         {"_SSEBodyProtocol.dataReceived"},
-        "twisted_gw/streaming/source.py",
+        "twisted_gw/providers/sources.py",
     ),
-    ("      SSEParser.feed (lines, fields, SSEEvent)", {"SSEParser.feed"}, "streaming/sse.py"),
+    ("      SSEParser.feed (lines, fields, SSEEvent)", {"SSEParser.feed"}, "twisted_gw/sse.py"),
     (
         "      StreamRelay.chunk (check the event, write it)",
         {"StreamRelay.chunk"},
-        "twisted_gw/streaming/relay.py",
+        "twisted_gw/proxy/relay.py",
     ),
     (
         "        jsonutil.loads of the event (decode + JSONDecoder)",
@@ -172,9 +172,9 @@ STREAM_HOTSPOTS = [
         {"StreamRelay.chunk"},
     ),
     (
-        "        StreamRelay._start_response (headers, registerProducer)",
-        {"StreamRelay._start_response"},
-        "twisted_gw/streaming/relay.py",
+        "        StreamRelay.start_response (headers, registerProducer)",
+        {"StreamRelay.start_response"},
+        "twisted_gw/proxy/relay.py",
     ),
     (
         "        Request.write per event (chunk framing, transport buffer)",
@@ -188,11 +188,11 @@ STREAM_HOTSPOTS = [
         "twisted/web/_newclient.py",
     ),
     (
-        "    StreamRelay.upstream_ended ([DONE], finish, finalize)",
-        {"StreamRelay.upstream_ended"},
-        "twisted_gw/streaming/relay.py",
+        "    Exchange.upstream_ended ([DONE], finish, finalize)",
+        {"Exchange.upstream_ended"},
+        "twisted_gw/proxy/exchange.py",
     ),
-    ("      Request.finish", {"Request.finish"}, "twisted/web/", {"StreamRelay.upstream_ended"}),
+    ("      Request.finish", {"Request.finish"}, "twisted/web/", {"Exchange.upstream_ended"}),
     ("      hooks finalize (metrics, access log)", {"HookManager.finalize"}, "twisted_gw/hooks/"),
     (
         "socket writes (FileDescriptor.doWrite: client + upstream)",
@@ -216,6 +216,6 @@ STREAM_HOTSPOTS = [
 # (the decoder's last chunk runs the response's end: pool, [DONE], finalize).
 PER_EVENT_ROOTS = {
     ("_ChunkedTransferDecoder.dataReceived", "twisted/web/http.py"),
-    ("_SSEBodyProtocol.dataReceived", "twisted_gw/streaming/source.py"),
+    ("_SSEBodyProtocol.dataReceived", "twisted_gw/providers/sources.py"),
 }
 PER_EVENT_EXCLUDE = {("HTTPClientParser._finished", "twisted/web/_newclient.py")}

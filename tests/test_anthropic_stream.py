@@ -33,8 +33,8 @@ from tests.support.anthropic_events import (
 )
 from tests.test_stream_sources import FakeResponse, RecordingSink, RecordingTCP
 from twisted_gw.providers.anthropic_stream import AnthropicStreamTranslator
-from twisted_gw.streaming.sse import SSEEvent, SSEParser
-from twisted_gw.streaming.translated import TranslatedSSESource, UpstreamStreamError
+from twisted_gw.providers.translated import TranslatedSSESource, UpstreamStreamError
+from twisted_gw.sse import SSEEvent, SSEParser
 
 CREATED = 1_700_000_123
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted_gw.streaming.completion import chunks_from_completion
+from twisted_gw.providers.completion import chunks_from_completion
 
 COMPLETION = {
     "id": "chatcmpl-1",

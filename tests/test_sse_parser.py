@@ -1,4 +1,4 @@
-"""Unit tests of the incremental SSE parser (twisted_gw.streaming.sse).
+"""Unit tests of the incremental SSE parser (twisted_gw.sse).
 
 The expected behaviour is the WHATWG event-stream format ("Server-sent events",
 HTML Living Standard, section 9.2.6 "Interpreting an event stream"), byte-based:
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
+from twisted_gw.sse import EventTooLarge, SSEEvent, SSEParser
 
 
 def parse(feeds: Iterable[bytes], parser: SSEParser | None = None) -> list[SSEEvent]:

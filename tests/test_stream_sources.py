@@ -1,4 +1,4 @@
-"""In-process unit tests of the stream sources (twisted_gw.streaming.source).
+"""In-process unit tests of the stream sources (twisted_gw.providers.sources).
 
 No network and no mocks of our own code: the upstream body is driven through
 ``_SSEBodyProtocol`` exactly as twisted.web.client would drive it (a response
@@ -21,7 +21,7 @@ from twisted.web._newclient import TransportProxyProducer
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 
-from twisted_gw.streaming.source import HTTPSSESource, ListSource
+from twisted_gw.providers.sources import HTTPSSESource, ListSource
 
 # -- fakes of Twisted's objects and a recording sink ----------------------------
 

@@ -28,7 +28,7 @@ from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.providers.openai import decode_json_object, open_stream
-from twisted_gw.streaming.translated import TranslatedSSESource
+from twisted_gw.providers.translated import TranslatedSSESource
 
 DEFAULT_BASE = default_base("anthropic")
 API_VERSION = b"2023-06-01"

@@ -1,7 +1,7 @@
 """Anthropic's streaming events -> OpenAI ``chat.completion.chunk`` objects.
 
 A small stateful translator, pure (no I/O), fed one parsed SSE event at a
-time by :class:`~twisted_gw.streaming.translated.TranslatedSSESource`:
+time by :class:`~twisted_gw.providers.translated.TranslatedSSESource`:
 
 ==============================  ===============================================
 Anthropic event                 OpenAI chunks
@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 from twisted_gw.jsonutil import loads
 from twisted_gw.providers.anthropic_translate import finish_reason, openai_usage, tool_arguments
 from twisted_gw.providers.errors import redact
-from twisted_gw.streaming.sse import SSEEvent
-from twisted_gw.streaming.translated import UpstreamStreamError
+from twisted_gw.providers.translated import UpstreamStreamError
+from twisted_gw.sse import SSEEvent
 
 _USAGE_FIELDS = (
     "input_tokens",

@@ -26,7 +26,7 @@ from twisted_gw.providers.interfaces import (
     ProviderResult,
     last_user_text,
 )
-from twisted_gw.streaming.source import ListSource
+from twisted_gw.providers.sources import ListSource
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
 DIMENSIONS = 16

@@ -18,11 +18,11 @@ from twisted_gw.config.entities import Model
 from twisted_gw.errors import provider_error
 from twisted_gw.jsonutil import dumps, loads, read
 from twisted_gw.providers.catalog import default_base
+from twisted_gw.providers.completion import chunks_from_completion
 from twisted_gw.providers.errors import map_upstream_status
 from twisted_gw.providers.http import UpstreamClient, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
-from twisted_gw.streaming.completion import chunks_from_completion
-from twisted_gw.streaming.source import HTTPSSESource, ListSource
+from twisted_gw.providers.sources import HTTPSSESource, ListSource
 
 _JSON = [b"application/json"]
 _SSE = [b"text/event-stream"]

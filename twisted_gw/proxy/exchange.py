@@ -41,7 +41,7 @@ from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
 from twisted_gw.providers.interfaces import CHAT, IChunkSource, IProvider, ProviderResult
-from twisted_gw.streaming.relay import StreamRelay
+from twisted_gw.proxy.relay import StreamRelay
 
 log = Logger()
 
@@ -264,7 +264,7 @@ class Exchange:
             source.pause() if paused else source.resume()
 
     def upstream_ended(self, clean: bool, detail: str) -> None:
-        """The source's one end (see twisted_gw.streaming.source.stream_end)."""
+        """The source's one end (see twisted_gw.providers.sources.stream_end)."""
         if self.state == CLOSED:
             return
         self._source = None  # over: nothing to cancel

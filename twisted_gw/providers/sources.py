@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from twisted_gw._outbound import BodyCloser
 from twisted_gw.providers.interfaces import IChunkSink, IChunkSource
-from twisted_gw.streaming.sse import EventTooLarge, SSEEvent, SSEParser
+from twisted_gw.sse import EventTooLarge, SSEEvent, SSEParser
 
 DONE = b"[DONE]"
 

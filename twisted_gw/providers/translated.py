@@ -7,7 +7,7 @@ or sends an event it cannot read, and has ``complete``: true once the upstream
 said its stream is whole (Anthropic's ``message_stop``). :class:`TranslatingDialect`
 makes it a dialect of the one SSE body reader, so parsing, transport handling,
 backpressure, cancellation and the end-of-stream rules
-(:func:`~twisted_gw.streaming.source.stream_end`) are the same for every
+(:func:`~twisted_gw.providers.sources.stream_end`) are the same for every
 provider: the stream ends at the terminal event even if the upstream keeps
 its body open, and a body that ends after chunks without it was cut.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted_gw.jsonutil import dumps
-from twisted_gw.streaming.source import HTTPSSESource, UpstreamStreamError
-from twisted_gw.streaming.sse import SSEEvent
+from twisted_gw.providers.sources import HTTPSSESource, UpstreamStreamError
+from twisted_gw.sse import SSEEvent
 
 __all__ = ["StreamTranslator", "TranslatedSSESource", "TranslatingDialect", "UpstreamStreamError"]
 
