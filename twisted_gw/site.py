@@ -37,6 +37,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+from klein import Klein
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -345,3 +346,14 @@ class GatewaySite(Site):
 
     def log(self, request: object) -> None:
         """No twisted.web access log (see the module docstring)."""
+
+
+def routes() -> Klein:
+    """The Klein app of a gateway listener: no redirects, ever. werkzeug would
+    answer ``//x`` with a 308 whose Location is built from the client's Host
+    header (an open redirect), so slashes are not merged and such a path is
+    simply unknown (the app's not-found handler answers it)."""
+    app = Klein()
+    app.url_map.merge_slashes = False
+    app.url_map.redirect_defaults = False
+    return app

@@ -35,7 +35,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_gw.config.interfaces import DuplicateError, IConfigStore
+from twisted_gw.config.embedded import EmbeddedStore
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.errors import GatewayError
 from twisted_gw.hooks.context import RequestContext
@@ -93,64 +93,16 @@ class _Clock(Clock):
         return super().callLater(delay, callable, *args, **kw)
 
 
-@implementer(IConfigStore)
-class MemoryStore:
-    """An IConfigStore in a dict: every change rebuilds the snapshot at once."""
+class MemoryStore(EmbeddedStore):
+    """The embedded store without its file: the same checks (duplicates,
+    revisions) and snapshots, every change applied at once in memory."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, StoredEntry] = {}
-        self._revision = 0
-        self._listeners: list[Any] = []
+        super().__init__(":memory:")
         self.snapshot = Snapshot()
 
-    def start(self) -> defer.Deferred:
-        return defer.succeed(self.snapshot)
-
-    def stop(self) -> defer.Deferred:
-        return defer.succeed(None)
-
-    def list(self, segment: str) -> defer.Deferred:
-        prefix = f"/{segment}/"
-        return defer.succeed([e for k, e in sorted(self._entries.items()) if k.startswith(prefix)])
-
-    def get(self, segment: str, id: str) -> defer.Deferred:
-        return defer.succeed(self._entries.get(f"/{segment}/{id}"))
-
-    def put(self, segment: str, id: str, value: dict) -> defer.Deferred:
-        from twisted_gw.config.entities import KINDS
-
-        kind = KINDS[segment]
-        key = f"/{segment}/{id}"
-        unique = value[kind.unique_field]
-        for other in self._entries.values():
-            if (
-                other.segment == segment
-                and other.key != key
-                and other.value.get(kind.unique_field) == unique
-            ):
-                return defer.fail(DuplicateError(kind.duplicate))
-        self._revision += 1
-        old = self._entries.get(key)
-        created = old.created_index if old is not None else self._revision
-        entry = StoredEntry(key, value, created, self._revision)
-        self._entries[key] = entry
-        self._rebuild()
-        return defer.succeed((entry, old is None))
-
-    def delete(self, segment: str, id: str) -> defer.Deferred:
-        entry = self._entries.pop(f"/{segment}/{id}", None)
-        if entry is not None:
-            self._revision += 1
-            self._rebuild()
-        return defer.succeed(entry)
-
-    def add_listener(self, callback: Any) -> None:
-        self._listeners.append(callback)
-
-    def _rebuild(self) -> None:
-        self.snapshot = Snapshot.build(self._entries.values(), self._revision, "memory")
-        for callback in self._listeners:
-            callback(self.snapshot)
+    def _persist(self, revision: int, entries: dict[str, StoredEntry]) -> None:
+        pass
 
 
 @implementer(IChunkSource)

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.http import CACHED
@@ -28,6 +27,7 @@ from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreErro
 from twisted_gw.errors import GatewayError, invalid_url
 from twisted_gw.jsonutil import loads
 from twisted_gw.observability.logsafe import escape
+from twisted_gw.site import routes
 
 log = Logger()
 
@@ -99,12 +99,7 @@ def _json(request: Any, status: int, doc: Any) -> bytes:
 class AdminApp:
     """Admin listener: /aisix/admin/*, /openapi(.json), /ui."""
 
-    app = Klein()
-    # No redirects, ever: werkzeug would answer ``//x`` with a 308 whose
-    # Location is built from the client's Host header (an open redirect), so
-    # slashes are not merged and such a path is simply unknown.
-    app.url_map.merge_slashes = False
-    app.url_map.redirect_defaults = False
+    app = routes()  # no redirects, ever (see twisted_gw.site.routes)
 
     def __init__(
         self,

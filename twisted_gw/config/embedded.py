@@ -167,7 +167,14 @@ class EmbeddedStore:
         return entry, old is None
 
     def _commit(self, revision: int, entries: dict[str, StoredEntry]) -> None:
-        """Write the file (temp + fsync + rename + dir fsync), then swap memory."""
+        """Persist, then swap memory (a failed write changes nothing)."""
+        self._persist(revision, entries)
+        self._revision = revision
+        self._entries = entries
+        self._swap()
+
+    def _persist(self, revision: int, entries: dict[str, StoredEntry]) -> None:
+        """Write the file (temp + fsync + rename + dir fsync); StoreError if not."""
         doc: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "revision": revision,
@@ -205,9 +212,6 @@ class EmbeddedStore:
                     os.unlink(tmp)
                 except OSError:
                     pass
-        self._revision = revision
-        self._entries = entries
-        self._swap()
 
     def _swap(self) -> None:
         self.snapshot = Snapshot.build(self._entries.values(), self._revision, source=self.path)

@@ -84,15 +84,7 @@ class UpstreamClient:
 
         Transport failures become a 502 GatewayError; cancellation passes
         through (the caller turns a timeout into a 504)."""
-        d = self._http.request(
-            "POST",
-            self._url(url),
-            headers=Headers(headers),
-            data=body,
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self.reactor,
-        )
+        d = self._request(url, headers, body)
         d.addCallback(self._read_body, url)
         d.addErrback(self._transport_error)
         return d
@@ -101,7 +93,10 @@ class UpstreamClient:
         self, url: str, headers: dict[bytes, list[bytes]], body: bytes
     ) -> defer.Deferred:
         """POST and fire with the unread response (for streaming collectors)."""
-        d = self._http.request(
+        return self._request(url, headers, body).addErrback(self._transport_error)
+
+    def _request(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
+        return self._http.request(
             "POST",
             self._url(url),
             headers=Headers(headers),
@@ -110,8 +105,6 @@ class UpstreamClient:
             unbuffered=True,
             reactor=self.reactor,
         )
-        d.addErrback(self._transport_error)
-        return d
 
     def _url(self, url: str) -> EncodedURL:
         """The parsed URL, parsed once per distinct upstream URL (treq would

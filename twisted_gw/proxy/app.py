@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from klein import Klein
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -40,6 +39,7 @@ from twisted_gw.providers.interfaces import IProvider
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
+from twisted_gw.site import routes
 
 log = Logger()
 
@@ -49,12 +49,7 @@ _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HE
 class ProxyApp:
     """The OpenAI-compatible API on the proxy listener."""
 
-    app = Klein()
-    # No redirects, ever: werkzeug would answer ``//x`` with a 308 whose
-    # Location is built from the client's Host header (an open redirect), so
-    # slashes are not merged and such a path is simply unknown.
-    app.url_map.merge_slashes = False
-    app.url_map.redirect_defaults = False
+    app = routes()  # no redirects, ever (see twisted_gw.site.routes)
 
     def __init__(
         self,
