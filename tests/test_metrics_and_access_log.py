@@ -34,31 +34,14 @@ from tests.streamcheck import (
     wait_finalized,
     wait_new_finalized,
 )
+from tests.support.access_log import FIELDS, LOGFMT
 from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
 
 CHAT = "/v1/chat/completions"
 MOCK_USAGE = {"prompt": 5, "completion": 33, "total": 38}  # the mock provider's usage
 
-#: the fields of an access-log line, in order (CONTRACT 4.6; the time is the log prefix)
-FIELDS = [
-    "rid",
-    "client",
-    "method",
-    "path",
-    "status",
-    "model",
-    "key_id",
-    "latency_ms",
-    "first_token_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "end",
-]
-
 _ACCESS = re.compile(r"^(\S+) \[[^\]]+\] access (.*)$", re.MULTILINE)
-_LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
@@ -139,7 +122,7 @@ def logfmt_lines(process: Any, rid: str) -> list[dict[str, str]]:
     """The access-log lines of one request, parsed (keys in line order)."""
     found = []
     for stamp, text in access_lines(process):
-        fields = {k: unquote(v) for k, v in _LOGFMT.findall(text)}
+        fields = {k: unquote(v) for k, v in LOGFMT.findall(text)}
         if fields.get("rid") == rid:
             assert _TIME.match(stamp), stamp
             found.append(fields)

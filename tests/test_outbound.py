@@ -26,11 +26,12 @@ from twisted.internet.error import (
     TimeoutError,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import URI, ResponseFailed, ResponseNeverReceived
 
+from tests.support.twisted_fakes import RecordingTCP
 from twisted_gw._outbound import (
     UPSTREAM_WORDS,
     BodyCloser,
@@ -49,30 +50,6 @@ from twisted_gw.errors import GatewayError
 from twisted_gw.providers.http import UpstreamClient
 
 URL = "http://127.0.0.1:8000/v1/chat/completions"
-
-
-class RecordingTCP(StringTransport):
-    """A connection's transport that records what the stack asks of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-        super().pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-        super().resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-        super().stopProducing()
-
-    def abortConnection(self) -> None:
-        self.calls.append("abort")
-        super().abortConnection()
 
 
 class Upstream:

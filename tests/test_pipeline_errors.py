@@ -17,6 +17,7 @@ import json
 import pytest
 from twisted.logger import capturedLogs, formatEvent
 
+from tests.support.upstream_errors import expected_error_type, upstream_error_table
 from twisted_gw.testing import MemoryGateway
 
 CHAT = "/v1/chat/completions"
@@ -139,54 +140,7 @@ def test_mock_embeddings_are_16_dimension_and_deterministic(gw):
 # -- upstream errors (the 4.1 table) ------------------------------------------------------------
 
 
-def upstream_error(message, code=None):
-    return {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-    }
-
-
-@pytest.mark.parametrize(
-    "status, answer, expected_status, expected_code, expected_message",
-    [
-        (
-            500,
-            upstream_error("boom"),
-            502,
-            "provider_error",
-            "Provider error: upstream returned status 500: boom",
-        ),
-        (503, None, 502, "provider_error", "Provider error: upstream returned status 503"),
-        (
-            400,
-            upstream_error("bad temperature", "invalid_value"),
-            400,
-            "invalid_value",
-            "bad temperature",
-        ),
-        (404, upstream_error("no such model"), 404, "provider_error", "no such model"),
-        (
-            429,
-            upstream_error("slow down", "rate_limit_exceeded"),
-            429,
-            "rate_limit_exceeded",
-            "slow down",
-        ),
-        (
-            401,
-            upstream_error("Incorrect API key provided"),
-            502,
-            "provider_error",
-            "Provider error: upstream rejected the provider credentials (401)",
-        ),
-        (
-            403,
-            upstream_error("forbidden"),
-            502,
-            "provider_error",
-            "Provider error: upstream rejected the provider credentials (403)",
-        ),
-    ],
-)
+@upstream_error_table()
 def test_upstream_status_mapping(
     gw, status, answer, expected_status, expected_code, expected_message
 ):
@@ -200,10 +154,7 @@ def test_upstream_status_mapping(
         expected_code,
         expected_message,
     )
-    expected_type = {429: "rate_limit_error", 502: "server_error"}.get(
-        expected_status, "invalid_request_error"
-    )
-    assert error["type"] == expected_type
+    assert error["type"] == expected_error_type(expected_status)
     assert gw.ends == ["upstream_error"]
 
 

@@ -10,17 +10,16 @@ bullet against the real process.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
+from tests.support.ratelimit import assert_retry_after, concurrency_429, reset_seconds, window_429
 from twisted_gw.errors import provider_error
 from twisted_gw.testing import MemoryGateway
 
 CHAT = "/v1/chat/completions"
 MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
-RESET = re.compile(r"^(\d+m)?(\d+s)?$")
 ANSWER = {
     "id": "chatcmpl-up",
     "object": "chat.completion",
@@ -91,40 +90,6 @@ def json_chunks(response: Any) -> list[dict]:
     import json
 
     return [json.loads(d) for d in response.data if d != "[DONE]"]
-
-
-def window_429(scope: str, id: str, kind: str, limit: int) -> dict[str, Any]:
-    label = "API key ID" if scope == "key" else "model ID"
-    return {
-        "message": f"Rate limit exceeded for {label}: {id}. "
-        f"Limited on {kind}, current limit: {limit}, remaining: 0",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "rate_limit_exceeded",
-    }
-
-
-def concurrency_429(id: str, limit: int = 1) -> dict[str, Any]:
-    return {
-        "message": f"Concurrency limit exceeded for resource ID: {id}. "
-        f"Limit: {limit}, current: {limit}",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "concurrency_limit_exceeded",
-    }
-
-
-def assert_retry_after(headers: dict[str, str], window: int = 60) -> None:
-    value = headers.get("retry-after")
-    assert value is not None and value.isdigit(), headers  # whole seconds
-    assert 0 <= int(value) <= window
-
-
-def reset_seconds(value: str) -> int:
-    match = RESET.match(value)
-    assert value and match, f"bad reset duration {value!r}"
-    minutes, seconds = match.groups()
-    return int((minutes or "0m")[:-1]) * 60 + int((seconds or "0s")[:-1])
 
 
 def ratelimit_headers(headers: dict[str, str]) -> dict[str, str]:

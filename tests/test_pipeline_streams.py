@@ -11,12 +11,12 @@ socket going away, the upstream connection being closed.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
 
-from tests.support.mock_upstream import chat_chunk
+from tests.support.access_log import FIELDS, LOGFMT
+from tests.support.mock_upstream import chat_chunk, chunks_json
 from twisted_gw.observability.access_log import access_line
 from twisted_gw.testing import MemoryGateway
 
@@ -27,23 +27,6 @@ TIMEOUT_ERROR = {
     "param": None,
     "code": "request_timeout",
 }
-#: the fields of an access-log line, in order (CONTRACT 4.6)
-FIELDS = [
-    "rid",
-    "client",
-    "method",
-    "path",
-    "status",
-    "model",
-    "key_id",
-    "latency_ms",
-    "first_token_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "end",
-]
-_LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 @pytest.fixture
@@ -63,17 +46,6 @@ def stream(gw: MemoryGateway, body: dict | None = None, model: str = "s-gpt"):
     pending = gw.post(CHAT, doc, gw.key)
     gw.flush()
     return pending
-
-
-def chunks_json(*contents: str, usage: bool = True) -> list[dict]:
-    events = [chat_chunk(role="assistant", content="")]
-    events += [chat_chunk(c) for c in contents]
-    events.append(chat_chunk(finish_reason="stop"))
-    if usage:
-        events.append(
-            chat_chunk(usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5})
-        )
-    return events
 
 
 def json_chunks(response: Any) -> list[dict]:
@@ -233,7 +205,7 @@ def access_fields_of(gw: MemoryGateway) -> dict[str, str]:
     """The access-log line the one finished request gets, parsed (keys in line order)."""
     (ctx,) = gw.recorder.finalized
     text = access_line(ctx, gw.clock.seconds())
-    return {k: v.strip('"') for k, v in _LOGFMT.findall(text)}
+    return {k: v.strip('"') for k, v in LOGFMT.findall(text)}
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["timeout", "timeout-mid-stream"])

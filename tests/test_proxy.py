@@ -15,6 +15,7 @@ from twisted.internet import defer
 from tests.conftest import secret, start_gateway
 from tests.support.gateway import free_port, treq_json
 from tests.support.mock_upstream import MockUpstream
+from tests.support.upstream_errors import expected_error_type, upstream_error_table
 
 CHAT = "/v1/chat/completions"
 EMB = "/v1/embeddings"
@@ -271,41 +272,9 @@ async def test_embeddings_relay_with_the_client_model_name(gw, setup, fresh_upst
 # -- upstream errors (the 4.1 table) ---------------------------------------------------------
 
 
-def upstream_error(message, code=None):
-    return {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-    }
-
-
 # one upstream answer of each row (and an HTML page); every status, in memory:
 # tests/test_pipeline_errors.py
-@pytest.mark.parametrize(
-    "status, answer, expected_status, expected_code, expected_message",
-    [
-        (
-            500,
-            upstream_error("boom"),
-            502,
-            "provider_error",
-            "Provider error: upstream returned status 500: boom",
-        ),
-        (503, None, 502, "provider_error", "Provider error: upstream returned status 503"),
-        (
-            400,
-            upstream_error("bad temperature", "invalid_value"),
-            400,
-            "invalid_value",
-            "bad temperature",
-        ),
-        (
-            401,
-            upstream_error("Incorrect API key provided"),
-            502,
-            "provider_error",
-            "Provider error: upstream rejected the provider credentials (401)",
-        ),
-    ],
-)
+@upstream_error_table(500, 503, 400, 401)
 @pytest_twisted.ensureDeferred
 async def test_upstream_status_mapping(
     gw, setup, fresh_upstream, status, answer, expected_status, expected_code, expected_message
@@ -323,10 +292,7 @@ async def test_upstream_status_mapping(
         expected_code,
         expected_message,
     )
-    expected_type = {429: "rate_limit_error", 502: "server_error"}.get(
-        expected_status, "invalid_request_error"
-    )
-    assert error["type"] == expected_type
+    assert error["type"] == expected_error_type(expected_status)
 
 
 @pytest_twisted.ensureDeferred

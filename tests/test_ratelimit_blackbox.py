@@ -16,7 +16,6 @@ test that counts requests first steps past the last seconds of a minute.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from typing import Any
@@ -29,10 +28,16 @@ from tests.conftest import secret
 from tests.streamcheck import counted_gateway, no_unhandled_errors, wait_finalized
 from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
+from tests.support.ratelimit import (
+    RESET,
+    assert_retry_after,
+    concurrency_429,
+    reset_seconds,
+    window_429,
+)
 
 CHAT = "/v1/chat/completions"
 MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
-RESET = re.compile(r"^(\d+m)?(\d+s)?$")
 
 
 @pytest.fixture(scope="module")
@@ -106,40 +111,6 @@ async def walk_away(held: defer.Deferred) -> None:
 
 def error_of(body: bytes) -> dict[str, Any]:
     return json.loads(body)["error"]
-
-
-def window_429(scope: str, id: str, kind: str, limit: int) -> dict[str, Any]:
-    label = "API key ID" if scope == "key" else "model ID"
-    return {
-        "message": f"Rate limit exceeded for {label}: {id}. "
-        f"Limited on {kind}, current limit: {limit}, remaining: 0",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "rate_limit_exceeded",
-    }
-
-
-def concurrency_429(id: str, limit: int = 1) -> dict[str, Any]:
-    return {
-        "message": f"Concurrency limit exceeded for resource ID: {id}. "
-        f"Limit: {limit}, current: {limit}",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "concurrency_limit_exceeded",
-    }
-
-
-def assert_retry_after(headers: dict[str, str], window: int = 60) -> None:
-    value = headers.get("retry-after")
-    assert value is not None and value.isdigit(), headers  # whole seconds
-    assert 0 <= int(value) <= window
-
-
-def reset_seconds(value: str) -> int:
-    match = RESET.match(value)
-    assert value and match, f"bad reset duration {value!r}"
-    minutes, seconds = match.groups()
-    return int((minutes or "0m")[:-1]) * 60 + int((seconds or "0s")[:-1])
 
 
 async def until_ok(gw, key: str, model: str, within: float = 1.0) -> tuple[int, dict[str, str]]:

@@ -15,39 +15,15 @@ from typing import Any
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web._newclient import TransportProxyProducer
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 
+from tests.support.twisted_fakes import RecordingTCP
 from twisted_gw.providers.sources import HTTPSSESource, ListSource
 
 # -- fakes of Twisted's objects and a recording sink ----------------------------
-
-
-class RecordingTCP(StringTransport):
-    """A TCP transport double that counts producer and abort calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-        super().pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-        super().resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-        super().stopProducing()
-
-    def abortConnection(self) -> None:
-        self.calls.append("abort")
-        super().abortConnection()
 
 
 class FakeResponse:

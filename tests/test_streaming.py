@@ -27,7 +27,7 @@ from tests.streamcheck import (
     wait_new_finalized,
 )
 from tests.support.gateway import treq_stream
-from tests.support.mock_upstream import chat_chunk, sse_event
+from tests.support.mock_upstream import chat_chunk, chunks_json, sse_event
 
 CHAT = "/v1/chat/completions"
 
@@ -56,17 +56,6 @@ async def stream(gw, setup, body=None, model="s-gpt", **kw):
     doc.update(body or {})
     headers = {"Authorization": f"Bearer {setup['key']}", "Content-Type": "application/json"}
     return await treq_stream("POST", gw.proxy + CHAT, headers=headers, json_body=doc, **kw)
-
-
-def chunks_json(*contents, usage=True):
-    events = [chat_chunk(role="assistant", content="")]
-    events += [chat_chunk(c) for c in contents]
-    events.append(chat_chunk(finish_reason="stop"))
-    if usage:
-        events.append(
-            chat_chunk(usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5})
-        )
-    return events
 
 
 # -- clean ends ------------------------------------------------------------------

@@ -108,6 +108,19 @@ def chat_chunk(
     return chunk
 
 
+def chunks_json(*contents: str, usage: bool = True) -> list[dict[str, Any]]:
+    """The chunks of a whole stream: the role, one chunk per content, the
+    ``stop``, and (unless ``usage`` is false) a usage chunk of 2/3/5 tokens."""
+    events = [chat_chunk(role="assistant", content="")]
+    events += [chat_chunk(c) for c in contents]
+    events.append(chat_chunk(finish_reason="stop"))
+    if usage:
+        events.append(
+            chat_chunk(usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5})
+        )
+    return events
+
+
 @dataclass
 class RecordedRequest:
     """One request as the upstream saw it, and how its exchange ended.
