@@ -31,7 +31,8 @@ from tests.support.anthropic_events import (
     tool_block,
     tool_stream,
 )
-from tests.test_stream_sources import FakeResponse, RecordingSink, RecordingTCP
+from tests.support.twisted_fakes import RecordingTCP
+from tests.test_stream_sources import FakeResponse, RecordingSink
 from twisted_gw.providers.anthropic_stream import AnthropicStreamTranslator
 from twisted_gw.providers.translated import TranslatedSSESource, UpstreamStreamError
 from twisted_gw.sse import SSEEvent, SSEParser

@@ -27,7 +27,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from tests.conftest import start_gateway
-from tests.test_metrics_and_access_log import FIELDS
+from tests.support.access_log import FIELDS
 from twisted_gw.config.etcd_client import KeyValue
 from twisted_gw.config.etcd_store import EtcdStore
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
