@@ -66,8 +66,11 @@ FD_MARGIN = 5
 # What may go wrong, by endpoint: (client behaviour weights, upstream kind weights).
 STAY, AT_ONCE, BEFORE_HEADERS = "stay", "at_once", "before_headers"
 WHILE_OPENING, MID_STREAM = "while_opening", "mid"
-#: the model of the AT_ONCE requests: the access log tells them apart by it
-GONE_MODEL = "soak-gone"
+#: the models of the AT_ONCE requests, left with a FIN and with a reset: the
+#: access log tells them apart by it (see "A request whose client reset" below)
+GONE_MODEL, GONE_RST_MODEL = "soak-gone", "soak-gone-rst"
+#: at most this share of the reset AT_ONCE requests may go unread by the gateway
+RST_UNREAD_SHARE = 0.1
 MIX: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "stream": (
         {STAY: 65, AT_ONCE: 7, BEFORE_HEADERS: 10, WHILE_OPENING: 9, MID_STREAM: 9},
@@ -138,14 +141,18 @@ def make_plan(n: int, seed: int, models: tuple[str, str], first_token: int) -> l
         kind = {AT_ONCE: "stall", BEFORE_HEADERS: "stall", WHILE_OPENING: "hold_headers"}
         kind[MID_STREAM] = "slow_stream"
         model = models[0] if rng.random() < 0.7 else models[1]
+        upstream_kind = kind.get(client) or _pick(rng, kinds)
+        reset = rng.random() < 0.5
+        if client == AT_ONCE:
+            model = GONE_RST_MODEL if reset else GONE_MODEL
         plans.append(
             Plan(
                 token=first_token + i,
                 endpoint=endpoint,
-                model=GONE_MODEL if client == AT_ONCE else model,
-                kind=kind.get(client) or _pick(rng, kinds),
+                model=model,
+                kind=upstream_kind,
                 client=client,
-                reset=rng.random() < 0.5,
+                reset=reset,
                 jitter=rng.uniform(0, 0.04),
             )
         )
@@ -570,9 +577,11 @@ async def test_soak_with_faults_leaves_no_permit_connection_fd_or_log_line_behin
         rate_limit={"concurrency": MODEL_LIMIT},
     )
     await gw.add_model("soak-free", "openai/gpt-soak", provider, timeout=TIMEOUT_MS)
-    await gw.add_model(GONE_MODEL, "openai/gpt-soak", provider, timeout=TIMEOUT_MS)
+    for gone_model in (GONE_MODEL, GONE_RST_MODEL):
+        await gw.add_model(gone_model, "openai/gpt-soak", provider, timeout=TIMEOUT_MS)
     key, _ = await gw.add_key_with_id(
-        ["soak-limited", "soak-free", GONE_MODEL], {"rpm": 10**9, "concurrency": KEY_LIMIT}
+        ["soak-limited", "soak-free", GONE_MODEL, GONE_RST_MODEL],
+        {"rpm": 10**9, "concurrency": KEY_LIMIT},
     )
     models = ("soak-limited", "soak-free")
     pid = gw.process.pid
@@ -687,14 +696,35 @@ async def test_soak_with_faults_leaves_no_permit_connection_fd_or_log_line_behin
     lines = {rid: (status, model, end) for rid, status, model, end in ACCESS_LINE.findall(log)}
     soak_lines = [lines[rid] for rid in soak_rids if rid in lines]
     # clients that waited, then left: the gateway must have seen each one go
-    gone = Counter(s for s, m, e in soak_lines if m != GONE_MODEL and e == "client_gone")
+    gone_models = (GONE_MODEL, GONE_RST_MODEL)
+    gone = Counter(s for s, m, e in soak_lines if m not in gone_models and e == "client_gone")
     left = sum(n for k, n in figures.client_left.items() if not k.startswith(AT_ONCE))
     # clients that left at once: gone too, unless refused before it could notice
     at_once = Counter(f"{e}/{s}" for s, m, e in soak_lines if m == GONE_MODEL)
-    at_once_sent = sum(1 for plan, _ in results if plan.client == AT_ONCE)
+    at_once_sent = sum(1 for plan, _ in results if plan.client == AT_ONCE and not plan.reset)
+    # A request whose client reset right after sending it may never be read by
+    # the gateway, through no fault of its own. The bytes reach the gateway's
+    # socket (the kernel acknowledges them; Linux keeps them readable after the
+    # RST, ahead of the ECONNRESET), but the socket is in error from then on, so
+    # any write the reactor attempts before its first read reports the
+    # connection lost and the bytes are discarded unread. Twisted's epoll
+    # reactor does attempt one: when, in one epoll_wait batch, a handler closes
+    # a socket (here an upstream connect the gateway cancels for another client
+    # that left) and the listener then accepts a connection that gets the same
+    # descriptor number, the closed socket's pending EPOLLOUT from that batch is
+    # dispatched by number to the new connection: doWrite, send(b"") ->
+    # ECONNRESET/EPIPE, connectionLost, no dataReceived (cf. twisted/twisted
+    # #11625, #6373). With a FIN the same stray write succeeds and the read
+    # follows, so those requests stay exact; a reset one is counted at most once,
+    # and only a few may go unread.
+    at_once_rst = Counter(f"{e}/{s}" for s, m, e in soak_lines if m == GONE_RST_MODEL)
+    at_once_rst_sent = sum(1 for plan, _ in results if plan.client == AT_ONCE and plan.reset)
+    rst_unread = at_once_rst_sent - sum(at_once_rst.values())
     # (a client that left before any answer is no provider error: never logged as a 5xx)
     at_once_bad = {
-        k: n for k, n in at_once.items() if not k.startswith("client_gone/") or "/5" in k
+        k: n
+        for k, n in (at_once + at_once_rst).items()
+        if not k.startswith("client_gone/") or "/5" in k
     }
     at_once_bad.pop("rejected/429", None)
     gone_5xx = {s: n for s, n in gone.items() if s.startswith("5")}
@@ -711,8 +741,11 @@ async def test_soak_with_faults_leaves_no_permit_connection_fd_or_log_line_behin
     figures.after["waited, then left: finalized client_gone (by logged status)"] = (
         f"{sum(gone.values())} {dict(gone)} (clients that left: {left})"
     )
-    figures.after["left at once: logged end/status"] = (
-        f"{dict(at_once)} (clients that left at once: {at_once_sent})"
+    figures.after["left at once with a FIN: logged end/status"] = (
+        f"{dict(at_once)} (clients: {at_once_sent})"
+    )
+    figures.after["left at once with a reset: logged end/status"] = (
+        f"{dict(at_once_rst)} (clients: {at_once_rst_sent}; unread: {rst_unread})"
     )
     figures.after["access lines of the soak"] = len(soak_rids)
     figures.after["finalized more than once"] = len(twice)
@@ -729,7 +762,10 @@ async def test_soak_with_faults_leaves_no_permit_connection_fd_or_log_line_behin
     assert model_problem is None, fail(f"model concurrency after the soak: {model_problem}")
     assert key_problem is None, fail(f"key concurrency after the soak: {key_problem}")
     assert leaked_fds() <= FD_MARGIN, fail("the gateway kept file descriptors")
-    assert len(soak_rids) == figures.sent, fail("not one access-log line per request")
+    assert 0 <= rst_unread <= RST_UNREAD_SHARE * at_once_rst_sent, fail(
+        "reset at-once clients: more access lines than clients, or too many never read"
+    )
+    assert len(soak_rids) == figures.sent - rst_unread, fail("not one access-log line per request")
     assert not not_once, fail(f"requests logged other than once: {not_once[:5]}")
     assert not unlogged, fail(f"answered requests with no access line: {unlogged[:5]}")
     assert not no_final, fail(f"requests never finalized: {no_final[:5]}")
@@ -738,7 +774,7 @@ async def test_soak_with_faults_leaves_no_permit_connection_fd_or_log_line_behin
     # the gateway must have seen each one go (and no client that stayed)
     assert sum(gone.values()) == left, fail("requests finalized as client_gone != clients gone")
     assert not gone_5xx, fail(f"clients that left were logged as 5xx: {gone_5xx}")
-    assert sum(at_once.values()) == at_once_sent, fail("not one access line per at-once client")
+    assert sum(at_once.values()) == at_once_sent, fail("not one access line per FIN at-once client")
     assert not at_once_bad, fail(f"clients that left at once were logged as {at_once_bad}")
     assert not bad_lines, fail("the gateway logged:\n" + "\n".join(bad_lines[:10]))
 
