@@ -150,8 +150,9 @@ class Exchange:
     # -- 1. resolve and check ---------------------------------------------------
 
     def start(self) -> defer.Deferred:
-        """Run the exchange; the Deferred is :attr:`finished`."""
-        self.request.notifyFinish().addErrback(lambda _: self.client_gone())
+        """Run the exchange; the Deferred is :attr:`finished`, which the route
+        returns: Klein cancels it when the client's connection is lost, and
+        that is :meth:`client_gone` (no second ``notifyFinish`` per request)."""
         ctx = self.ctx
         try:
             resolve_model(ctx, self.providers)
