@@ -13,11 +13,13 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import CACHED
+from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -28,6 +30,10 @@ from twisted_gw.errors import GatewayError, invalid_url
 from twisted_gw.jsonutil import loads
 from twisted_gw.observability.logsafe import escape
 from twisted_gw.site import routes
+
+if TYPE_CHECKING:
+    from twisted_gw.config.snapshot import StoredEntry
+    from twisted_gw.observability.metrics import GatewayMetrics
 
 log = Logger()
 
@@ -53,7 +59,7 @@ class AdminError(Exception):
         self.message = message
 
 
-def _audit(request: Any, key: str, status: int) -> None:
+def _audit(request: Request, key: str, status: int) -> None:
     """One log line per successful admin write: who changed what (never values).
 
     The key holds the id from the URL path: escaped, so an id with CR, LF or
@@ -68,7 +74,7 @@ def _audit(request: Any, key: str, status: int) -> None:
     )
 
 
-def _static(request: Any, path: str, content_type: bytes) -> bytes:
+def _static(request: Request, path: str, content_type: bytes) -> bytes:
     """A UI file, revalidated on every use (``no-cache`` with a content ETag).
 
     The UI's modules import each other by plain names, so a browser must
@@ -90,7 +96,7 @@ def error_body(error: GatewayError) -> bytes:
     return json.dumps({"error_msg": error.message}).encode()
 
 
-def _json(request: Any, status: int, doc: Any) -> bytes:
+def _json(request: Request, status: int, doc: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(doc, ensure_ascii=False).encode()
@@ -105,8 +111,8 @@ class AdminApp:
         self,
         store: IConfigStore,
         admin_keys: Sequence[str],
-        metrics: Any = None,
-        chat: Callable[[Any], Any] | None = None,
+        metrics: GatewayMetrics | None = None,
+        chat: Callable[[Request], Any] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -116,7 +122,7 @@ class AdminApp:
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _authorize(self, request: Any) -> None:
+    def _authorize(self, request: Request) -> None:
         headers = request.requestHeaders
         problem = authorize(
             headers.getRawHeaders(b"authorization"), headers.getRawHeaders(b"x-api-key"), self._keys
@@ -124,12 +130,12 @@ class AdminApp:
         if problem:
             raise AdminError(*problem)
 
-    def _run(self, request: Any, work: Any, *args: Any) -> defer.Deferred:
+    def _run(self, request: Request, work: Callable[..., Any], *args: object) -> defer.Deferred:
         """Authorize, run ``work`` (may return a Deferred), render errors."""
         d = defer.maybeDeferred(self._authorize, request)
         d.addCallback(lambda _: work(request, *args))
 
-        def failed(failure: Any) -> bytes:
+        def failed(failure: Failure) -> bytes:
             if failure.check(AdminError):
                 return _json(request, failure.value.status, {"error_msg": failure.value.message})
             if failure.check(defer.CancelledError):
@@ -148,7 +154,7 @@ class AdminApp:
         return d
 
     @staticmethod
-    def _document(request: Any, kind: Kind, id: str) -> dict:
+    def _document(request: Request, kind: Kind, id: str) -> dict:
         """Parse and validate the body: 413 if it was too large to keep, then
         'Invalid JSON', then schema errors, in that order."""
         if request.body_too_large:
@@ -163,7 +169,7 @@ class AdminApp:
             raise AdminError(400, str(e)) from None
 
     def _store_call(self, d: defer.Deferred, what: str) -> defer.Deferred:
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> None:
             if failure.check(DuplicateError):
                 raise AdminError(400, str(failure.value))
             if failure.check(StoreError):
@@ -176,7 +182,7 @@ class AdminApp:
 
     # -- CRUD --------------------------------------------------------------------
 
-    def _list(self, request: Any, kind: Kind) -> defer.Deferred:
+    def _list(self, request: Request, kind: Kind) -> defer.Deferred:
         d = self._store_call(self.store.list(kind.segment), "store list")
         d.addCallback(
             lambda entries: _json(
@@ -185,18 +191,18 @@ class AdminApp:
         )
         return d
 
-    def _get(self, request: Any, kind: Kind, id: str) -> defer.Deferred:
-        def got(entry: Any) -> bytes:
+    def _get(self, request: Request, kind: Kind, id: str) -> defer.Deferred:
+        def got(entry: StoredEntry | None) -> bytes:
             if entry is None:
                 raise AdminError(404, kind.not_found(id))
             return _json(request, 200, entry.as_json())
 
         return self._store_call(self.store.get(kind.segment, id), "store get").addCallback(got)
 
-    def _put(self, request: Any, kind: Kind, id: str, create_only: bool) -> defer.Deferred:
+    def _put(self, request: Request, kind: Kind, id: str, create_only: bool) -> defer.Deferred:
         value = self._document(request, kind, id)
 
-        def stored(result: Any) -> bytes:
+        def stored(result: tuple[StoredEntry, bool]) -> bytes:
             entry, created = result
             status = 201 if created or create_only else 200
             _audit(request, entry.key, status)
@@ -205,8 +211,8 @@ class AdminApp:
         d = self._store_call(self.store.put(kind.segment, id, value), "store put")
         return d.addCallback(stored)
 
-    def _delete(self, request: Any, kind: Kind, id: str) -> defer.Deferred:
-        def deleted(entry: Any) -> bytes:
+    def _delete(self, request: Request, kind: Kind, id: str) -> defer.Deferred:
+        def deleted(entry: StoredEntry | None) -> bytes:
             if entry is None:
                 raise AdminError(404, kind.not_found(id))
             _audit(request, entry.key, 200)
@@ -217,42 +223,42 @@ class AdminApp:
         )
 
     @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["GET"])
-    def list_entities(self, request: Any, segment: str) -> Any:
+    def list_entities(self, request: Request, segment: str) -> Any:
         return self._run(request, self._list, KINDS[segment])
 
     @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["POST"])
-    def create_entity(self, request: Any, segment: str) -> Any:
+    def create_entity(self, request: Request, segment: str) -> Any:
         return self._run(request, self._put, KINDS[segment], str(uuid.uuid4()), True)
 
     @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["GET"])
-    def get_entity(self, request: Any, segment: str, id: str) -> Any:
+    def get_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._get, KINDS[segment], id)
 
     @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["PUT"])
-    def put_entity(self, request: Any, segment: str, id: str) -> Any:
+    def put_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._put, KINDS[segment], id, False)
 
     @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["DELETE"])
-    def delete_entity(self, request: Any, segment: str, id: str) -> Any:
+    def delete_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._delete, KINDS[segment], id)
 
     # -- unauthenticated pages -----------------------------------------------------
 
     @app.route("/openapi.json", methods=["GET"])
-    def openapi_json(self, request: Any) -> bytes:
+    def openapi_json(self, request: Request) -> bytes:
         from twisted_gw.admin.openapi import openapi_document
 
         return _json(request, 200, openapi_document())
 
     @app.route("/openapi", methods=["GET"])
-    def openapi_page(self, request: Any) -> bytes:
+    def openapi_page(self, request: Request) -> bytes:
         from twisted_gw.admin.openapi import openapi_document, openapi_html
 
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return openapi_html(openapi_document())
 
     @app.route("/metrics", methods=["GET"])
-    def metrics_page(self, request: Any) -> bytes:
+    def metrics_page(self, request: Request) -> bytes:
         """Prometheus text exposition, no auth (CONTRACT 3) **[beyond]**."""
         if self.metrics is None:
             request.setResponseCode(404)
@@ -262,7 +268,7 @@ class AdminApp:
         return body
 
     @app.route("/playground/chat/completions", methods=["POST"])
-    def playground_chat(self, request: Any) -> Any:
+    def playground_chat(self, request: Request) -> Any:
         """The UI's playground (CONTRACT 3): exactly ``POST /v1/chat/completions``
         of the proxy, so the proxy key's auth, the rate limits, the hooks, the
         streaming relay and its cancellation apply as they do on the proxy
@@ -274,13 +280,13 @@ class AdminApp:
         return self.chat(request)
 
     @app.route("/ui", methods=["GET"], strict_slashes=False)
-    def ui_redirect(self, request: Any) -> bytes:
+    def ui_redirect(self, request: Request) -> bytes:
         request.setResponseCode(303)
         request.setHeader(b"location", b"/ui/")
         return b""
 
     @app.route("/ui/catalog.json", methods=["GET"])
-    def ui_catalog(self, request: Any) -> bytes:
+    def ui_catalog(self, request: Request) -> bytes:
         """The provider families, rate-limit kinds and bounds the UI's forms
         are built from, so the UI repeats none of the lists; no auth, like the
         UI itself, and never reused from a cache after an upgrade."""
@@ -292,7 +298,7 @@ class AdminApp:
 
     @app.route("/ui/", methods=["GET"])
     @app.route("/ui/<path:rest>", methods=["GET"])
-    def ui(self, request: Any, rest: str = "") -> bytes:
+    def ui(self, request: Request, rest: str = "") -> bytes:
         """Real files under ui/ are served as such; anything else gets the
         single-page index, so deep links load the app (CONTRACT 3)."""
         path = os.path.normpath(os.path.join(UI_DIR, rest)) if rest else ""
@@ -306,7 +312,7 @@ class AdminApp:
     # -- unmatched -------------------------------------------------------------
 
     @app.handle_errors(NotFound, RequestRedirect)
-    def not_found(self, request: Any, failure: Any) -> bytes:
+    def not_found(self, request: Request, failure: Failure) -> bytes:
         """Unknown paths: 404 with an empty body, no auth (CONTRACT 3); a path
         werkzeug would redirect is unknown too (see ``app`` above)."""
         if getattr(request, "url_undecodable", False):  # routed nowhere by twisted_gw.site
@@ -315,10 +321,10 @@ class AdminApp:
         return b""
 
     @app.handle_errors(MethodNotAllowed)
-    def wrong_method(self, request: Any, failure: Any) -> Any:
+    def wrong_method(self, request: Request, failure: Failure) -> Any:
         """A known path with a wrong method: 405, but only after auth."""
 
-        def refuse(_: Any) -> bytes:
+        def refuse(_: object) -> bytes:
             request.setResponseCode(405)
             request.setHeader(b"allow", ", ".join(failure.value.valid_methods or ()).encode())
             return _json(request, 405, {"error_msg": "Method not allowed"})
