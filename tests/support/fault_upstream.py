@@ -35,8 +35,9 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
+
+from tests.support.mock_upstream import _UpstreamResource
 
 __all__ = [
     "KINDS",
@@ -179,18 +180,6 @@ class _QuietSite(Site):
 
     def log(self, request: Request) -> None:  # no access log of our own
         pass
-
-
-class _Leaf(Resource):
-    isLeaf = True
-
-    def __init__(self, upstream: FaultUpstream) -> None:
-        super().__init__()
-        self._upstream = upstream
-
-    def render(self, request: Request) -> object:
-        self._upstream._handle(request)
-        return NOT_DONE_YET
 
 
 class _Exchange:
@@ -369,7 +358,8 @@ class FaultUpstream:
 
     def start(self) -> int:
         """Listen on an ephemeral port of 127.0.0.1 and return it."""
-        factory = _Tracking(_QuietSite(_Leaf(self)), self)
+        # the mock upstream's resource: it only calls our _handle
+        factory = _Tracking(_QuietSite(_UpstreamResource(self)), self)
         self._port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
         return self.port
 
