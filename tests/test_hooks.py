@@ -160,7 +160,7 @@ def test_access_line_names_key_by_id_and_never_logs_secrets():
     assert line == (
         "rid=rid-1 client=127.0.0.1 method=POST path=/v1/chat/completions status=200 model=gpt "
         "key_id=k1 latency_ms=12.5 first_token_ms=- prompt_tokens=3 completion_tokens=4 "
-        "total_tokens=7 end=ok"
+        "total_tokens=7 end=ok attempts=0 target=-"
     )
     # a model name that is not configured (maybe a pasted key) is not logged
     ctx.model_name = "sk-pasted-by-mistake"

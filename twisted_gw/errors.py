@@ -29,6 +29,8 @@ class GatewayError(Exception):
         type: str | None = None,
         headers: dict[str, str] | None = None,
         reason: str = "rejected",
+        outcome: str | int | None = None,
+        retry_after: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -39,6 +41,17 @@ class GatewayError(Exception):
         self.headers = headers or {}
         #: how the request ended, for the access log (CONTRACT 4.6)
         self.reason = reason
+        #: for an upstream attempt that failed, its reason in routing's terms
+        #: (CONTRACT 5.1): ``connect``, ``timeout``, ``auth`` or the upstream's
+        #: status; None: the status this error answers with
+        self.outcome = outcome
+        #: the upstream's ``Retry-After`` (a 429 or 503), as it came
+        self.retry_after = retry_after
+
+    @property
+    def attempt_outcome(self) -> str | int:
+        """What routing calls this failure (see :attr:`outcome`)."""
+        return self.status if self.outcome is None else self.outcome
 
     def body(self, message: str | None = None) -> bytes:
         """The OpenAI error body of CONTRACT 4.1 (``message`` instead of the
@@ -82,15 +95,21 @@ def model_access_forbidden(name: str) -> GatewayError:
 
 
 def request_timeout() -> GatewayError:
-    return GatewayError(504, "Provider request timed out", "request_timeout", reason="timeout")
+    return GatewayError(
+        504, "Provider request timed out", "request_timeout", reason="timeout", outcome="timeout"
+    )
 
 
-def provider_error(what: str) -> GatewayError:
-    return GatewayError(502, f"Provider error: {what}", "provider_error", reason="upstream_error")
+def provider_error(what: str, outcome: str | int | None = None) -> GatewayError:
+    """A 502; ``outcome`` says what failed for routing (``connect`` when the
+    upstream could not be reached or its answer was cut)."""
+    return GatewayError(
+        502, f"Provider error: {what}", "provider_error", reason="upstream_error", outcome=outcome
+    )
 
 
 def provider_credentials_rejected(status: int) -> GatewayError:
-    return provider_error(f"upstream rejected the provider credentials ({status})")
+    return provider_error(f"upstream rejected the provider credentials ({status})", "auth")
 
 
 def unsupported_endpoint(name: str, endpoint: str) -> GatewayError:

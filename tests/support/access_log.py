@@ -19,6 +19,8 @@ FIELDS = [
     "completion_tokens",
     "total_tokens",
     "end",
+    "attempts",
+    "target",
 ]
 
 #: one ``key=value`` of a logfmt line; the value is bare or a quoted string

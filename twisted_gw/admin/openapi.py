@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from twisted_gw import __version__
+from twisted_gw.config import entities
 from twisted_gw.config.entities import (
     MAX_RATE_LIMIT,
     MAX_TIMEOUT_MS,
@@ -100,6 +101,22 @@ def _filled() -> dict[str, Any]:
         },
         "max_rate_limit": MAX_RATE_LIMIT,
         "max_timeout_ms": MAX_TIMEOUT_MS,
+        "max_weight": entities.MAX_WEIGHT,
+        "max_priority": entities.MAX_PRIORITY,
+        "max_retries": entities.MAX_RETRIES,
+        "max_cooldown_failures": entities.MAX_COOLDOWN_FAILURES,
+        "max_cooldown_ms": entities.MAX_COOLDOWN_MS,
+        "strategies": list(entities.STRATEGIES),
+        "retry_on_description": (
+            "Why an attempt is retried: "
+            + ", ".join(f"`{r}`" for r in entities.RETRY_REASONS)
+            + " (refused, DNS, TLS, reset, or a stream cut before its first chunk; the model's "
+            "timeout; the upstream's 401/403) or an upstream status 400-599. The client errors "
+            + ", ".join(str(c) for c in sorted(entities.NEVER_RETRIED))
+            + " are never retried (a schema error here). Default: "
+            + json.dumps(list(entities.DEFAULT_RETRY_ON))
+            + "."
+        ),
     }
 
 

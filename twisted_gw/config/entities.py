@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
+from functools import cached_property
 from typing import Any
 
 from twisted_gw.providers import catalog
@@ -25,6 +26,18 @@ RATE_LIMIT_FIELDS = kinds.NAMES
 #: a schema error at write time, never an overflow on a later request
 MAX_TIMEOUT_MS = 3_600_000
 MAX_RATE_LIMIT = 10**12
+#: routing's bounds (CONTRACT 5.1)
+MAX_WEIGHT = 10**6
+MAX_PRIORITY = 100
+MAX_RETRIES = 10
+MAX_COOLDOWN_FAILURES = 1000
+MAX_COOLDOWN_MS = 3_600_000
+#: routing's strategies, the reasons an attempt may be retried for besides an
+#: upstream status, and the client errors that never are (CONTRACT 5.1)
+STRATEGIES = ("weighted", "least_busy")
+RETRY_REASONS = ("connect", "timeout", "auth")
+NEVER_RETRIED = frozenset({400, 404, 413, 422})
+DEFAULT_RETRY_ON: tuple[str | int, ...] = ("connect", "timeout", "auth", 429, 500, 502, 503, 504)
 
 _RATE_LIMIT_SCHEMA = {
     "type": "object",
@@ -70,6 +83,49 @@ def provider_config_conditions(render: Callable[[ConfigShape], dict[str, Any]]) 
     return node
 
 
+def _int(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+_TIMEOUT_SCHEMA = _int(0, MAX_TIMEOUT_MS)
+_WEIGHT_SCHEMA = _int(1, MAX_WEIGHT)
+
+#: one more deployment of a model (CONTRACT 5.1): its own upstream, judged
+#: like the model's own fields
+TARGET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "provider_config"],
+    "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "pattern": model_pattern()},
+        "provider_config": {"type": "object"},
+        "weight": _WEIGHT_SCHEMA,
+        "priority": _int(0, MAX_PRIORITY),
+        "timeout": _TIMEOUT_SCHEMA,
+    },
+    **provider_config_conditions(ConfigShape.schema),
+}
+
+ROUTING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "strategy": {"type": "string", "enum": list(STRATEGIES)},
+        "retries": _int(0, MAX_RETRIES),
+        # each item: one of RETRY_REASONS or a status code (checked by _retry_on)
+        "retry_on": {"type": "array", "items": {"type": ["string", "integer"]}},
+        "cooldown": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "failures": _int(1, MAX_COOLDOWN_FAILURES),
+                "window_ms": _int(1, MAX_COOLDOWN_MS),
+                "duration_ms": _int(1, MAX_COOLDOWN_MS),
+            },
+        },
+    },
+}
+
 MODEL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "model", "provider_config"],
@@ -78,8 +134,12 @@ MODEL_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "minLength": 1},
         "model": {"type": "string", "pattern": model_pattern()},
         "provider_config": {"type": "object"},
-        "timeout": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT_MS},
+        "timeout": _TIMEOUT_SCHEMA,
         "rate_limit": _RATE_LIMIT_SCHEMA,
+        "weight": _WEIGHT_SCHEMA,
+        "targets": {"type": "array", "items": TARGET_SCHEMA},
+        "routing": ROUTING_SCHEMA,
+        "fallbacks": {"type": "array", "items": {"type": "string", "minLength": 1}},
     },
     **provider_config_conditions(ConfigShape.schema),
 }
@@ -112,8 +172,38 @@ RateLimit.__doc__ = "Limits of CONTRACT 4.5, a field per rate-limit kind; None: 
 
 
 @dataclass(frozen=True)
+class Cooldown:
+    """When a deployment rests (CONTRACT 5.1): ``failures`` retryable failures
+    within ``window_ms`` put it in cooldown for ``duration_ms``."""
+
+    failures: int = 3
+    window_ms: int = 60_000
+    duration_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a model's deployments are chosen and retried (CONTRACT 5.1).
+
+    ``retries`` None: one attempt per deployment. ``retry_on`` holds reasons
+    (``connect``, ``timeout``, ``auth``) and upstream status codes."""
+
+    strategy: str = "weighted"
+    retries: int | None = None
+    retry_on: frozenset[str | int] = frozenset(DEFAULT_RETRY_ON)
+    cooldown: Cooldown = Cooldown()
+
+
+DEFAULT_ROUTING = Routing()
+
+
+@dataclass(frozen=True)
 class Model:
-    """A configured model: what clients name, and where it really goes."""
+    """A configured model: what clients name, and where it really goes.
+
+    The model's own upstream is its deployment 0; ``targets`` are deployments
+    1..n, each a Model of its own (with this model's id and name, no limits
+    and no targets), so a provider is called the same way for any of them."""
 
     id: str
     name: str
@@ -124,6 +214,18 @@ class Model:
     timeout_ms: int
     rate_limit: RateLimit | None
     doc: dict = field(repr=False, compare=False)
+    weight: int = 1
+    priority: int = 0
+    #: this deployment's place among its model's (0: the model's own)
+    index: int = 0
+    targets: tuple[Model, ...] = ()
+    routing: Routing = DEFAULT_ROUTING
+    fallbacks: tuple[str, ...] = ()
+
+    @cached_property
+    def deployments(self) -> tuple[Model, ...]:
+        """Deployment 0 (this model) and its targets, in index order."""
+        return (self, *self.targets)
 
 
 @dataclass(frozen=True)
@@ -164,6 +266,8 @@ def _message(error: Any) -> str:
         return f"{_dumps(inst)} is shorter than {value} character{'s' if value != 1 else ''}"
     if v == "pattern":
         return f"{_dumps(inst)} does not match {_dumps(value)}"
+    if v == "enum":
+        return f"{_dumps(inst)} is not one of {_dumps(value)}"
     return error.message
 
 
@@ -203,31 +307,105 @@ def _rate_limit(raw: dict | None) -> tuple[RateLimit | None, dict | None]:
     return RateLimit(**kept), kept
 
 
+def _retry_on(items: list[str | int]) -> frozenset[str | int]:
+    """``routing.retry_on`` as a set, each item checked with the schema's texts:
+    a reason or a 4xx/5xx status that may be retried (401 and 403 are ``auth``)."""
+    kept: set[str | int] = set()
+    for i, item in enumerate(items):
+        where = f'property "/routing/retry_on/{i}" validation failed: '
+        if isinstance(item, str):
+            if item not in RETRY_REASONS:
+                raise SchemaError(
+                    f"JSON schema validation error: {where}"
+                    f"{_dumps(item)} is not one of {_dumps(list(RETRY_REASONS))}"
+                )
+            kept.add(item)
+        elif not 400 <= item <= 599:
+            bound = (
+                "less than the minimum of 400" if item < 400 else "greater than the maximum of 599"
+            )
+            raise SchemaError(f"JSON schema validation error: {where}{item} is {bound}")
+        elif item in NEVER_RETRIED:
+            raise SchemaError(
+                f"JSON schema validation error: {where}"
+                f"{item} is a client error, which is never retried"
+            )
+        else:
+            kept.add("auth" if item in (401, 403) else item)
+    return frozenset(kept)
+
+
+def _routing(raw: dict | None) -> Routing:
+    if raw is None:
+        return DEFAULT_ROUTING
+    cooldown = raw.get("cooldown")
+    return Routing(
+        strategy=raw.get("strategy", "weighted"),
+        retries=raw.get("retries"),
+        retry_on=_retry_on(raw["retry_on"]) if "retry_on" in raw else DEFAULT_ROUTING.retry_on,
+        cooldown=Cooldown(**cooldown) if cooldown else DEFAULT_ROUTING.cooldown,
+    )
+
+
+def _target(parent_id: str, name: str, index: int, raw: dict, timeout_ms: int) -> Model:
+    provider, _, upstream = raw["model"].partition("/")
+    pc = raw["provider_config"]
+    return Model(
+        id=parent_id,
+        name=name,
+        provider=provider,
+        upstream_model=upstream,
+        api_key=pc.get("api_key"),
+        api_base=pc.get("api_base"),
+        timeout_ms=raw.get("timeout", timeout_ms),
+        rate_limit=None,
+        doc={},
+        weight=raw.get("weight", 1),
+        priority=raw.get("priority", 0),
+        index=index,
+    )
+
+
+#: the optional fields a model document keeps as they came (CONTRACT 5.1 and 4.4)
+_KEPT = ("timeout", "weight", "routing", "fallbacks")
+
+
 def parse_model(id: str, doc: Any) -> Model:
     """Validate a model document and build the entity (``doc`` is re-serialized)."""
     _validate_model(doc)
     provider, _, upstream = doc["model"].partition("/")  # the id keeps any further "/"
     pc = doc["provider_config"]
     rate_limit, rl_doc = _rate_limit(doc.get("rate_limit"))
+    routing = _routing(doc.get("routing"))
     clean: dict[str, Any] = {
         "name": doc["name"],
         "model": doc["model"],
         "provider_config": dict(pc),
     }
-    if "timeout" in doc:
-        clean["timeout"] = doc["timeout"]
+    clean.update((k, doc[k]) for k in _KEPT if k in doc)
     if rl_doc is not None:
         clean["rate_limit"] = rl_doc
+    timeout_ms = doc.get("timeout", 0)
+    raw_targets = doc.get("targets", ())
+    if "targets" in doc:
+        clean["targets"] = [dict(t) for t in raw_targets]
+    name = doc["name"]
     return Model(
         id=id,
-        name=doc["name"],
+        name=name,
         provider=provider,
         upstream_model=upstream,
         api_key=pc.get("api_key"),
         api_base=pc.get("api_base"),
-        timeout_ms=doc.get("timeout", 0),
+        timeout_ms=timeout_ms,
         rate_limit=rate_limit,
         doc=clean,
+        weight=doc.get("weight", 1),
+        targets=tuple(
+            _target(id, name, i, raw, timeout_ms) for i, raw in enumerate(raw_targets, start=1)
+        ),
+        routing=routing,
+        fallbacks=tuple(doc.get("fallbacks", ())),
     )
 
 

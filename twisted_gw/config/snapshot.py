@@ -67,7 +67,10 @@ class Snapshot:
         on first use, once per snapshot."""
         secrets = {k for k in self.keys_by_key if len(k) >= 4}
         secrets.update(
-            m.api_key for m in self.models_by_id.values() if m.api_key and len(m.api_key) >= 4
+            d.api_key
+            for m in self.models_by_id.values()
+            for d in m.deployments
+            if d.api_key and len(d.api_key) >= 4
         )
         if not secrets:
             return None

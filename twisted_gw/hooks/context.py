@@ -46,3 +46,10 @@ class RequestContext:
     finalized: bool = False
     #: the client's connection was lost before the response was finished
     client_gone: bool = False
+    #: routing (CONTRACT 5.1): upstream attempts made, the deployment of the
+    #: last (``<model name>#<index>``), each attempt's (target, outcome) and
+    #: the targets an attempt of this request put in cooldown
+    attempts: int = 0
+    target: str | None = None
+    attempt_outcomes: list[tuple[str, str]] = field(default_factory=list)
+    cooldowns: list[str] = field(default_factory=list)

@@ -28,3 +28,14 @@ class IHook(Interface):
 
     def finalize(ctx):
         """Settle and record; called exactly once."""
+
+
+class IAdmission(Interface):
+    """A hook that also decides whether a request may use a fallback model
+    (CONTRACT 5.1: a fallback over its own limits is skipped)."""
+
+    def admit(ctx, model):
+        """May ``ctx`` also use ``model``? True or False, or a Deferred of it.
+
+        True spends what using the model costs (its request counts, a
+        concurrency slot), to be settled at finalize; False spends nothing."""

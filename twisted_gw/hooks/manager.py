@@ -9,7 +9,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_gw.config.entities import Model
 from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.interfaces import IAdmission
 
 log = Logger()
 
@@ -23,6 +25,22 @@ class HookManager:
 
     def __init__(self, hooks: Sequence[Any]) -> None:
         self.hooks = tuple(hooks)
+        self._admissions = tuple(h for h in self.hooks if IAdmission.providedBy(h))
+
+    def admit(self, ctx: RequestContext, model: Model, start: int = 0) -> bool | defer.Deferred:
+        """Whether every admitting hook lets ``ctx`` use the fallback ``model``
+        (see IAdmission): the first refusal ends it; a Deferred when a hook
+        needs a round trip."""
+        admissions = self._admissions
+        for i in range(start, len(admissions)):
+            result = admissions[i].admit(ctx, model)
+            if isinstance(result, defer.Deferred):
+                return result.addCallback(
+                    lambda ok, n=i + 1: self.admit(ctx, model, n) if ok else False
+                )
+            if not result:
+                return False
+        return True
 
     def pre_call(self, ctx: RequestContext, start: int = 0) -> defer.Deferred | None:
         """Run pre_call from hook ``start`` on; a GatewayError ends the request."""

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_gw.config.entities import Model
 from twisted_gw.hooks.context import RequestContext
-from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.hooks.interfaces import IAdmission, IHook
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Outcome, Plan, headers, plan_for, rejection
 
 log = Logger()
 
 STATE = "rate_limit"
+#: the plans of the fallbacks a request was admitted to (CONTRACT 5.1)
+FALLBACKS = "rate_limit_fallbacks"
 
 
 def total_tokens(usage: Any) -> int:
@@ -34,7 +38,7 @@ def total_tokens(usage: Any) -> int:
     return 0
 
 
-@implementer(IHook)
+@implementer(IHook, IAdmission)
 class RateLimitHook:
     """Checks and accounts the limits of CONTRACT 4.5 on an IRateLimitStore."""
 
@@ -85,16 +89,38 @@ class RateLimitHook:
             ctx.state[STATE] = plan
             ctx.response_headers.update(headers(plan, outcome))
 
+    def admit(self, ctx: RequestContext, model: Model) -> bool | Deferred:
+        """A fallback's own limits (CONTRACT 5.1): the key's were checked with
+        the requested model's; a fallback over its limits is skipped, and
+        one admitted is settled at finalize like the requested model."""
+        plan = self._plan(None, model)
+        if plan.empty:
+            return True
+        outcome = self.store.acquire_now(plan, ctx.request_id)
+        if outcome is not None:
+            return self._admitted(outcome, ctx, plan)
+        return self.store.acquire(plan, ctx.request_id).addCallback(self._admitted, ctx, plan)
+
+    @staticmethod
+    def _admitted(outcome: Outcome, ctx: RequestContext, plan: Plan) -> bool:
+        if not outcome.allowed:
+            return False
+        ctx.state.setdefault(FALLBACKS, []).append(plan)
+        return True
+
     def post_call(self, ctx: RequestContext) -> None:
         pass
 
     def finalize(self, ctx: RequestContext) -> None:
+        plans = ctx.state.pop(FALLBACKS, [])
         plan = ctx.state.pop(STATE, None)
-        if plan is None:
-            return
-        d = self.store.settle(plan, ctx.request_id, total_tokens(ctx.usage))
-        d.addErrback(
-            lambda f: log.failure(
-                "request {rid}: settling rate limits failed", f, rid=ctx.request_id
+        if plan is not None:
+            plans.insert(0, plan)
+        tokens = total_tokens(ctx.usage)
+        for plan in plans:
+            d = self.store.settle(plan, ctx.request_id, tokens)
+            d.addErrback(
+                lambda f: log.failure(
+                    "request {rid}: settling rate limits failed", f, rid=ctx.request_id
+                )
             )
-        )

@@ -79,6 +79,8 @@ def access_line(ctx: RequestContext, now: float) -> str:
             f"completion_tokens={tokens(usage, 'completion_tokens')}",
             f"total_tokens={tokens(usage, 'total_tokens')}",
             f"end={logfmt_value(ctx.end_reason)}",
+            f"attempts={ctx.attempts}",
+            f"target={logfmt_value(ctx.target)}",
         )
     )
 
@@ -104,6 +106,8 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "completion_tokens": tokens(usage, "completion_tokens"),
         "total_tokens": tokens(usage, "total_tokens"),
         "end": ctx.end_reason,
+        "attempts": ctx.attempts,
+        "target": ctx.target,
     }
 
 

@@ -98,7 +98,21 @@ class GatewayMetrics:
             "Rate-limit store calls that failed (requests were let through).",
             registry=r,
         )
+        self.upstream_attempts = Counter(
+            "twisted_gw_upstream_attempts",
+            "Upstream attempts by model, deployment (index, or fallback#index) and "
+            "outcome (ok, connect, timeout, auth or the upstream's status).",
+            ["model", "target", "outcome"],
+            registry=r,
+        )
+        self.deployment_cooldowns = Counter(
+            "twisted_gw_deployment_cooldowns",
+            "Cooldowns started, by model and deployment.",
+            ["model", "target"],
+            registry=r,
+        )
         self._children: dict[tuple, tuple[Any, Any]] = {}
+        self._attempt_children: dict[tuple[str, str, str], Any] = {}
         self._model_children: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
 
     def watch(self, name: str, documentation: str, read: Any) -> None:
@@ -124,6 +138,13 @@ class GatewayMetrics:
                 self.request_latency.labels(*labels),
             )
         return children
+
+    def attempt(self, model: str, target: str, outcome: str) -> Any:
+        key = (model, target, outcome)
+        child = self._attempt_children.get(key)
+        if child is None:
+            child = self._attempt_children[key] = self.upstream_attempts.labels(*key)
+        return child
 
     def model(self, name: str) -> tuple[Any, Any, Any, Any, Any]:
         children = self._model_children.get(name)
@@ -173,7 +194,12 @@ class MetricsHook:
             m.stream_ends.labels(ctx.end_reason or "-").inc()
         if ctx.model is None:
             return
-        prompt, completion, total, llm, first = m.model(ctx.model.name)
+        name = ctx.model.name
+        for target, outcome in ctx.attempt_outcomes:
+            m.attempt(name, target, outcome).inc()
+        for target in ctx.cooldowns:
+            m.deployment_cooldowns.labels(name, target).inc()
+        prompt, completion, total, llm, first = m.model(name)
         usage = ctx.usage if isinstance(ctx.usage, dict) else {}
         for child, field in (
             (prompt, "prompt_tokens"),

@@ -24,7 +24,7 @@ from twisted_gw.jsonutil import dumps
 from twisted_gw.providers.anthropic_stream import AnthropicStreamTranslator
 from twisted_gw.providers.anthropic_translate import from_anthropic_response, to_anthropic_request
 from twisted_gw.providers.catalog import default_base
-from twisted_gw.providers.errors import map_upstream_status
+from twisted_gw.providers.errors import map_upstream_status, retry_after_of
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.providers.openai import decode_json_object, open_stream
@@ -111,9 +111,9 @@ class AnthropicProvider:
 
     @staticmethod
     def _check(result: tuple, model: Model) -> dict:
-        status, _headers, body = result
+        status, headers, body = result
         if not 200 <= status < 300:
-            raise map_upstream_status(status, body, (model.api_key,))
+            raise map_upstream_status(status, body, (model.api_key,), retry_after_of(headers))
         return decode_json_object(body, reserialized=True)
 
     def _chat_result(self, result: tuple, model: Model, created: int) -> ProviderResult:

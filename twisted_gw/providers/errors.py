@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from twisted.web.http_headers import Headers
+
 from twisted_gw.errors import GatewayError, provider_credentials_rejected, provider_error
 
 
@@ -43,17 +45,33 @@ def _upstream_error(body: bytes) -> tuple[str | None, str | None]:
 
 
 def map_upstream_status(
-    status: int, body: bytes, secrets: Iterable[str | None] = ()
+    status: int,
+    body: bytes,
+    secrets: Iterable[str | None] = (),
+    retry_after: str | None = None,
 ) -> GatewayError:
-    """The error a client sees for an upstream non-2xx answer."""
+    """The error a client sees for an upstream non-2xx answer; routing reads
+    the upstream's status (its ``outcome``) and ``Retry-After`` from it."""
     secrets = tuple(secrets)
     if status in (401, 403):
         return provider_credentials_rejected(status)
     message, code = _upstream_error(body)
     if 400 <= status < 500:
         text = redact(message or f"upstream returned status {status}", secrets)
-        return GatewayError(status, text, code or "provider_error", reason="upstream_error")
-    detail = f"upstream returned status {status}"
-    if message:
-        detail += f": {message}"
-    return provider_error(redact(detail, secrets))
+        error = GatewayError(
+            status, text, code or "provider_error", reason="upstream_error", outcome=status
+        )
+    else:
+        detail = f"upstream returned status {status}"
+        if message:
+            detail += f": {message}"
+        error = provider_error(redact(detail, secrets), status)
+    if status in (429, 503):
+        error.retry_after = retry_after
+    return error
+
+
+def retry_after_of(headers: Headers) -> str | None:
+    """An upstream answer's ``Retry-After`` header, if it sent one."""
+    values = headers.getRawHeaders(b"retry-after")
+    return values[0].decode("latin-1")[:64] if values else None

@@ -152,7 +152,7 @@ class UpstreamClient:
             return failure
         if is_cancellation(failure):
             raise defer.CancelledError()  # we cancelled it: a timeout or a client gone
-        raise provider_error(describe_failure(failure, UPSTREAM_WORDS))
+        raise provider_error(describe_failure(failure, UPSTREAM_WORDS), "connect")
 
     def close(self) -> defer.Deferred:
         """Close pooled connections (service shutdown)."""

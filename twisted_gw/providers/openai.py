@@ -19,7 +19,7 @@ from twisted_gw.errors import provider_error
 from twisted_gw.jsonutil import dumps, loads, read
 from twisted_gw.providers.catalog import default_base
 from twisted_gw.providers.completion import chunks_from_completion
-from twisted_gw.providers.errors import map_upstream_status
+from twisted_gw.providers.errors import map_upstream_status, retry_after_of
 from twisted_gw.providers.http import UpstreamClient, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.providers.sources import HTTPSSESource, ListSource
@@ -146,9 +146,9 @@ class OpenAICompatibleProvider:
 
     @staticmethod
     def _check(result: tuple, model: Model, reserialized: bool = False) -> dict:
-        status, _headers, body = result
+        status, headers, body = result
         if not 200 <= status < 300:
-            raise map_upstream_status(status, body, (model.api_key,))
+            raise map_upstream_status(status, body, (model.api_key,), retry_after_of(headers))
         return decode_json_object(body, reserialized)
 
     def _chat_result(self, result: tuple, model: Model) -> ProviderResult:

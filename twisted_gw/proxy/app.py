@@ -39,6 +39,7 @@ from twisted_gw.providers.interfaces import IProvider
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
+from twisted_gw.proxy.routing import Router
 from twisted_gw.site import routes
 
 log = Logger()
@@ -59,8 +60,11 @@ class ProxyApp:
         reactor: IReactorTime,
         upstream_timeout: float = 600.0,
         max_body_bytes: int = 32 * 1024 * 1024,
+        router: Router | None = None,
     ) -> None:
         self.store = store
+        #: this node's view of every deployment (CONTRACT 5.1: cooldowns are per node)
+        self.router = router if router is not None else Router(reactor)
         self.hooks = hooks
         self.providers = providers
         self.reactor = reactor
@@ -147,7 +151,13 @@ class ProxyApp:
         ctx.model_name = body["model"]
         ctx.stream = fields is CHAT_FIELDS and body.get("stream") is True
         exchange = Exchange(
-            request, ctx, self.hooks, self.providers, self.reactor, self.upstream_timeout
+            request,
+            ctx,
+            self.hooks,
+            self.providers,
+            self.reactor,
+            self.upstream_timeout,
+            self.router,
         )
         return exchange.start()
 

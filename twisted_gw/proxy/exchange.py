@@ -6,10 +6,13 @@ finalizes exactly once:
 
 1. **resolve** the model from the request's snapshot (exists, allowed, its
    provider serves the endpoint), then run the hooks' ``pre_call`` (limits);
-2. **attempt**: choose the deployment (today the model's own; routing adds
-   more, as a loop over attempts), call its provider under the attempt's one
-   timer (non-stream: the whole answer; stream: the first chunk, then the
-   idle time between chunks);
+2. **attempt**, a loop (CONTRACT 5.1): the model's routing plan
+   (:mod:`twisted_gw.proxy.routing`) picks a deployment, its provider is
+   called under the attempt's one timer (non-stream: the whole answer;
+   stream: the first chunk, then the idle time between chunks); a failure
+   before anything reached the client, for a reason the model retries on,
+   abandons the attempt (its connection closed) and goes round again, then
+   through the model's fallbacks; nothing is retried once a byte went out;
 3. **answer**: one JSON body, or the SSE relay (a producer the exchange
    drives) from the first chunk on; headers are held until then, so every
    failure before it is still a JSON error;
@@ -20,6 +23,7 @@ finalizes exactly once:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from http import HTTPStatus
 
 from twisted.internet import defer
@@ -28,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from twisted_gw.config.entities import NEVER_RETRIED, Model
 from twisted_gw.errors import (
     GatewayError,
     internal_error,
@@ -42,6 +47,7 @@ from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
 from twisted_gw.providers.interfaces import CHAT, IChunkSource, IProvider, ProviderResult
 from twisted_gw.proxy.relay import StreamRelay
+from twisted_gw.proxy.routing import DeploymentState, Plan, Router, retry_after_seconds
 
 log = Logger()
 
@@ -70,10 +76,15 @@ def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> No
     if ctx.api_key is None or name not in ctx.api_key.allowed_models:
         raise model_access_forbidden(name)
     endpoint = ctx.endpoint.removeprefix("/v1/")
-    provider = providers.get(model.provider)
-    if provider is None or endpoint not in provider.endpoints:
+    if not serves(providers, model, endpoint):
         raise unsupported_endpoint(name, endpoint)
     ctx.model = model
+
+
+def serves(providers: Mapping[str, IProvider], deployment: Model, endpoint: str) -> bool:
+    """The deployment's provider family serves ``endpoint`` (``chat/completions``...)."""
+    provider = providers.get(deployment.provider)
+    return provider is not None and endpoint in provider.endpoints
 
 
 def prepare_json(
@@ -127,6 +138,7 @@ class Exchange:
         providers: Mapping[str, IProvider],
         reactor: IReactorTime,
         upstream_timeout: float,
+        router: Router | None = None,
     ) -> None:
         self.request = request
         self.ctx = ctx
@@ -134,8 +146,10 @@ class Exchange:
         self.providers = providers
         self.reactor = reactor
         self.upstream_timeout = upstream_timeout
+        self.router = router if router is not None else Router(reactor)
         self.state = STARTING
-        #: what is pending now: the hooks' pre_call, or the provider call
+        #: what is pending now: the hooks' pre_call, a fallback's admission,
+        #: or the provider call
         self._pending: defer.Deferred | None = None
         self._source: IChunkSource | None = None
         self._relay: StreamRelay | None = None
@@ -143,6 +157,18 @@ class Exchange:
         self._timeout = 0.0
         self._last_activity = 0.0
         self._paused = False  # by the client's backpressure: not an idle upstream
+        #: the attempt now running: its generation (callbacks of an abandoned
+        #: one carry an older one and are ignored), deployment and router state
+        self._gen = 0
+        self._deployment: Model | None = None
+        self._dstate: DeploymentState | None = None
+        self._probe = False
+        self._target = ""
+        #: the model being routed (the requested one, then each fallback) and its plan
+        self._routed: Model | None = None
+        self._plan: Plan | None = None
+        self._fallbacks: list[str] = []
+        self._last_error: GatewayError | None = None
         #: fires (with None) when the request is over; cancelling it (Klein
         #: does when the client goes) is the client gone
         self.finished: defer.Deferred = defer.Deferred(lambda _: self.client_gone())
@@ -174,8 +200,10 @@ class Exchange:
         self._pending = None
         if self.state != STARTING:
             return
+        model = self.ctx.model
+        self._fallbacks = list(model.fallbacks)
         try:
-            self._attempt()
+            self._route(model)
         except Exception:  # noqa: BLE001 - see _crashed
             self._crashed(Failure())
 
@@ -191,46 +219,168 @@ class Exchange:
             log.failure("request {rid}: a pre_call hook failed", failure, rid=self.ctx.request_id)
             self._reject(internal_error())
 
-    # -- 2. attempt ---------------------------------------------------------------
+    # -- 2. attempt: the loop over deployments, then fallbacks --------------------------
 
-    def _attempt(self) -> None:
-        """One attempt on the model's deployment, under its one timer."""
+    def _route(self, model: Model) -> None:
+        """Start routing ``model`` (the requested one or a fallback)."""
+        self._routed = model
+        endpoint = self.ctx.endpoint.removeprefix("/v1/")
+        providers = self.providers
+        self._plan = self.router.plan(model, lambda d: serves(providers, d, endpoint))
+        self._next_attempt()
+
+    def _next_attempt(self) -> None:
+        deployment = self._plan.next()
+        if deployment is None:
+            self._next_fallback()
+        else:
+            self._attempt(deployment)
+
+    def _attempt(self, deployment: Model) -> None:
+        """One attempt on ``deployment``, under its one timer."""
         ctx = self.ctx
-        model = ctx.model
-        provider = self.providers[model.provider]
-        self._timeout = model.timeout_ms / 1000.0 if model.timeout_ms else self.upstream_timeout
+        self._gen += 1
+        gen = self._gen
+        ctx.attempts += 1
+        ctx.response_headers["x-gateway-attempts"] = str(ctx.attempts)
+        routed = self._routed
+        fallback = routed is not ctx.model
+        self._target = f"{routed.name}#{deployment.index}" if fallback else str(deployment.index)
+        ctx.target = f"{routed.name}#{deployment.index}"
+        if fallback and deployment.name != ctx.model.name:
+            # CONTRACT 5.1: what the client sees keeps its model's name
+            deployment = replace(deployment, name=ctx.model.name)
+        self._deployment = deployment
+        self._dstate, self._probe = self.router.began(deployment)
+        provider = self.providers[deployment.provider]
+        timeout_ms = deployment.timeout_ms or routed.timeout_ms
+        self._timeout = timeout_ms / 1000.0 if timeout_ms else self.upstream_timeout
         self.state = CALLING
-        ctx.upstream_started = self._last_activity = self.reactor.seconds()
-        self._timer = self.reactor.callLater(self._timeout, self._timed_out)
+        self._last_activity = now = self.reactor.seconds()
+        if ctx.upstream_started is None:
+            ctx.upstream_started = now
+        self._timer = self.reactor.callLater(self._timeout, self._timed_out, gen)
         if ctx.stream:
             call = provider.stream_chat
         else:
             call = provider.chat if ctx.endpoint.endswith(CHAT) else provider.embeddings
         # maybeDeferred: a provider that raises (an api_base the URL library
         # refuses) is a 502 that finalizes, not a leaked permit
-        self._pending = d = defer.maybeDeferred(call, model, ctx.body, self.reactor)
-        d.addCallbacks(self._answered, self._attempt_failed).addErrback(self._crashed)
+        self._pending = d = defer.maybeDeferred(call, deployment, ctx.body, self.reactor)
+        d.addCallbacks(
+            self._answered, self._attempt_failed, callbackArgs=(gen,), errbackArgs=(gen,)
+        ).addErrback(self._crashed)
 
-    def _attempt_failed(self, failure: Failure) -> None:
+    def _attempt_failed(self, failure: Failure, gen: int) -> None:
+        if gen != self._gen or self.state == CLOSED:
+            return  # an abandoned attempt, or the exchange is over
         self._pending = None
-        if self.state == CLOSED or failure.check(defer.CancelledError):
+        if failure.check(defer.CancelledError):
             return  # we cancelled it (timeout, client gone): already handled
         if failure.check(GatewayError):
-            self._fail(failure.value)
+            self._failed(failure.value)
         else:
             log.failure("request {rid}: the upstream call failed", failure, rid=self.ctx.request_id)
-            self._fail(provider_error("upstream request failed"))
+            self._failed(provider_error("upstream request failed"))
+
+    def _failed(self, error: GatewayError) -> None:
+        """The attempt failed before anything reached the client: retry, fall
+        back, or answer with this error (CONTRACT 5.1)."""
+        outcome = error.attempt_outcome
+        routed = self._routed
+        routing = routed.routing
+        retryable = outcome in routing.retry_on and outcome not in NEVER_RETRIED
+        self.ctx.attempt_outcomes.append((self._target, str(outcome)))
+        state, self._dstate = self._dstate, None
+        retry_after = retry_after_seconds(error.retry_after, self.reactor.seconds())
+        if retryable or retry_after is not None:
+            if self.router.failed(state, self._probe, routing.cooldown, retry_after):
+                self.ctx.cooldowns.append(self._target)
+        else:
+            self.router.abandoned(state, self._probe)
+        self._abandon()
+        if not retryable:
+            self._fail(error)
+            return
+        self._last_error = error
+        self._next_attempt()
+
+    def _next_fallback(self) -> None:
+        """Every attempt on the routed model failed, each for a retryable
+        reason: the next fallback that exists, that the key may use, that
+        serves the endpoint and that its own limits admit; else the last error."""
+        ctx = self.ctx
+        snapshot = ctx.snapshot
+        allowed = ctx.api_key.allowed_models
+        endpoint = ctx.endpoint.removeprefix("/v1/")
+        while self._fallbacks:
+            name = self._fallbacks.pop(0)
+            model = snapshot.models_by_name.get(name)
+            if (
+                model is None
+                or model is ctx.model
+                or name not in allowed
+                or not any(serves(self.providers, d, endpoint) for d in model.deployments)
+            ):
+                continue
+            admitted = self.hooks.admit(ctx, model)
+            if isinstance(admitted, defer.Deferred):
+                self.state = CALLING
+                self._pending = admitted
+                admitted.addCallbacks(
+                    self._admitted,
+                    self._admission_failed,
+                    callbackArgs=(model, self._gen),
+                    errbackArgs=(self._gen,),
+                ).addErrback(self._crashed)
+                return
+            if admitted:
+                self._route(model)
+                return
+        self._fail(self._last_error or provider_error("no deployment could be tried"))
+
+    def _admitted(self, admitted: bool, model: Model, gen: int) -> None:
+        if gen != self._gen or self.state == CLOSED:
+            return
+        self._pending = None
+        if admitted:
+            self._route(model)
+        else:
+            self._next_fallback()
+
+    def _admission_failed(self, failure: Failure, gen: int) -> None:
+        if gen != self._gen or self.state == CLOSED:
+            return
+        self._pending = None
+        if not failure.check(defer.CancelledError):
+            log.failure(
+                "request {rid}: a fallback's check failed", failure, rid=self.ctx.request_id
+            )
+            self._next_fallback()
+
+    def _abandon(self) -> None:
+        """Give up the running attempt: its callbacks are ignored from now on,
+        its timer stopped, its call cancelled and its upstream closed."""
+        self._gen += 1
+        self._cancel_timer()
+        self._cancel_upstream()
+        if self._relay is not None:
+            relay, self._relay = self._relay, None
+            relay.stop()
+        self.state = CALLING
 
     # -- 3. answer ------------------------------------------------------------------
 
-    def _answered(self, answer: ProviderResult | IChunkSource) -> None:
-        self._pending = None
-        if self.state == CLOSED:  # raced with a timeout or the client leaving
+    def _answered(self, answer: ProviderResult | IChunkSource, gen: int) -> None:
+        if gen != self._gen or self.state == CLOSED:
+            # raced with a timeout, a retry or the client leaving
             if self.ctx.stream:
                 answer.cancel()
             return
+        self._pending = None
         ctx = self.ctx
         if not ctx.stream:
+            self._succeeded()
             ctx.upstream_finished = self.reactor.seconds()
             ctx.usage = answer.usage
             ctx.status = 200
@@ -243,13 +393,22 @@ class Exchange:
         self._relay = StreamRelay(self.request, ctx, self)
         answer.start(self._relay)
 
+    def _succeeded(self) -> None:
+        """The attempt answered: the request is committed to it."""
+        self.ctx.attempt_outcomes.append((self._target, "ok"))
+        state, self._dstate = self._dstate, None
+        if state is not None:
+            self.router.succeeded(state, self._probe)
+
     # what the relay tells its owner
 
     def first_chunk(self) -> None:
-        """The first chunk came: the stream's headers go out, the timer now
-        measures the idle time between chunks."""
+        """The first chunk came: the request is committed to this attempt, the
+        stream's headers go out, the timer now measures the idle time between
+        chunks."""
         self.state = STREAMING
         self.ctx.first_token_at = self.reactor.seconds()
+        self._succeeded()
 
     def activity(self) -> None:
         self._last_activity = self.reactor.seconds()
@@ -269,16 +428,19 @@ class Exchange:
         if self.state == CLOSED:
             return
         self._source = None  # over: nothing to cancel
-        self.ctx.upstream_finished = self.reactor.seconds()
         relay = self._relay
         if self.state == WAITING:
-            if clean:
+            if clean:  # an answer with no chunk: still the upstream's answer
+                self._succeeded()
+                self.ctx.upstream_finished = self.reactor.seconds()
                 relay.start_response()
                 relay.end(done=False)
                 self._close("empty")
             else:
-                self._fail(provider_error(f"{detail} before the first chunk"))
-        elif clean:
+                self._failed(provider_error(f"{detail} before the first chunk", "connect"))
+            return
+        self.ctx.upstream_finished = self.reactor.seconds()
+        if clean:
             relay.end(done=True)
             self._close("done")
         else:
@@ -288,7 +450,7 @@ class Exchange:
     def malformed(self) -> None:
         """An upstream chunk that is not a JSON object."""
         if self.state == WAITING:
-            self._fail(provider_error("malformed event in the upstream stream"))
+            self._failed(provider_error("malformed event in the upstream stream"))
         elif self.state == STREAMING:
             log.warn("stream {rid}: malformed upstream event, stream cut", rid=self.ctx.request_id)
             self._relay.end(done=False)
@@ -296,9 +458,9 @@ class Exchange:
 
     # -- 4. the ways it ends ----------------------------------------------------------
 
-    def _timed_out(self) -> None:
+    def _timed_out(self, gen: int) -> None:
         self._timer = None
-        if self.state == CLOSED:
+        if gen != self._gen or self.state == CLOSED:
             return
         if self.state == STREAMING:
             idle = 0.0 if self._paused else self.reactor.seconds() - self._last_activity
@@ -306,7 +468,7 @@ class Exchange:
             # a hair below the timeout is the timeout: rescheduled after that
             # hair, the timer would land on the same float instant again and again
             if remaining > 1e-6:
-                self._timer = self.reactor.callLater(remaining, self._timed_out)
+                self._timer = self.reactor.callLater(remaining, self._timed_out, gen)
                 return
             log.warn(
                 "stream {rid}: no chunk for {t}s, stream cut",
@@ -317,7 +479,7 @@ class Exchange:
             self._relay.end(done=False)
             self._close("timeout")
             return
-        self._fail(request_timeout())
+        self._failed(request_timeout())
 
     def client_gone(self) -> None:
         """The client's connection was lost: stop paying for tokens at once."""
@@ -362,6 +524,12 @@ class Exchange:
             self.request.loseConnection()
             self._close("upstream_error")
 
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            timer, self._timer = self._timer, None
+            if timer.active():
+                timer.cancel()
+
     def _cancel_upstream(self) -> None:
         """Cancel what is pending and close the upstream. The exchange is
         marked closing first: whatever the cancel fires synchronously (a
@@ -381,9 +549,10 @@ class Exchange:
         """The one exit: stop everything, finalize exactly once."""
         self._cancel_upstream()
         self.state = CLOSED
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timer()
+        if self._dstate is not None:  # an attempt that never told how it went
+            state, self._dstate = self._dstate, None
+            self.router.abandoned(state, self._probe)
         ctx = self.ctx
         if ctx.finished_at is None:
             ctx.finished_at = self.reactor.seconds()
