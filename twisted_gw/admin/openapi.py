@@ -107,6 +107,9 @@ def _filled() -> dict[str, Any]:
         "max_cooldown_failures": entities.MAX_COOLDOWN_FAILURES,
         "max_cooldown_ms": entities.MAX_COOLDOWN_MS,
         "strategies": list(entities.STRATEGIES),
+        "retry_reasons": list(entities.RETRY_REASONS),
+        "never_retried": sorted(entities.NEVER_RETRIED),
+        "default_retry_on": list(entities.DEFAULT_RETRY_ON),
         "retry_on_description": (
             "Why an attempt is retried: "
             + ", ".join(f"`{r}`" for r in entities.RETRY_REASONS)
@@ -181,6 +184,19 @@ def catalog_document() -> dict[str, Any]:
         "providers": [f.describe() for f in catalog.FAMILIES],
         "rate_limits": [k.describe() for k in kinds.KINDS],
         "bounds": {"timeout_ms": MAX_TIMEOUT_MS, "rate_limit": MAX_RATE_LIMIT},
+        "routing": {
+            "strategies": list(entities.STRATEGIES),
+            "retry_reasons": list(entities.RETRY_REASONS),
+            "never_retried": sorted(entities.NEVER_RETRIED),
+            "default_retry_on": list(entities.DEFAULT_RETRY_ON),
+            "bounds": {
+                "weight": entities.MAX_WEIGHT,
+                "priority": entities.MAX_PRIORITY,
+                "retries": entities.MAX_RETRIES,
+                "cooldown_failures": entities.MAX_COOLDOWN_FAILURES,
+                "cooldown_ms": entities.MAX_COOLDOWN_MS,
+            },
+        },
     }
 
 
