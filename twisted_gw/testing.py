@@ -168,14 +168,16 @@ class PendingCall:
     def fail(self, error: GatewayError | BaseException) -> None:
         self.deferred.errback(Failure(error))
 
-    def refuse(self, status: int, doc: dict | bytes | None = None) -> None:
+    def refuse(
+        self, status: int, doc: dict | bytes | None = None, retry_after: str | None = None
+    ) -> None:
         """The upstream answered an error status (``doc`` its body): fail with
         the GatewayError the HTTP providers make of it (the same mapping,
         :func:`~twisted_gw.providers.errors.map_upstream_status`, with the
         model's provider key redacted), so a test reads like the upstream's
         answer; the mapping itself is unit-tested on its own."""
         body = b"" if doc is None else doc if isinstance(doc, bytes) else dumps(doc)
-        self.fail(map_upstream_status(status, body, (self.model.api_key,)))
+        self.fail(map_upstream_status(status, body, (self.model.api_key,), retry_after))
 
 
 @implementer(IProvider)
