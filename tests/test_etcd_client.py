@@ -18,9 +18,10 @@ from twisted.internet.protocol import Factory, Protocol
 from tests.conftest import SESSION_SECRETS
 from tests.support.etcd import EtcdServer
 from tests.support.gateway import free_port, make_self_signed_cert
-from twisted_gw.config.etcd_client import (
+from twisted_gw._outbound import tls_policy
+from twisted_gw.config.etcd_client import EtcdClient
+from twisted_gw.config.etcd_wire import (
     EtcdAuthError,
-    EtcdClient,
     EtcdCompacted,
     EtcdServerError,
     EtcdUnavailable,
@@ -28,7 +29,6 @@ from twisted_gw.config.etcd_client import (
     prefix_range_end,
     put_op,
     range_op,
-    tls_policy,
 )
 
 

@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 
 from tests.conftest import start_gateway
 from tests.support.access_log import FIELDS
-from twisted_gw.config.etcd_client import KeyValue
 from twisted_gw.config.etcd_store import EtcdStore
+from twisted_gw.config.etcd_wire import KeyValue
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.observability.access_log import access_json, access_line, logfmt_value

@@ -7,6 +7,8 @@ whole v3 API as JSON over HTTP (``/v3/kv/range``, ``/v3/kv/put``,
 lines, ``/v3/auth/authenticate``), with keys and values in base64 and 64-bit
 integers as strings; this module speaks exactly that and nothing else, so the
 store on top of it (:mod:`twisted_gw.config.etcd_store`) reads like etcd's API.
+What goes on the wire (encodings, results, transaction parts, errors) is
+:mod:`twisted_gw.config.etcd_wire`, pure; this module is the I/O around it.
 
 What it guarantees:
 
@@ -35,10 +37,8 @@ What it guarantees:
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -60,262 +60,29 @@ from twisted_gw._outbound import (
     read_body,
     tls_policy,
 )
+from twisted_gw.config.etcd_wire import (
+    DeleteResult,
+    EtcdAuthError,
+    EtcdCompacted,
+    EtcdError,
+    EtcdServerError,
+    EtcdUnavailable,
+    PutResult,
+    RangeResult,
+    TxnResult,
+    WatchResponse,
+    b64,
+    header_revision,
+    int64,
+    is_token_problem,
+    prefix_range_end,
+    server_error,
+)
+from twisted_gw.config.file import EtcdConfig
 
 log = Logger()
 
 _T = TypeVar("_T")
-
-#: gRPC status codes etcd puts in its JSON errors
-GRPC_INVALID_ARGUMENT = 3
-GRPC_FAILED_PRECONDITION = 9
-GRPC_UNAVAILABLE = 14
-GRPC_UNAUTHENTICATED = 16
-
-
-# -- errors ------------------------------------------------------------------
-
-
-class EtcdError(Exception):
-    """Something went wrong talking to etcd; ``str()`` is safe to show (no secrets)."""
-
-
-class EtcdUnavailable(EtcdError):
-    """No host answered within the budget; the message says what each one did."""
-
-
-class EtcdServerError(EtcdError):
-    """etcd answered with an error (``code`` is its gRPC status code, if any)."""
-
-    def __init__(self, message: str, code: int | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-
-    @property
-    def invalid_token(self) -> bool:
-        """The call needs a (new) token: expired, forgotten by a restart, or missing."""
-        return _is_token_problem(self.message) or self.code == GRPC_UNAUTHENTICATED
-
-    @property
-    def unavailable(self) -> bool:
-        """etcd is up but cannot serve (no leader, overloaded): try another host."""
-        return self.code == GRPC_UNAVAILABLE
-
-
-class EtcdAuthError(EtcdServerError):
-    """``user``/``password`` were refused."""
-
-
-class EtcdCompacted(EtcdError):
-    """A watch asked for revisions etcd has compacted away; reload everything."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"revision compacted (oldest kept revision {compact_revision})")
-        self.compact_revision = compact_revision
-
-
-def _is_token_problem(message: str) -> bool:
-    return "invalid auth token" in message or "user name is empty" in message
-
-
-# -- wire values ---------------------------------------------------------------
-
-
-def _bytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
-
-
-def _b64(value: str | bytes) -> str:
-    return base64.b64encode(_bytes(value)).decode("ascii")
-
-
-def _unb64(value: str | None) -> bytes:
-    return base64.b64decode(value) if value else b""
-
-
-def _int(value: Any) -> int:
-    """etcd's JSON writes int64 as strings and omits zeros."""
-    return int(value) if value else 0
-
-
-def prefix_range_end(prefix: str | bytes) -> bytes:
-    """The ``range_end`` that selects every key starting with ``prefix``.
-
-    etcd's rule: drop trailing 0xff bytes and increment the last byte; a
-    prefix of only 0xff bytes (or empty) means "to the end of the keyspace"
-    (``b"\\0"``)."""
-    end = bytearray(_bytes(prefix))
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """One stored key as etcd reports it."""
-
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-
-    @classmethod
-    def from_json(cls, raw: dict) -> KeyValue:
-        return cls(
-            _unb64(raw.get("key")),
-            _unb64(raw.get("value")),
-            _int(raw.get("create_revision")),
-            _int(raw.get("mod_revision")),
-            _int(raw.get("version")),
-        )
-
-
-def _kv_or_none(raw: dict | None) -> KeyValue | None:
-    return KeyValue.from_json(raw) if raw else None
-
-
-def _revision(raw: dict) -> int:
-    return _int((raw.get("header") or {}).get("revision"))
-
-
-@dataclass(frozen=True)
-class RangeResult:
-    """``revision`` is the store revision the read saw (the header's)."""
-
-    revision: int
-    kvs: tuple[KeyValue, ...]
-    count: int
-
-    @classmethod
-    def from_json(cls, raw: dict) -> RangeResult:
-        kvs = tuple(KeyValue.from_json(kv) for kv in raw.get("kvs") or ())
-        return cls(_revision(raw), kvs, _int(raw.get("count")))
-
-
-@dataclass(frozen=True)
-class PutResult:
-    revision: int
-    prev_kv: KeyValue | None
-
-    @classmethod
-    def from_json(cls, raw: dict) -> PutResult:
-        return cls(_revision(raw), _kv_or_none(raw.get("prev_kv")))
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    revision: int
-    deleted: int
-    prev_kvs: tuple[KeyValue, ...]
-
-    @classmethod
-    def from_json(cls, raw: dict) -> DeleteResult:
-        prev = tuple(KeyValue.from_json(kv) for kv in raw.get("prev_kvs") or ())
-        return cls(_revision(raw), _int(raw.get("deleted")), prev)
-
-
-@dataclass(frozen=True)
-class TxnResult:
-    """``responses`` are those of the branch that ran (success or failure)."""
-
-    revision: int
-    succeeded: bool
-    responses: tuple[RangeResult | PutResult | DeleteResult, ...]
-
-    @classmethod
-    def from_json(cls, raw: dict) -> TxnResult:
-        responses: list[RangeResult | PutResult | DeleteResult] = []
-        for item in raw.get("responses") or ():
-            if "response_range" in item:
-                responses.append(RangeResult.from_json(item["response_range"]))
-            elif "response_put" in item:
-                responses.append(PutResult.from_json(item["response_put"]))
-            elif "response_delete_range" in item:
-                responses.append(DeleteResult.from_json(item["response_delete_range"]))
-        return cls(_revision(raw), bool(raw.get("succeeded")), tuple(responses))
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    type: str  # "PUT" or "DELETE"
-    kv: KeyValue
-
-
-@dataclass(frozen=True)
-class WatchResponse:
-    """One message of a watch stream: events in revision order."""
-
-    revision: int
-    events: tuple[WatchEvent, ...]
-
-    @classmethod
-    def from_json(cls, raw: dict) -> WatchResponse:
-        events = tuple(
-            WatchEvent(ev.get("type") or "PUT", KeyValue.from_json(ev.get("kv") or {}))
-            for ev in raw.get("events") or ()
-        )
-        return cls(_revision(raw), events)
-
-
-# -- transaction building blocks -------------------------------------------------
-
-_TARGET_FIELDS = {
-    "VERSION": "version",
-    "CREATE": "create_revision",
-    "MOD": "mod_revision",
-    "VALUE": "value",
-}
-_RESULTS = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
-
-
-def compare(
-    key: str | bytes,
-    target: str,
-    op: str,
-    value: int | str | bytes,
-    range_end: str | bytes | None = None,
-) -> dict:
-    """One txn compare: ``compare(key, "MOD", "<", 42)``.
-
-    ``target`` is ``VERSION``, ``CREATE``, ``MOD`` or ``VALUE``; ``op`` is
-    ``==``, ``!=``, ``<`` or ``>``. With ``range_end`` the compare must hold
-    for every key in ``[key, range_end)`` (an empty range compares as a key
-    with zero revisions)."""
-    field = _TARGET_FIELDS[target]
-    wire: dict[str, Any] = {"key": _b64(key), "target": target, "result": _RESULTS[op]}
-    wire[field] = _b64(value) if field == "value" else str(int(value))  # type: ignore[arg-type]
-    if range_end is not None:
-        wire["range_end"] = _b64(range_end)
-    return wire
-
-
-def put_op(key: str | bytes, value: str | bytes, prev_kv: bool = False) -> dict:
-    """A txn operation that puts ``value`` at ``key``."""
-    return {"request_put": {"key": _b64(key), "value": _b64(value), "prev_kv": prev_kv}}
-
-
-def range_op(key: str | bytes, range_end: str | bytes | None = None) -> dict:
-    """A txn operation that reads ``key`` (or ``[key, range_end)``)."""
-    req: dict[str, Any] = {"key": _b64(key)}
-    if range_end is not None:
-        req["range_end"] = _b64(range_end)
-    return {"request_range": req}
-
-
-def delete_op(
-    key: str | bytes, range_end: str | bytes | None = None, prev_kv: bool = False
-) -> dict:
-    """A txn operation that deletes ``key`` (or ``[key, range_end)``)."""
-    req: dict[str, Any] = {"key": _b64(key), "prev_kv": prev_kv}
-    if range_end is not None:
-        req["range_end"] = _b64(range_end)
-    return {"request_delete_range": req}
-
 
 # -- transport -----------------------------------------------------------------
 
@@ -420,7 +187,7 @@ class Watch:
             return
         result = message.get("result") or {}
         if result.get("canceled"):
-            compact = _int(result.get("compact_revision"))
+            compact = int64(result.get("compact_revision"))
             reason = result.get("cancel_reason") or "watch canceled by etcd"
             self._finish(EtcdCompacted(compact) if compact else EtcdServerError(reason))
             return
@@ -447,7 +214,7 @@ class EtcdClient:
         user: str | None = None,
         password: str | None = None,
         *,
-        reactor: Any = None,
+        reactor: Any = None,  # time, TCP and name resolution: what HostnameEndpoint needs
         pool: HTTPConnectionPool | None = None,
         tls_policy: IPolicyForHTTPS | None = None,
     ) -> None:
@@ -476,17 +243,15 @@ class EtcdClient:
         self._watches: set[Watch] = set()
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> EtcdClient:
-        """Build from :class:`twisted_gw.config.file.EtcdConfig`."""
+    def from_config(cls, config: EtcdConfig, reactor: Any = None) -> EtcdClient:
+        """Build from the config file's ``etcd`` section (``reactor`` as for the constructor)."""
         return cls(
             config.hosts,
             config.timeout,
             config.user,
             config.password,
             reactor=reactor,
-            tls_policy=tls_policy(
-                getattr(config, "ca_file", None), getattr(config, "verify", True)
-            ),
+            tls_policy=tls_policy(config.ca_file, config.verify),
         )
 
     # -- KV ----------------------------------------------------------------------
@@ -503,11 +268,11 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> Deferred[RangeResult]:
         """Read ``key``, ``[key, range_end)``, or every key under ``key`` (``prefix``)."""
-        body: dict[str, Any] = {"key": _b64(key)}
+        body: dict[str, str | bool] = {"key": b64(key)}
         if prefix:
             range_end = prefix_range_end(key)
         if range_end is not None:
-            body["range_end"] = _b64(range_end)
+            body["range_end"] = b64(range_end)
         if limit:
             body["limit"] = str(limit)
         if revision:
@@ -525,7 +290,7 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> Deferred[PutResult]:
         """Store ``value`` at ``key``."""
-        body = {"key": _b64(key), "value": _b64(value), "prev_kv": prev_kv}
+        body = {"key": b64(key), "value": b64(value), "prev_kv": prev_kv}
         return self._unary("/v3/kv/put", body, timeout, PutResult.from_json)
 
     def delete(
@@ -538,11 +303,11 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> Deferred[DeleteResult]:
         """Delete ``key``, ``[key, range_end)``, or every key under ``key``."""
-        body: dict[str, Any] = {"key": _b64(key), "prev_kv": prev_kv}
+        body: dict[str, str | bool] = {"key": b64(key), "prev_kv": prev_kv}
         if prefix:
             range_end = prefix_range_end(key)
         if range_end is not None:
-            body["range_end"] = _b64(range_end)
+            body["range_end"] = b64(range_end)
         return self._unary("/v3/kv/deleterange", body, timeout, DeleteResult.from_json)
 
     def txn(
@@ -562,7 +327,9 @@ class EtcdClient:
 
     def compact(self, revision: int, *, timeout: float | None = None) -> Deferred[int]:
         """Compact history up to ``revision``; fires with the header revision."""
-        return self._unary("/v3/kv/compaction", {"revision": str(revision)}, timeout, _revision)
+        return self._unary(
+            "/v3/kv/compaction", {"revision": str(revision)}, timeout, header_revision
+        )
 
     # -- watch -------------------------------------------------------------------
 
@@ -581,11 +348,11 @@ class EtcdClient:
         ``on_response`` is called with each :class:`WatchResponse` carrying
         events, in order. Opening is bounded like any call; it fails with
         :class:`EtcdCompacted` when ``start_revision`` was compacted away."""
-        request: dict[str, Any] = {"key": _b64(key)}
+        request: dict[str, str] = {"key": b64(key)}
         if prefix:
             range_end = prefix_range_end(key)
         if range_end is not None:
-            request["range_end"] = _b64(range_end)
+            request["range_end"] = b64(range_end)
         if start_revision:
             request["start_revision"] = str(start_revision)
         body = {"create_request": request}
@@ -634,23 +401,23 @@ class EtcdClient:
             result = message.get("result") or {}
             if result.get("canceled"):
                 watch.cancel()
-                compact = _int(result.get("compact_revision"))
+                compact = int64(result.get("compact_revision"))
                 if compact:
                     raise EtcdCompacted(compact)
                 reason = result.get("cancel_reason") or "watch canceled by etcd"
-                if _is_token_problem(reason) and self._user and not reauthenticated:
+                if is_token_problem(reason) and self._user and not reauthenticated:
                     self._token = None
                     reauthenticated = True
                     continue
                 raise EtcdServerError(reason)
-            watch.revision = _revision(result)
+            watch.revision = header_revision(result)
             self._watches.add(watch)
             watch.done.addBoth(self._forget_watch, watch)
             if result.get("events"):  # etcd sends them separately, but be safe
                 watch._message(message)
             return watch
 
-    def _forget_watch(self, result: Any, watch: Watch) -> Any:
+    def _forget_watch(self, result: Failure | None, watch: Watch) -> Failure | None:
         self._watches.discard(watch)
         return result
 
@@ -727,7 +494,7 @@ class EtcdClient:
             if status == 200:
                 self._current = index
                 return answer
-            error = _server_error(status, answer)
+            error = server_error(status, answer)
             if error.unavailable:
                 problems.append(f"{host}: {error.message}")
                 self._current = (index + 1) % n
@@ -798,33 +565,7 @@ class EtcdClient:
                 timer.cancel()
 
 
-def _server_error(status: int, answer: Any) -> EtcdServerError:
-    if not isinstance(answer, dict):
-        answer = {}
-    message = str(answer.get("message") or answer.get("error") or f"HTTP {status}")
-    code = answer.get("code")
-    return EtcdServerError(message, code if isinstance(code, int) else None, status)
-
-
 __all__ = [
-    "DeleteResult",
-    "EtcdAuthError",
     "EtcdClient",
-    "EtcdCompacted",
-    "EtcdError",
-    "EtcdServerError",
-    "EtcdUnavailable",
-    "KeyValue",
-    "PutResult",
-    "RangeResult",
-    "TxnResult",
     "Watch",
-    "WatchEvent",
-    "WatchResponse",
-    "compare",
-    "delete_op",
-    "prefix_range_end",
-    "put_op",
-    "range_op",
-    "tls_policy",
 ]

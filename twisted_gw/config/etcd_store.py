@@ -39,12 +39,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_gw.config.entities import KINDS, ApiKey, Model, SchemaError
-from twisted_gw.config.etcd_client import (
-    EtcdClient,
+from twisted_gw.config.etcd_client import EtcdClient, Watch
+from twisted_gw.config.etcd_wire import (
     EtcdCompacted,
     EtcdError,
     KeyValue,
-    Watch,
     WatchResponse,
     compare,
     prefix_range_end,
