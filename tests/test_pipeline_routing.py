@@ -190,6 +190,7 @@ def test_a_stream_cut_before_its_first_chunk_is_retried(gw):
     assert response.headers["x-gateway-attempts"] == "2"
     assert gw.sample("twisted_gw_upstream_attempts_total", model="r", target="0", outcome="connect")
     assert gw.ends == ["done"]
+    assert all(s.in_flight == 0 for s in gw.proxy.router._states.values())
 
 
 def test_a_malformed_first_event_is_retried_and_its_upstream_closed(gw):
@@ -209,11 +210,14 @@ def test_a_stream_cut_after_its_first_chunk_is_not_retried(gw):
     pending = send(gw, stream=True)
     source = call(gw).stream()
     source.push(chunk("a"))
+    gw.flush()
+    state = gw.proxy.router.state(call(gw).model)
+    assert state.in_flight == 1  # answered, and still being relayed (least_busy counts it)
     source.end(clean=False, detail="connection lost")
     response = gw.result(pending)
     assert response.code == 200 and "[DONE]" not in response.data
     assert len(gw.provider.calls) == 1 and response.headers["x-gateway-attempts"] == "1"
-    assert gw.ends == ["upstream_cut"]
+    assert gw.ends == ["upstream_cut"] and state.in_flight == 0
 
 
 def test_a_first_chunk_timeout_is_retried(gw):

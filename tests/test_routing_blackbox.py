@@ -377,12 +377,6 @@ async def test_a_target_without_a_timeout_uses_the_models(gw, refused, ups, faul
     assert fault.client_gone["stall"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twisted_gw/proxy/exchange.py _attempt: `deployment.timeout_ms or "
-    "routed.timeout_ms` gives a target whose timeout is 0 the model's timeout, "
-    "where CONTRACT 4.4/5.1 make 0 'no per-model bound' (gateway-wide applies)",
-)
 @pytest_twisted.ensureDeferred
 async def test_a_target_with_timeout_0_has_no_per_model_bound(gw, refused, ups):
     _, b, _ = ups
@@ -566,12 +560,6 @@ async def test_least_busy_avoids_a_deployment_with_a_request_in_flight(gw, two_f
     assert got[holder] == 0 and got[1 - holder] == 12, (holder, got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twisted_gw/proxy/exchange.py first_chunk() calls _succeeded(), whose "
-    "Router.succeeded() (routing.py) decrements in_flight at the stream's first chunk: "
-    "a stream being relayed no longer counts as in flight for least_busy",
-)
 @pytest_twisted.ensureDeferred
 async def test_least_busy_counts_a_stream_being_relayed_as_in_flight(gw, two_faults):
     holder, got = await _least_busy_split(gw, two_faults, "stall_mid", stream_it=True)

@@ -52,11 +52,6 @@ def fail(r: Router, d: Model, cooldown: Cooldown = COOLDOWN, retry_after: float 
     return r.failed(state, probe, cooldown, retry_after)
 
 
-def succeed(r: Router, d: Model) -> None:
-    state, probe = r.began(d)
-    r.succeeded(state, probe)
-
-
 # -- the document -----------------------------------------------------------------------
 
 
@@ -177,6 +172,8 @@ def test_after_the_cooldown_one_request_probes_and_success_ends_it():
     assert all(walk(r, m)[0] == 1 for _ in range(20))  # others wait for the probe
     r.succeeded(state, probe)
     assert r.cooling_down() == []
+    r.released(state)
+    assert r.state(d0).in_flight == 0
     assert Counter(walk(r, m)[0] for _ in range(200))[0] > 50
 
 

@@ -163,6 +163,7 @@ class Exchange:
         self._deployment: Model | None = None
         self._dstate: DeploymentState | None = None
         self._probe = False
+        self._answered_by: DeploymentState | None = None
         self._target = ""
         #: the model being routed (the requested one, then each fallback) and its plan
         self._routed: Model | None = None
@@ -253,7 +254,7 @@ class Exchange:
         self._deployment = deployment
         self._dstate, self._probe = self.router.began(deployment)
         provider = self.providers[deployment.provider]
-        timeout_ms = deployment.timeout_ms or routed.timeout_ms
+        timeout_ms = deployment.timeout_ms  # a target without one has its model's
         self._timeout = timeout_ms / 1000.0 if timeout_ms else self.upstream_timeout
         self.state = CALLING
         self._last_activity = now = self.reactor.seconds()
@@ -396,9 +397,10 @@ class Exchange:
     def _succeeded(self) -> None:
         """The attempt answered: the request is committed to it."""
         self.ctx.attempt_outcomes.append((self._target, "ok"))
-        state, self._dstate = self._dstate, None
+        state = self._dstate
         if state is not None:
             self.router.succeeded(state, self._probe)
+            self._answered_by = state  # in flight on it until the request ends
 
     # what the relay tells its owner
 
@@ -550,9 +552,12 @@ class Exchange:
         self._cancel_upstream()
         self.state = CLOSED
         self._cancel_timer()
-        if self._dstate is not None:  # an attempt that never told how it went
+        if self._dstate is not None:
             state, self._dstate = self._dstate, None
-            self.router.abandoned(state, self._probe)
+            if self._answered_by is state:
+                self.router.released(state)
+            else:  # an attempt that never told how it went
+                self.router.abandoned(state, self._probe)
         ctx = self.ctx
         if ctx.finished_at is None:
             ctx.finished_at = self.reactor.seconds()

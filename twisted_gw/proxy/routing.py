@@ -138,12 +138,17 @@ class Router:
         return state, probe
 
     def succeeded(self, state: DeploymentState, probe: bool) -> None:
-        """The deployment answered: whatever it suffered is over."""
-        state.in_flight -= 1
+        """The deployment answered: whatever it suffered is over. The request
+        stays in flight on it (a stream is relayed for a while) until
+        :meth:`released`."""
         state.until = 0.0
         state.failures.clear()
         if probe:
             state.probing = False
+
+    def released(self, state: DeploymentState) -> None:
+        """The request a deployment answered is over."""
+        state.in_flight -= 1
 
     def abandoned(self, state: DeploymentState, probe: bool) -> None:
         """The attempt ended without telling anything about the upstream (the
