@@ -46,6 +46,7 @@ pytestmark = pytest.mark.skipif(
 
 MODEL = "ui-stream"  # on the mock upstream, streams with gaps
 ECHO = "ui-echo"  # the mock provider
+ROUTED = "ui-routed"  # on the mock upstream, with a target on the mock provider
 WORDS = ["Streaming ", "arrives ", "word ", "by ", "word ", "here."]
 
 
@@ -252,6 +253,8 @@ async def test_sign_in_keeps_the_admin_key_in_session_storage_only(gw, browser):
 
         b.fill("#admin-key", gw.admin_key + "\n")  # Enter submits
         b.wait(lambda: b.heading() == "Overview", what="the overview")
+        deployments = b.visible("#overview-deployments")  # no request routed yet
+        b.wait(lambda: "No routed requests yet." in deployments.text, what="the empty state")
         assert b.js("return sessionStorage.getItem('twisted-gw.adminKey')") == gw.admin_key
         assert b.js("return localStorage.length") == 0
         assert b.driver.get_cookies() == []
@@ -367,6 +370,8 @@ async def test_editing_a_model_keeps_its_provider_key_unless_a_new_one_is_typed(
     value = entry_named(gw, "models", "name", MODEL)["value"]
     assert value["provider_config"]["api_key"] == provider_key
     assert value["rate_limit"] == {"tpm": 50000}
+    # the routing fields it never had are not written (no "targets": [] or "routing": {})
+    assert set(value) == {"name", "model", "provider_config", "timeout", "rate_limit"}
 
 
 # -- API keys ----------------------------------------------------------------------------
@@ -653,6 +658,179 @@ async def test_overview_reads_metrics_and_refreshes(gw, browser, state):
     await in_thread(steps)
 
 
+# -- routing: a target, a fallback and the deployments table -----------------------------
+
+
+def deployment_rows(b: Browser) -> list[list[str]]:
+    return b.js(
+        """
+        return [...document.querySelectorAll('#overview-deployments tbody tr')]
+          .map(tr => [...tr.cells].map(td => td.textContent.trim()));
+        """
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_model_with_a_target_and_a_fallback_routes_and_the_overview_shows_it(
+    gw, browser, upstream, state
+):
+    provider_key = secret("sk-routed")
+    # deployment 0 is down (a retryable 503); the target on the mock provider answers
+    upstream.set_json("/v1/chat/completions", {"error": {"message": "down"}}, status=503)
+
+    def create():
+        b = browser
+        b.go("/ui/models/create")
+        b.wait(lambda: b.heading() == "Add model")
+        b.fill("#m-name", ROUTED)
+        b.select("#m-provider", "openai")
+        b.fill("#m-upstream", "gpt-ui/down")
+        b.fill("#m-api-key", provider_key)
+        b.fill("#m-api-base", upstream.base_url)
+        assert not b.css("#m-target-add").is_displayed()  # folded away until wanted
+        b.click("#m-routing-section > summary")
+        b.click("#m-target-add")
+        assert b.js("return document.activeElement.id") == "m-t1-provider"
+        assert "Deployment 1" in b.css("#m-targets fieldset legend").text
+        b.select("#m-t1-provider", "mock")
+        assert not b.css("#m-t1-remote").is_displayed()
+        b.fill("#m-t1-upstream", "echo")
+        b.fill("#m-t1-priority", "1")
+        b.fill("#m-t1-weight", "0")
+        b.fill("#m-cooldown-failures", "1")
+        names = [o.get_attribute("value") for o in b.all("#m-fallback-pick option")]
+        assert names == [ECHO, MODEL]  # the existing models, not the one being made
+        b.select("#m-fallback-pick", ECHO)
+        b.click("#m-fallback-add")
+        assert [li.get_attribute("data-name") for li in b.all("#m-fallbacks li")] == [ECHO]
+        preview = b.css("#preview-body").text
+        assert provider_key not in preview and provider_key[-4:] in preview
+        assert '"model": "mock/echo"' in preview and f'"fallbacks": [\n    "{ECHO}"' in preview
+
+        # the Admin API judges the target's fields; its error points at the input
+        b.click("#model-form button[type=submit]")
+        panel = b.visible("#form-error")
+        assert 'property "/targets/0/weight" validation failed' in panel.text
+        assert b.css("#m-t1-weight").get_attribute("aria-invalid") == "true"
+        assert b.js("return document.activeElement.id") == "m-t1-weight"
+        b.shot("20-model-form-routing-error")
+        b.fill("#m-t1-weight", "")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+        assert f"Model {ROUTED} created." in b.visible(".flash").text
+        assert "+1 target" in b.css("#models-table").text
+        assert provider_key not in b.driver.page_source
+
+    await in_thread(create)
+    entry = entry_named(gw, "models", "name", ROUTED)
+    expected = {
+        "name": ROUTED,
+        "model": "openai/gpt-ui/down",
+        "provider_config": {"api_key": provider_key, "api_base": upstream.base_url},
+        "targets": [{"model": "mock/echo", "provider_config": {}, "priority": 1}],
+        "routing": {"cooldown": {"failures": 1}},
+        "fallbacks": [ECHO],
+    }
+    assert entry["value"] == expected
+    model_id = entry["key"].rsplit("/", 1)[1]
+
+    def edit_unchanged():
+        b = browser
+        b.go(f"/ui/models/{model_id}/edit")
+        b.wait(lambda: b.heading() == f"Edit model {ROUTED}")
+        assert b.css("#m-routing-section").get_attribute("open") is not None
+        assert b.css("#m-t1-upstream").get_attribute("value") == "echo"
+        assert b.css("#m-t1-priority").get_attribute("value") == "1"
+        assert b.css("#m-retry-default").is_selected()
+        b.shot("21-model-edit-routing")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+
+    await in_thread(edit_unchanged)
+    assert entry_named(gw, "models", "name", ROUTED)["value"] == expected
+
+    key, key_id = await gw.add_key_with_id([ROUTED, ECHO])
+    chat = {"model": ROUTED, "messages": [{"role": "user", "content": "routed"}]}
+    status, headers, body = await gw.chat(key, chat)
+    assert status == 200, body
+    assert headers["x-gateway-attempts"] == "2"  # deployment 0's 503, then the target
+
+    def overview():
+        b = browser
+        b.go("/ui/")
+        b.wait(lambda: ROUTED in b.css("#overview-deployments").text, what="the routed model")
+        rows = [r for r in deployment_rows(b) if r[0] == ROUTED]
+        b.shot("22-overview-deployments")
+        return rows
+
+    rows = await in_thread(overview)
+    # Model, Target, OK, Failed, Failures by outcome, Cooldowns
+    assert rows == [[ROUTED, "0", "0", "1", "503 1", "1"], [ROUTED, "1", "1", "0", "–", "0"]]
+    upstream.clear("/v1/chat/completions")
+    for path in (f"/models/{model_id}", f"/apikeys/{key_id}"):
+        status, _ = await gw.aadmin("DELETE", "/aisix/admin" + path)
+        assert status == 200, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_routed_model_edited_in_the_form_keeps_every_field_it_did_not_change(gw, browser):
+    target_key = secret("sk-target")
+    doc = {
+        "name": "ui-full",
+        "model": "mock/full",
+        "provider_config": {},
+        "timeout": 30000,
+        "weight": 2,
+        "targets": [
+            {
+                "model": "openai/gpt-x",
+                "provider_config": {"api_key": target_key, "api_base": "https://eu.example/v1"},
+                "weight": 3,
+            },
+            {"model": "mock/other", "provider_config": {}, "priority": 1, "timeout": 60000},
+        ],
+        "routing": {
+            "strategy": "least_busy",
+            "retries": 2,
+            "retry_on": ["connect", "auth", 429, 503],
+            "cooldown": {"failures": 3, "window_ms": 60000, "duration_ms": 30000},
+        },
+        "fallbacks": [ECHO, "ui-gone"],
+    }
+    status, body = await gw.aadmin("POST", "/aisix/admin/models", doc)
+    assert status == 201, body
+    model_id = body["key"].rsplit("/", 1)[1]
+
+    def steps():
+        b = browser
+        b.go(f"/ui/models/{model_id}/edit")
+        b.wait(lambda: b.heading() == "Edit model ui-full")
+        assert b.css("#m-routing-section").get_attribute("open") is not None
+        assert b.css("#m-t1-api-key").get_attribute("value") == ""
+        assert f"••••{target_key[-4:]}" in b.css("#m-t1-api-key-help").text
+        assert target_key not in b.driver.page_source
+        assert b.css("#m-strategy").get_attribute("value") == "least_busy"
+        assert not b.css("#m-retry-default").is_selected()
+        assert b.css("#m-retry-statuses").get_attribute("value") == "429, 503"
+        gone = b.css("#m-fallbacks li[data-name='ui-gone']")
+        assert "(no such model)" in gone.text
+        b.click("#m-fallbacks button[aria-label='Move ui-gone up']")
+        assert [li.get_attribute("data-name") for li in b.all("#m-fallbacks li")] == [
+            "ui-gone",
+            ECHO,
+        ]
+        b.check_accessible_controls()
+        b.shot("23-model-edit-full-routing")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+
+    await in_thread(steps)
+    status, body = await gw.aadmin("GET", f"/aisix/admin/models/{model_id}")
+    assert body["value"] == {**doc, "fallbacks": ["ui-gone", ECHO]}
+    status, _ = await gw.aadmin("DELETE", f"/aisix/admin/models/{model_id}")
+    assert status == 200
+
+
 # -- phone width and the reference page -------------------------------------------------
 
 
@@ -671,6 +849,9 @@ async def test_views_fit_a_phone_screen(gw, browser):
                 b.go(path)
                 b.wait(lambda: b.all("main h1"))
                 b.wait(lambda: not b.all("[aria-busy=true]"), what="loaded")
+                if path == "/ui/models/create":  # with its routing unfolded and a target
+                    b.click("#m-routing-section > summary")
+                    b.click("#m-target-add")
                 time.sleep(0.2)
                 overflow = b.js(
                     "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -715,13 +896,20 @@ async def test_metrics_and_sse_modules(gw, browser):
           'aisix_token_count_total{model="a",type="prompt"} 5.0',
           'aisix_request_latency_milliseconds_sum{endpoint="-",method="GET",status_code="404"} 16.0',
           'aisix_request_latency_milliseconds_count{endpoint="-",method="GET",status_code="404"} 8.0',
+          'twisted_gw_upstream_attempts_total{model="a",outcome="ok",target="fb#0"} 1.0',
+          'twisted_gw_upstream_attempts_total{model="a",outcome="timeout",target="0"} 2.0',
+          'twisted_gw_upstream_attempts_total{model="a",outcome="502",target="0"} 1.0',
+          'twisted_gw_upstream_attempts_created{model="a",outcome="502",target="0"} 1.7e9',
+          'twisted_gw_upstream_attempts_total{model="a",outcome="ok",target="1"} 3.0',
+          'twisted_gw_deployment_cooldowns_total{model="a",target="0"} 1.0',
         ].join('\\n');
         const sum = m.summarize(m.parsePrometheus(text));
         const p = new s.SSEParser();
         const events = [...p.push('data: {"a":'), ...p.push('1}\\r\\n\\r\\ndata: x\\ndata: y\\n\\n'),
                         ...p.push('data: [DONE]\\n\\n')];
         const keys = new Set(Array.from({length: 50}, () => schema.generateKey()));
-        done({requests: sum.requests, errors: sum.errors, rate: sum.errorRate,
+        const deployments = sum.deployments.map(d => ({...d, failures: [...d.failures]}));
+        done({requests: sum.requests, errors: sum.errors, rate: sum.errorRate, deployments,
               tokens: sum.tokens.total, latency: sum.meanLatencyMs, events,
               keys: keys.size, mask: [schema.mask('sk-abcdefgh1234'), schema.mask('short')],
               pointers: schema.errorPointers(
@@ -741,6 +929,19 @@ async def test_metrics_and_sse_modules(gw, browser):
         "rate": 0.25,
         "tokens": 38,
         "latency": 2,
+        # per deployment: its own (by index), then the fallbacks'; failures by outcome
+        "deployments": [
+            {
+                "model": "a",
+                "target": "0",
+                "ok": 0,
+                "failed": 3,
+                "failures": [["timeout", 2], ["502", 1]],
+                "cooldowns": 1,
+            },
+            {"model": "a", "target": "1", "ok": 3, "failed": 0, "failures": [], "cooldowns": 0},
+            {"model": "a", "target": "fb#0", "ok": 1, "failed": 0, "failures": [], "cooldowns": 0},
+        ],
         "events": ['{"a":1}', "x\ny", "[DONE]"],
         "keys": 50,
         "mask": ["••••1234", "••••"],

@@ -171,20 +171,69 @@ def test_ui_repeats_no_table_and_reads_the_served_catalog():
     """Provider families, their base URLs and example models, the rate-limit
     kinds and the bounds are the gateway's tables, fetched from
     /ui/catalog.json; no UI file spells them out again (comments aside)."""
-    from twisted_gw.config.entities import MAX_RATE_LIMIT, MAX_TIMEOUT_MS
+    from twisted_gw.config.entities import (
+        MAX_RATE_LIMIT,
+        MAX_TIMEOUT_MS,
+        MAX_WEIGHT,
+        MODEL_SCHEMA,
+        RETRY_REASONS,
+        STRATEGIES,
+    )
     from twisted_gw.providers.catalog import FAMILIES
     from twisted_gw.ratelimit.kinds import KINDS
 
     repeated = [f'"{f.name}"' for f in FAMILIES] + [f'"{k.name}"' for k in KINDS]
     repeated += [f.default_base for f in FAMILIES if f.default_base]
     repeated += [f'"{f.example_model}"' for f in FAMILIES] + [k.label for k in KINDS]
-    repeated += [str(MAX_RATE_LIMIT), str(MAX_TIMEOUT_MS)]
+    repeated += [str(MAX_RATE_LIMIT), str(MAX_TIMEOUT_MS), str(MAX_WEIGHT)]
+    # routing's tables (CONTRACT 5.1) are read from the gateway too ("timeout"
+    # is a reason and a field of the document, which the form does name)
+    reasons = [r for r in RETRY_REASONS if r not in MODEL_SCHEMA["properties"]]
+    repeated += [f'"{name}"' for name in (*STRATEGIES, *reasons)]
     for path in ui_files():
         lines = path.read_text().splitlines()
         code = "\n".join(line for line in lines if not line.lstrip().startswith("//"))
         assert [r for r in repeated if r in code] == [], path.name
     schema = (UI_DIR / "schema.js").read_text()
     assert 'CATALOG_URL = "/ui/catalog.json"' in schema and "await loadCatalog()" in schema
+
+
+def test_ui_finds_routing_s_tables_where_it_reads_them():
+    """The model form reads routing's strategies, retry reasons, default
+    retry_on and bounds (CONTRACT 5.1) from the catalog when it has them, else
+    from /openapi.json as schema.js does: the enum, the maxima, and the default
+    list its retry_on description spells out."""
+    from twisted_gw.admin.openapi import catalog_document, openapi_document
+    from twisted_gw.config import entities
+
+    catalog = catalog_document()
+    schemas = openapi_document()["components"]["schemas"]
+    routing = schemas["Routing"]["properties"]
+    given = catalog.get("routing", {})
+    bounds = catalog["bounds"]
+    described = re.search(r"Default: (\[[^\]]*\])", routing["retry_on"]["description"])
+    default = given.get("default_retry_on") or json.loads(described.group(1))
+    reasons = given.get("retry_reasons") or [r for r in default if isinstance(r, str)]
+    assert default == list(entities.DEFAULT_RETRY_ON)
+    assert reasons == list(entities.RETRY_REASONS)
+    assert given.get("strategies", routing["strategy"]["enum"]) == list(entities.STRATEGIES)
+    cooldown = routing["cooldown"]["properties"]
+    assert {
+        "weight": bounds.get("weight", schemas["Target"]["properties"]["weight"]["maximum"]),
+        "priority": bounds.get("priority", schemas["Target"]["properties"]["priority"]["maximum"]),
+        "retries": bounds.get("retries", routing["retries"]["maximum"]),
+        "failures": bounds.get("cooldown_failures", cooldown["failures"]["maximum"]),
+        "ms": bounds.get("cooldown_ms", cooldown["window_ms"]["maximum"]),
+    } == {
+        "weight": entities.MAX_WEIGHT,
+        "priority": entities.MAX_PRIORITY,
+        "retries": entities.MAX_RETRIES,
+        "failures": entities.MAX_COOLDOWN_FAILURES,
+        "ms": entities.MAX_COOLDOWN_MS,
+    }
+    assert cooldown["duration_ms"]["maximum"] == entities.MAX_COOLDOWN_MS
+    schema_js = (UI_DIR / "schema.js").read_text()
+    assert 'fetchJson("/openapi.json")' in schema_js and "CATALOG.routing" in schema_js
 
 
 # -- /openapi --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 // right after saving, with a copy button; the URL never carries it.
 
 import { ApiError, adminCall, idOf, listApiKeys, listModels } from "./api.js";
-import { announce, confirmDialog, field, h } from "./dom.js";
+import { announce, choice, confirmDialog, field, h } from "./dom.js";
 import {
   clearErrors,
   errorPanel,
@@ -212,9 +212,7 @@ function buildForm(main, entry, modelNames, { navigate }) {
   });
   const typedField = field("Key", typed, "Any string unique among the API keys.");
   const radios = choices.map(([value, label], i) =>
-    h(
-      "div",
-      { class: "choice" },
+    choice(
       h("input", {
         type: "radio",
         name: "key-mode",
@@ -223,7 +221,7 @@ function buildForm(main, entry, modelNames, { navigate }) {
         checked: i === 0,
         onchange: modeChanged,
       }),
-      h("label", { for: `k-mode-${value}` }, label),
+      label,
     ),
   );
   function mode() {
@@ -241,9 +239,7 @@ function buildForm(main, entry, modelNames, { navigate }) {
   const names = [...new Set([...modelNames, ...allowed])].sort();
   const boxes = names.map((name, i) => {
     const known = modelNames.includes(name);
-    return h(
-      "div",
-      { class: "choice" },
+    return choice(
       h("input", {
         type: "checkbox",
         id: `k-model-${i}`,
@@ -251,12 +247,7 @@ function buildForm(main, entry, modelNames, { navigate }) {
         value: name,
         checked: allowed.has(name),
       }),
-      h(
-        "label",
-        { for: `k-model-${i}` },
-        name,
-        known ? null : h("span", { class: "muted" }, " (no such model)"),
-      ),
+      [name, known ? null : h("span", { class: "muted" }, " (no such model)")],
     );
   });
   const setAll = (checked) => {

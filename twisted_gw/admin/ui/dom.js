@@ -42,6 +42,22 @@ export function field(label, control, help) {
   return wrap;
 }
 
+// A checkbox or radio button with its label after it:
+// <div class="choice"><input type=checkbox id=..><label for=..>..</label></div>
+export function choice(input, label) {
+  return h("div", { class: "choice" }, input, h("label", { for: input.id }, label));
+}
+
+// A description of the Admin API's OpenAPI document as text, its `code` spans
+// as <code>: "`weighted` (default)" -> [<code>weighted</code>, " (default)"].
+export function docText(text) {
+  if (!text) return undefined;
+  return String(text)
+    .split("`")
+    .map((part, i) => (i % 2 ? h("code", {}, part) : part))
+    .filter((part) => part !== "");
+}
+
 // Add an id to an element's aria-describedby (no duplicates).
 export function describe(el, id) {
   const ids = new Set((el.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean));

@@ -6,15 +6,17 @@ import { BOUNDS, LIMIT_FIELDS, LIMIT_LABELS, errorPointers } from "./schema.js";
 
 export const ERROR_ID = "form-error";
 
-// An integer input: type=number, but the server decides what is valid.
-export function numberInput(id, value) {
+// An integer input: type=number, but the server decides what is valid. Its
+// bounds are the Admin API's (CONTRACT 5.5), a rate limit's unless given; an
+// unknown maximum is left out.
+export function numberInput(id, value, { min = 0, max = BOUNDS.rate_limit } = {}) {
   return h("input", {
     id,
     name: id,
     type: "number",
     inputmode: "numeric",
-    min: "0",
-    max: String(BOUNDS.rate_limit), // the Admin API refuses more (CONTRACT 5.5)
+    min: String(min),
+    max: Number.isFinite(max) ? String(max) : undefined,
     step: "1",
     value: Number.isFinite(value) ? String(value) : undefined,
   });
@@ -53,13 +55,19 @@ export function readNumber(input, label) {
   return { value: Number(text) };
 }
 
+// Put a number input's value at `doc[key]` (nothing when it is empty); one
+// that is not a number goes to `problems` as {text, input} instead.
+export function readNumberInto(doc, key, input, label, problems) {
+  const { value, error } = readNumber(input, label);
+  if (error) problems.push({ text: error, input });
+  else if (value !== undefined) doc[key] = value;
+}
+
 export function readLimits(prefix, errors) {
   const limits = {};
   for (const k of LIMIT_FIELDS) {
     const input = document.getElementById(`${prefix}-${k}`);
-    const { value, error } = readNumber(input, `${LIMIT_LABELS[k]} (${k})`);
-    if (error) errors.push({ text: error, input });
-    else if (value !== undefined) limits[k] = value;
+    readNumberInto(limits, k, input, `${LIMIT_LABELS[k]} (${k})`, errors);
   }
   return Object.keys(limits).length ? limits : undefined;
 }
@@ -113,6 +121,8 @@ export function showErrors(form, text, fieldFor, inputs = []) {
     if (input) marked.push(input);
   }
   for (const input of marked) {
+    const section = input.closest("details");
+    if (section) section.open = true; // a named field is never left folded away
     input.setAttribute("aria-invalid", "true");
     describe(input, ERROR_ID);
   }

@@ -1,5 +1,6 @@
-// Reads the Prometheus text of GET /metrics (CONTRACT 4.6) into the few
-// numbers the Overview shows. Pure functions, no I/O.
+// Reads the Prometheus text of GET /metrics (CONTRACT 4.6, and 5.1's
+// attempts and cooldowns) into the few numbers the Overview shows. Pure
+// functions, no I/O.
 
 // "name{a=\"1\",b=\"x\"} 3.0" -> {name, labels: {a: "1", b: "x"}, value: 3}
 export function parsePrometheus(text) {
@@ -24,6 +25,29 @@ function add(map, key, value) {
   map.set(key, (map.get(key) || 0) + value);
 }
 
+// The row of one model's deployment (CONTRACT 5.1: target "<index>" or
+// "<fallback model>#<index>") in `map`, made on first use.
+function deployment(map, labels) {
+  const model = labels.model || "-";
+  const target = labels.target || "-";
+  const key = JSON.stringify([model, target]);
+  if (!map.has(key))
+    map.set(key, { model, target, ok: 0, failed: 0, failures: new Map(), cooldowns: 0 });
+  return map.get(key);
+}
+
+// The model's own deployments first (by index), then each fallback's.
+function targetOrder(target) {
+  const m = /^(?:(.*)#)?(\d+)$/.exec(target);
+  return m ? [m[1] === undefined ? 0 : 1, m[1] ?? "", Number(m[2])] : [2, target, 0];
+}
+
+function byModelAndTarget(a, b) {
+  if (a.model !== b.model) return a.model.localeCompare(b.model);
+  const [x, y] = [targetOrder(a.target), targetOrder(b.target)];
+  return x[0] - y[0] || String(x[1]).localeCompare(String(y[1])) || x[2] - y[2];
+}
+
 // The Overview's numbers, since the gateway started.
 export function summarize(samples) {
   const byStatus = new Map();
@@ -33,6 +57,7 @@ export function summarize(samples) {
   let latencyCount = 0;
   const tokens = { prompt: 0, completion: 0, total: 0 };
   const streamEnds = new Map();
+  const deployments = new Map();
   for (const { name, labels, value } of samples) {
     if (name === "aisix_request_count_total") {
       requests += value;
@@ -49,6 +74,15 @@ export function summarize(samples) {
       latencyCount += value;
     } else if (name === "twisted_gw_stream_ends_total") {
       add(streamEnds, labels.end || "-", value);
+    } else if (name === "twisted_gw_upstream_attempts_total") {
+      const row = deployment(deployments, labels);
+      if (labels.outcome === "ok") row.ok += value;
+      else {
+        row.failed += value;
+        add(row.failures, labels.outcome || "-", value);
+      }
+    } else if (name === "twisted_gw_deployment_cooldowns_total") {
+      deployment(deployments, labels).cooldowns += value;
     }
   }
   let clientErrors = 0;
@@ -69,6 +103,10 @@ export function summarize(samples) {
     tokensByModel,
     byStatus,
     streamEnds,
+    // [{model, target, ok, failed, failures: Map outcome -> n, cooldowns}]
+    deployments: [...deployments.values()]
+      .filter((d) => d.ok + d.failed + d.cooldowns > 0)
+      .sort(byModelAndTarget),
     meanLatencyMs: latencyCount > 0 ? latencySum / latencyCount : null,
   };
 }

@@ -8,26 +8,30 @@ import {
   clearErrors,
   errorPanel,
   limitsFieldset,
+  numberInput,
   previewPanel,
   readLimits,
-  readNumber,
+  readNumberInto,
   showErrors,
   updatePreview,
 } from "./forms.js";
-import {
-  BOUNDS,
-  DEFAULT_BASES,
-  PROVIDERS,
-  family,
-  formatLimits,
-  isRemote,
-  mask,
-  splitModel,
-} from "./schema.js";
+import { deploymentsPart, fallbacksPart, routingPart } from "./routing.js";
+import { BOUNDS, formatLimits, loadRouting, mask, splitModel } from "./schema.js";
+import { maskedConfig, upstreamFields } from "./upstream.js";
 
 function formatTimeout(ms) {
   if (!Number.isInteger(ms) || ms === 0) return "default";
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms.toLocaleString("en-US")} ms`;
+}
+
+// "+2 targets · fallbacks a, b" for a model that routes (CONTRACT 5.1); "" otherwise
+function routingSummary(v) {
+  const parts = [];
+  const targets = Array.isArray(v.targets) ? v.targets.length : 0;
+  if (targets) parts.push(`+${targets} target${targets === 1 ? "" : "s"}`);
+  if (Array.isArray(v.fallbacks) && v.fallbacks.length)
+    parts.push(`fallbacks ${v.fallbacks.join(", ")}`);
+  return parts.join(" · ");
 }
 
 function loadingRow(columns, text) {
@@ -110,7 +114,12 @@ export function renderList(main, { signal }) {
         h("span", { class: "pill" }, provider),
         details.length ? h("div", { class: "sub" }, details) : null,
       ),
-      h("td", { "data-label": "Upstream model" }, h("code", {}, upstream)),
+      h(
+        "td",
+        { "data-label": "Upstream model" },
+        h("code", {}, upstream),
+        routingSummary(v) ? h("div", { class: "sub" }, routingSummary(v)) : null,
+      ),
       h("td", { "data-label": "Timeout" }, formatTimeout(v.timeout)),
       h(
         "td",
@@ -169,7 +178,7 @@ export function renderList(main, { signal }) {
 export function renderForm(main, { params, signal, navigate }) {
   const editing = params.id !== undefined;
   const title = h("h1", { tabindex: "-1" }, editing ? "Edit model" : "Add model");
-  const status = h("p", { class: "help" }, editing ? "Loading…" : "");
+  const status = h("p", { class: "help", "aria-busy": "true" }, "Loading…");
   main.append(
     h("div", { class: "view-head" }, title),
     h(
@@ -181,20 +190,27 @@ export function renderForm(main, { params, signal, navigate }) {
     ),
     status,
   );
-  if (!editing) {
-    main.append(buildForm(null, navigate));
-    return;
-  }
-  adminCall("GET", `/models/${encodeURIComponent(params.id)}`, undefined, { signal })
-    .then((entry) => {
+  // the names a fallback is picked from; without them the form still keeps the saved ones
+  const names = listModels({ signal })
+    .then((list) => list.map((e) => e.value?.name).filter((n) => typeof n === "string"))
+    .catch(() => []);
+  const entry = editing
+    ? adminCall("GET", `/models/${encodeURIComponent(params.id)}`, undefined, { signal })
+    : Promise.resolve(null);
+  Promise.all([entry, loadRouting(), names])
+    .then(([saved, tables, modelNames]) => {
       if (signal.aborted) return;
-      title.textContent = `Edit model ${entry.value?.name ?? ""}`;
-      document.title = `${title.textContent} · twisted-gw admin`;
-      status.textContent = `ID ${params.id}`;
-      main.append(buildForm(entry, navigate));
+      status.removeAttribute("aria-busy");
+      status.textContent = editing ? `ID ${params.id}` : "";
+      if (saved) {
+        title.textContent = `Edit model ${saved.value?.name ?? ""}`;
+        document.title = `${title.textContent} · twisted-gw admin`;
+      }
+      main.append(buildForm(saved, navigate, tables, modelNames.sort()));
     })
     .catch((err) => {
       if (err.name === "AbortError") return;
+      status.removeAttribute("aria-busy");
       status.replaceChildren(
         h("span", { class: "error", role: "alert" }, err.message),
         " ",
@@ -203,10 +219,8 @@ export function renderForm(main, { params, signal, navigate }) {
     });
 }
 
-function buildForm(entry, navigate) {
+function buildForm(entry, navigate, tables, modelNames) {
   const v = entry?.value || {};
-  const [provider0, upstream0] = v.model ? splitModel(v.model) : [PROVIDERS[0], ""];
-  const savedKey = v.provider_config?.api_key || "";
 
   const name = h("input", {
     id: "m-name",
@@ -216,76 +230,15 @@ function buildForm(entry, navigate) {
     spellcheck: "false",
     value: v.name,
   });
-  const provider = h(
-    "select",
-    { id: "m-provider", name: "provider" },
-    PROVIDERS.map((p) => h("option", { value: p, selected: p === provider0 }, p)),
-  );
-  if (!PROVIDERS.includes(provider0))
-    provider.prepend(h("option", { value: provider0, selected: true }, provider0));
-  const upstream = h("input", {
-    id: "m-upstream",
-    name: "upstream",
-    required: true,
-    autocomplete: "off",
-    spellcheck: "false",
-    value: upstream0,
-  });
-  const apiKey = h("input", {
-    id: "m-api-key",
-    name: "api_key",
-    type: "password",
-    autocomplete: "new-password", // never autofilled with a saved (admin) password
-    spellcheck: "false",
-  });
-  const apiBase = h("input", {
-    id: "m-api-base",
-    name: "api_base",
-    type: "url",
-    autocomplete: "off",
-    spellcheck: "false",
-    value: v.provider_config?.api_base,
-  });
-  const timeout = h("input", {
-    id: "m-timeout",
-    name: "timeout",
-    type: "number",
-    inputmode: "numeric",
-    min: "0",
-    max: String(BOUNDS.timeout_ms), // the Admin API refuses more (CONTRACT 5.5)
-    step: "1",
-    value: Number.isFinite(v.timeout) ? String(v.timeout) : undefined,
-  });
-
-  const providerField = field("Provider", provider, " ");
-  const providerHelp = providerField.querySelector(".help");
-  const keyHelp = savedKey
-    ? `Saved key ${mask(savedKey)}. Leave empty to keep it.`
-    : "Sent upstream by the gateway; never shown again after saving.";
-  const baseField = field("API base URL (optional)", apiBase, " ");
-  const baseHelpText = baseField.querySelector(".help");
-  const remote = h(
-    "fieldset",
-    { id: "m-remote" },
-    h("legend", {}, "Provider connection"),
-    field(savedKey ? "Provider API key (new)" : "Provider API key", apiKey, keyHelp),
-    baseField,
-  );
-
-  function providerChanged() {
-    const p = provider.value;
-    remote.hidden = !isRemote(p);
-    remote.disabled = !isRemote(p);
-    const base = DEFAULT_BASES[p];
-    apiBase.placeholder = base || "";
-    baseHelpText.textContent = base
-      ? `Empty: ${base}. Any OpenAI-compatible server works for openai.`
-      : "";
-    upstream.placeholder = family(p)?.example_model || "";
-    providerHelp.textContent = family(p)?.description || "";
-  }
-  provider.addEventListener("change", providerChanged);
-  providerChanged();
+  const own = upstreamFields("m", v);
+  const timeout = numberInput("m-timeout", v.timeout, { max: BOUNDS.timeout_ms });
+  // the parts of CONTRACT 5.1, folded away until a document uses them
+  const parts = [
+    deploymentsPart(v, tables),
+    routingPart(v, tables),
+    fallbacksPart(v, tables, modelNames, name),
+  ];
+  const routed = ["weight", "targets", "routing", "fallbacks"].some((k) => k in v);
 
   const submit = h(
     "button",
@@ -301,19 +254,19 @@ function buildForm(entry, navigate) {
       "aria-label": entry ? "Edit model" : "Add model",
     },
     field("Name", name, "Unique; what clients send as model."),
-    h(
-      "div",
-      { class: "row" },
-      providerField,
-      field("Upstream model", upstream, "Sent upstream as model; may contain /."),
-    ),
-    remote,
+    own.nodes,
     field(
       "Timeout (ms)",
       timeout,
       "Wait for the upstream's answer (streams: first chunk, then between chunks). Empty or 0: the gateway's upstream_timeout.",
     ),
     limitsFieldset("m", v.rate_limit),
+    h(
+      "details",
+      { class: "routing", id: "m-routing-section", open: routed },
+      h("summary", {}, "Deployments, retries and fallbacks"),
+      parts.map((part) => part.node),
+    ),
     h(
       "div",
       { class: "actions" },
@@ -323,40 +276,32 @@ function buildForm(entry, navigate) {
   );
 
   const fieldFor = (pointer) =>
-    ({
-      "/name": name,
-      "/model": upstream,
-      "/provider_config": isRemote(provider.value) ? apiKey : provider,
-      "/provider_config/api_key": apiKey,
-      "/provider_config/api_base": apiBase,
-      "/timeout": timeout,
-    })[pointer] ||
-    (pointer.startsWith("/rate_limit/") ? document.getElementById(`m-${pointer.slice(12)}`) : null);
+    ({ "/name": name, "/timeout": timeout })[pointer] ||
+    own.fieldFor(pointer) ||
+    (pointer.startsWith("/rate_limit/")
+      ? document.getElementById(`m-${pointer.slice(12)}`)
+      : null) ||
+    parts.map((part) => part.fieldFor(pointer)).find(Boolean) ||
+    null;
 
   // The document to send, and what cannot be sent (a number field that is not one).
   function collect() {
     const problems = [];
-    const doc = { name: name.value.trim(), model: `${provider.value}/${upstream.value.trim()}` };
-    if (isRemote(provider.value)) {
-      const pc = {};
-      const key = apiKey.value.trim() || savedKey;
-      if (key) pc.api_key = key;
-      if (apiBase.value.trim()) pc.api_base = apiBase.value.trim();
-      doc.provider_config = pc;
-    } else {
-      doc.provider_config = {};
-    }
-    const t = readNumber(timeout, "Timeout");
-    if (t.error) problems.push({ text: t.error, input: timeout });
-    else if (t.value !== undefined) doc.timeout = t.value;
+    const doc = { name: name.value.trim(), ...own.read() };
+    readNumberInto(doc, "timeout", timeout, "Timeout", problems);
     const limits = readLimits("m", problems);
     if (limits) doc.rate_limit = limits;
+    for (const part of parts) part.read(doc, problems);
     return { doc, problems };
   }
   const preview = () => {
     const { doc } = collect();
-    if (doc.provider_config.api_key) {
-      doc.provider_config = { ...doc.provider_config, api_key: mask(doc.provider_config.api_key) };
+    doc.provider_config = maskedConfig(doc.provider_config);
+    if (doc.targets) {
+      doc.targets = doc.targets.map((t) => ({
+        ...t,
+        provider_config: maskedConfig(t.provider_config),
+      }));
     }
     updatePreview(doc);
   };

@@ -1,5 +1,7 @@
-// Overview: requests, tokens and error rate since the gateway started, read
-// from GET /metrics and refreshed every few seconds while the view is open.
+// Overview: requests, tokens and error rate since the gateway started, and
+// the upstream attempts and cooldowns per model and deployment (CONTRACT
+// 5.1), read from GET /metrics and refreshed every few seconds while the view
+// is open.
 
 import { ApiError, fetchMetrics, listApiKeys, listModels } from "./api.js";
 import { formatNumber, h } from "./dom.js";
@@ -23,7 +25,9 @@ function percent(rate) {
   return `${p < 10 && p > 0 ? p.toFixed(1) : Math.round(p)}%`;
 }
 
-function table(caption, headers, rows, empty) {
+// The first `textColumns` columns are text, the others numbers (right-aligned).
+function table(caption, headers, rows, empty, textColumns = 1) {
+  const kind = (i) => (i < textColumns ? "" : "num");
   if (!rows.length) return h("p", { class: "empty" }, empty);
   return h(
     "div",
@@ -38,7 +42,7 @@ function table(caption, headers, rows, empty) {
         h(
           "tr",
           {},
-          headers.map((x, i) => h("th", { scope: "col", class: i ? "num" : "" }, x)),
+          headers.map((x, i) => h("th", { scope: "col", class: kind(i) }, x)),
         ),
       ),
       h(
@@ -48,7 +52,7 @@ function table(caption, headers, rows, empty) {
           h(
             "tr",
             {},
-            cells.map((c, i) => h("td", { "data-label": headers[i], class: i ? "num" : "" }, c)),
+            cells.map((c, i) => h("td", { "data-label": headers[i], class: kind(i) }, c)),
           ),
         ),
       ),
@@ -91,6 +95,22 @@ function renderSummary(target, s) {
       formatNumber(t.completion),
       formatNumber(t.total),
     ]);
+  const deployments = s.deployments.map((d) => [
+    d.model,
+    h("code", {}, d.target),
+    formatNumber(d.ok),
+    formatNumber(d.failed),
+    d.failures.size
+      ? h(
+          "ul",
+          { class: "outcomes" },
+          [...d.failures.entries()]
+            .sort(([, a], [, b]) => b - a)
+            .map(([outcome, n]) => h("li", {}, `${outcome} ${formatNumber(n)}`)),
+        )
+      : "–",
+    formatNumber(d.cooldowns),
+  ]);
   const ends = [...s.streamEnds.entries()]
     .filter(([, n]) => n > 0)
     .map(([end, n]) => [end, formatNumber(n)]);
@@ -124,6 +144,29 @@ function renderSummary(target, s) {
             table("Streams by how they ended", ["End", "Streams"], ends, ""),
           )
         : null,
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "by-deployment", id: "overview-deployments" },
+      h("h2", { id: "by-deployment" }, "Deployments"),
+      h(
+        "p",
+        { class: "help" },
+        "Upstream attempts per model and deployment: ",
+        h("code", {}, "0"),
+        " is the model's own upstream, ",
+        h("code", {}, "n"),
+        " its target n, ",
+        h("code", {}, "name#n"),
+        " deployment n of the fallback name.",
+      ),
+      table(
+        "Upstream attempts and cooldowns by model and deployment",
+        ["Model", "Target", "OK", "Failed", "Failures by outcome", "Cooldowns"],
+        deployments,
+        "No routed requests yet.",
+        2,
+      ),
     ),
   );
 }
