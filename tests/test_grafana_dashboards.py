@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import secret, start_gateway
-from tests.support.gateway import REPO_ROOT, http
+from tests.support.gateway import REPO_ROOT, free_port, http
 
 AISIX_DASHBOARD = REPO_ROOT.parent / "shared" / "reference" / "aisix-grafana-dashboard.json"
 OUR_DASHBOARD = REPO_ROOT / "contrib" / "grafana" / "twisted-gw-dashboard.json"
@@ -147,18 +147,31 @@ def test_parse_reads_metrics_grouping_and_matchers():
 # -- a gateway with traffic ----------------------------------------------------------------------
 
 
+#: a model whose deployment 0 is refused (nothing listens there) and whose
+#: target answers: one request makes a failed and an ok attempt and, with
+#: cooldown.failures 1, a cooldown (CONTRACT 5.1)
+ROUTED_MODEL = {
+    "name": "dash-routed",
+    "model": "openai/dash",
+    "targets": [{"model": "mock/dash", "provider_config": {}, "priority": 1}],
+    "routing": {"cooldown": {"failures": 1}},
+}
+
+
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory) -> dict[str, list[dict[str, str]]]:
     """Sample name -> the label sets of its samples, after non-stream and
-    stream chats and a rate-limit 429, so every series has been born."""
+    stream chats, a rate-limit 429 and a request retried on another
+    deployment, so every series has been born."""
     gw = start_gateway(tmp_path_factory.mktemp("dashboards"))
     try:
-        status, _ = gw.admin_call(
-            "POST",
-            "/aisix/admin/models",
+        refused = {"api_key": secret(), "api_base": f"http://127.0.0.1:{free_port()}/v1"}
+        for model in (
             {"name": "dash", "model": "mock/dash", "provider_config": {}},
-        )
-        assert status == 201
+            {**ROUTED_MODEL, "provider_config": refused},
+        ):
+            status, body = gw.admin_call("POST", "/aisix/admin/models", model)
+            assert status == 201, body
         key = secret()
         doc = {"key": key, "allowed_models": ["dash"], "rate_limit": {"rpd": 2}}
         status, _ = gw.admin_call("POST", "/aisix/admin/apikeys", doc)
@@ -175,6 +188,17 @@ def exposition(tmp_path_factory) -> dict[str, list[dict[str, str]]]:
                 http("POST", gw.proxy + "/v1/chat/completions", auth, json_body=chat)[0]
             )
         assert statuses == [200, 200, 429]
+        routed = secret()
+        doc = {"key": routed, "allowed_models": [ROUTED_MODEL["name"]]}
+        assert gw.admin_call("POST", "/aisix/admin/apikeys", doc)[0] == 201
+        chat = {"model": ROUTED_MODEL["name"], "messages": [{"role": "user", "content": "x"}]}
+        status, headers, _ = http(
+            "POST",
+            gw.proxy + "/v1/chat/completions",
+            {"Authorization": f"Bearer {routed}"},
+            json_body=chat,
+        )
+        assert (status, headers["x-gateway-attempts"]) == (200, "2")
         status, _, body = http("GET", gw.admin + "/metrics")
         assert status == 200
     finally:
@@ -255,3 +279,32 @@ def test_our_dashboard_has_the_aisix_panels_and_ours(ours):
         aisix = json.loads(AISIX_DASHBOARD.read_text(encoding="utf-8"))
         theirs = {t["expr"] for p in panels(aisix) for t in p.get("targets", [])}
         assert theirs <= exprs, sorted(theirs - exprs)
+
+
+ROUTING_PANELS = {
+    "Upstream attempts by outcome": (
+        (
+            "sum by (model, target, outcome) "
+            "(rate(twisted_gw_upstream_attempts_total[$__rate_interval]))"
+        ),
+        {"twisted_gw_upstream_attempts_total": {"model", "target", "outcome"}},
+    ),
+    "Deployment cooldowns": (
+        "sum by (model, target) (increase(twisted_gw_deployment_cooldowns_total[$__rate_interval]))",
+        {"twisted_gw_deployment_cooldowns_total": {"model", "target"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("title", ROUTING_PANELS)
+def test_our_routing_panels_query_the_attempts_and_cooldowns_counters(ours, exposition, title):
+    """CONTRACT 5.1's two counters, by deployment: the panel's query reads the
+    series a routed request made, with the deployment's target label."""
+    (panel,) = [p for p in panels(ours) if p.get("title") == title]
+    expr, labels = ROUTING_PANELS[title]
+    (target,) = panel["targets"]
+    assert target["expr"] == expr
+    assert parse(expr, target["legendFormat"]).labels == labels
+    (name,) = labels
+    targets = {(s["model"], s["target"]) for s in exposition[name]}
+    assert (ROUTED_MODEL["name"], "0") in targets  # the deployment that was refused
