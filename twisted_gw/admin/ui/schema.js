@@ -46,11 +46,10 @@ export const BOUNDS = CATALOG.bounds;
 
 // Routing's tables (CONTRACT 5.1), for the model form: {strategies, reasons,
 // defaultRetryOn, bounds: {weight, priority, retries, cooldown_failures,
-// cooldown_ms}, help: the Admin API's own descriptions}. Each table is the
-// catalog's when it has it (`CATALOG.routing`, `CATALOG.bounds.weight`, ...);
-// the rest is read from /openapi.json, which documents the same tables. A
-// gateway that serves neither leaves a table empty: the form still edits the
-// fields and the Admin API's errors still judge them.
+// cooldown_ms}} from the catalog (`CATALOG.routing`), and help: the Admin
+// API's own descriptions, read from /openapi.json. A gateway that serves no
+// OpenAPI document leaves the help empty: the form still edits the fields and
+// the Admin API's errors still judge them.
 let routing = null;
 export function loadRouting() {
   routing ??= fetchJson("/openapi.json")
@@ -65,36 +64,17 @@ async function fetchJson(url) {
   return response.json();
 }
 
-// "... Default: [\"connect\", 429]." -> ["connect", 429]; null if not said
-function documentedDefault(text) {
-  const match = /Default: (\[[^\]]*\])/.exec(String(text ?? ""));
-  try {
-    return match ? JSON.parse(match[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
 function routingTables(openapi) {
   const schemas = openapi?.components?.schemas || {};
   const model = schemas.Model?.properties || {};
   const target = schemas.Target?.properties || {};
   const props = schemas.Routing?.properties || {};
-  const cooldown = props.cooldown?.properties || {};
-  const given = CATALOG.routing || {};
-  const defaultRetryOn = given.default_retry_on ?? documentedDefault(props.retry_on?.description);
-  const reasons = (defaultRetryOn || []).filter((r) => typeof r === "string");
+  const given = CATALOG.routing;
   return {
-    strategies: given.strategies ?? props.strategy?.enum ?? [],
-    reasons: given.retry_reasons ?? reasons,
-    defaultRetryOn,
-    bounds: {
-      weight: BOUNDS.weight ?? target.weight?.maximum,
-      priority: BOUNDS.priority ?? target.priority?.maximum,
-      retries: BOUNDS.retries ?? props.retries?.maximum,
-      cooldown_failures: BOUNDS.cooldown_failures ?? cooldown.failures?.maximum,
-      cooldown_ms: BOUNDS.cooldown_ms ?? cooldown.window_ms?.maximum,
-    },
+    strategies: given.strategies,
+    reasons: given.retry_reasons,
+    defaultRetryOn: given.default_retry_on,
+    bounds: given.bounds,
     help: {
       weight: model.weight?.description,
       targets: model.targets?.description,
