@@ -225,7 +225,7 @@ def _tagged(name: str, variants: dict[str, _Check]) -> _Check:
     return tagged
 
 
-def _either(single: _Check, many: _Check, expected: str) -> _Check:
+def _string_or(many: _Check, expected: str) -> _Check:
     """A string, or a list of what ``many`` checks (serde's untagged enum)."""
 
     def either(value: Any, path: str) -> None:
@@ -259,7 +259,7 @@ _ITEM = _tagged(
             "Message",
             {
                 "role": _string,
-                "content": _either(_string, _list_of(_PART), "a string or a sequence of parts"),
+                "content": _string_or(_list_of(_PART), "a string or a sequence of parts"),
             },
             ("role", "content"),
         ),
@@ -292,7 +292,7 @@ _REQUEST = _struct(
     "ResponsesApiRequest",
     {
         "model": _string,
-        "input": _either(_string, _list_of(_ITEM), "a string or a sequence of input items"),
+        "input": _string_or(_list_of(_ITEM), "a string or a sequence of input items"),
         "instructions": _optional(_string),
         "max_output_tokens": _optional(_u32),
         "temperature": _optional(_f32),
