@@ -23,7 +23,7 @@ from twisted_gw.config.entities import (
     parse_model,
     provider_config_conditions,
 )
-from twisted_gw.providers import catalog
+from twisted_gw.providers import catalog, types
 from twisted_gw.providers.catalog import FAMILIES, NO_SETTINGS, REMOTE, ConfigField, ConfigShape
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider
@@ -57,12 +57,14 @@ def providers():
 
 def test_the_families_are_the_contract_s_in_its_order():
     assert catalog.NAMES == ("openai", "deepseek", "gemini", "anthropic", "mock")
-    assert entities.PROVIDERS == catalog.NAMES
+    assert entities.FAMILY_NAMES == catalog.NAMES
     assert {f.name: f.default_base for f in FAMILIES} == CONTRACT_BASES
 
 
 def test_each_family_builds_the_provider_its_row_describes(providers):
-    assert list(providers) == list(catalog.NAMES)
+    assert [n for n in providers if not n.startswith(types.PREFIX)] == list(catalog.NAMES)
+    typed = {types.registry_key(t) for t in types.TYPES}
+    assert {n for n in providers if n.startswith(types.PREFIX)} == typed - set(catalog.NAMES)
     for family in FAMILIES:
         provider = providers[family.name]
         assert IProvider.providedBy(provider)
@@ -72,7 +74,9 @@ def test_each_family_builds_the_provider_its_row_describes(providers):
 
 def test_embeddings_are_served_by_openai_gemini_and_mock_only(providers):
     serving = {name for name, p in providers.items() if EMBEDDINGS in p.endpoints}
-    assert serving == {"openai", "gemini", "mock"}
+    assert {n for n in serving if not n.startswith(types.PREFIX)} == {"openai", "gemini", "mock"}
+    typed = {types.PREFIX + t.name for t in types.TYPES if t.embeddings and t.dialect != "mock"}
+    assert {n for n in serving if n.startswith(types.PREFIX)} == typed
     assert all(CHAT in p.endpoints for p in providers.values())
 
 

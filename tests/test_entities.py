@@ -60,10 +60,16 @@ def test_remote_provider_needs_api_key():
 
 
 def test_missing_required_fields_are_each_reported_at_root():
+    # CONTRACT-NEXT 1.5: a document without provider_config is judged by the
+    # later wire's schema; with it, by CONTRACT 2's
     assert model_error({}).splitlines() == [
         'JSON schema validation error: property "/" validation failed: "name" is a required property',
+        'property "/" validation failed: "provider_id" is a required property',
         'property "/" validation failed: "model" is a required property',
-        'property "/" validation failed: "provider_config" is a required property',
+    ]
+    assert model_error({"provider_config": {}}).splitlines()[:2] == [
+        'JSON schema validation error: property "/" validation failed: "name" is a required property',
+        'property "/" validation failed: "model" is a required property',
     ]
 
 

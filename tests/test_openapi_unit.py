@@ -15,6 +15,8 @@ from twisted_gw.config.entities import (
     MAX_RATE_LIMIT,
     MAX_TIMEOUT_MS,
     MODEL_SCHEMA,
+    NEXT_MODEL_SCHEMA,
+    PROVIDER_SCHEMA,
     SchemaError,
     parse_apikey,
     parse_model,
@@ -36,6 +38,11 @@ DOCUMENTED = {
     ("GET", "/aisix/admin/apikeys/{id}"),
     ("PUT", "/aisix/admin/apikeys/{id}"),
     ("DELETE", "/aisix/admin/apikeys/{id}"),
+    ("GET", "/aisix/admin/providers"),
+    ("POST", "/aisix/admin/providers"),
+    ("GET", "/aisix/admin/providers/{id}"),
+    ("PUT", "/aisix/admin/providers/{id}"),
+    ("DELETE", "/aisix/admin/providers/{id}"),
     ("GET", "/openapi"),
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
@@ -194,6 +201,9 @@ def test_documented_model_schema_is_the_one_every_write_is_validated_with(doc):
     documented["properties"]["provider_config"].pop("oneOf")  # the if/then/else decides
     documented["properties"]["targets"]["items"]["properties"]["provider_config"].pop("oneOf")
     assert documented == MODEL_SCHEMA
+    provider_model = inline(doc, doc["components"]["schemas"]["ProviderModel"])
+    assert provider_model == NEXT_MODEL_SCHEMA
+    assert inline(doc, doc["components"]["schemas"]["Provider"]) == PROVIDER_SCHEMA
     assert json.dumps(documented) == json.dumps(MODEL_SCHEMA)  # key order too
 
 
@@ -287,6 +297,9 @@ def response_schema(doc, op, status):
     return response["content"]["application/json"]["schema"]
 
 
+MODEL_WIRES = ("Model", "ProviderModel")
+
+
 @pytest.mark.parametrize(("segment", "entity"), [("models", "Model"), ("apikeys", "ApiKey")])
 def test_status_codes_and_body_shapes_follow_the_contract(doc, segment, entity):
     collection = doc["paths"][f"/aisix/admin/{segment}"]
@@ -325,9 +338,11 @@ def test_status_codes_and_body_shapes_follow_the_contract(doc, segment, entity):
     assert valid(item["delete"], "200", {"deleted": 1, "key": f"/{segment}/1"})
     assert not valid(item["delete"], "200", {"deleted": 2, "key": f"/{segment}/1"})
     assert valid(item["get"], "404", {"error_msg": "Model with ID 1 not found"})
-    assert collection["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": f"#/components/schemas/{entity}"
-    }
+    body = collection["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if entity == "Model":  # CONTRACT-NEXT 1.5: either wire's document
+        assert body == {"oneOf": [{"$ref": f"#/components/schemas/{e}"} for e in MODEL_WIRES]}
+    else:
+        assert body == {"$ref": f"#/components/schemas/{entity}"}
 
 
 def test_ui_redirect_is_a_303_to_ui_slash(doc):

@@ -24,7 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from twisted_gw.admin.auth import authorize
-from twisted_gw.config.entities import KINDS, Kind, SchemaError
+from twisted_gw.config.entities import KINDS, MODELS, PROVIDERS, Kind, SchemaError
 from twisted_gw.config.interfaces import DuplicateError, IConfigStore, StoreError
 from twisted_gw.errors import GatewayError, invalid_url
 from twisted_gw.jsonutil import loads
@@ -208,8 +208,27 @@ class AdminApp:
             _audit(request, entry.key, status)
             return _json(request, status, {"key": entry.key, "value": entry.value})
 
-        d = self._store_call(self.store.put(kind.segment, id, value), "store put")
+        def put(_: object = None) -> defer.Deferred:
+            return self._store_call(self.store.put(kind.segment, id, value), "store put")
+
+        provider_id = value.get("provider_id") if kind is MODELS else None
+        d = put() if provider_id is None else self._provider_exists(provider_id).addCallback(put)
         return d.addCallback(stored)
+
+    def _provider_exists(self, provider_id: str) -> defer.Deferred:
+        """CONTRACT-NEXT 1.3: a model may only name a provider that is stored
+        (and parses: one that does not is the store's fault, a 500)."""
+
+        def check(entry: StoredEntry | None) -> None:
+            if entry is None:
+                raise AdminError(400, PROVIDERS.not_found(provider_id))
+            try:
+                PROVIDERS.loaded(entry.id, entry.value)
+            except SchemaError as e:
+                raise AdminError(500, f"Failed to parse config item {entry.key}: {e}") from None
+
+        d = self._store_call(self.store.get(PROVIDERS.segment, provider_id), "store get")
+        return d.addCallback(check)
 
     def _delete(self, request: Request, kind: Kind, id: str) -> defer.Deferred:
         def deleted(entry: StoredEntry | None) -> bytes:
@@ -218,27 +237,52 @@ class AdminApp:
             _audit(request, entry.key, 200)
             return _json(request, 200, {"deleted": 1, "key": entry.key})
 
-        return self._store_call(self.store.delete(kind.segment, id), "store delete").addCallback(
-            deleted
-        )
+        def delete(_: object = None) -> defer.Deferred:
+            return self._store_call(self.store.delete(kind.segment, id), "store delete")
 
-    @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["GET"])
+        d = delete() if kind is not PROVIDERS else self._unreferenced(id).addCallback(delete)
+        return d.addCallback(deleted)
+
+    def _unreferenced(self, provider_id: str) -> defer.Deferred:
+        """CONTRACT-NEXT 1.2: 404 for a provider that is not stored; 400 while
+        a stored model of the later wire that parses names it."""
+
+        def stored(entry: StoredEntry | None) -> defer.Deferred:
+            if entry is None:
+                raise AdminError(404, PROVIDERS.not_found(provider_id))
+            return self._store_call(self.store.list(MODELS.segment), "store list")
+
+        def check(models: list[StoredEntry]) -> None:
+            for model in models:
+                value = model.value
+                if not isinstance(value, dict) or value.get("provider_id") != provider_id:
+                    continue
+                try:
+                    MODELS.loaded(model.id, value)
+                except SchemaError:
+                    continue
+                raise AdminError(400, "provider is still referenced by models")
+
+        d = self._store_call(self.store.get(PROVIDERS.segment, provider_id), "store get")
+        return d.addCallback(stored).addCallback(check)
+
+    @app.route(PREFIX + "/<any(models,apikeys,providers):segment>", methods=["GET"])
     def list_entities(self, request: Request, segment: str) -> Any:
         return self._run(request, self._list, KINDS[segment])
 
-    @app.route(PREFIX + "/<any(models,apikeys):segment>", methods=["POST"])
+    @app.route(PREFIX + "/<any(models,apikeys,providers):segment>", methods=["POST"])
     def create_entity(self, request: Request, segment: str) -> Any:
         return self._run(request, self._put, KINDS[segment], str(uuid.uuid4()), True)
 
-    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["GET"])
+    @app.route(PREFIX + "/<any(models,apikeys,providers):segment>/<id>", methods=["GET"])
     def get_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._get, KINDS[segment], id)
 
-    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["PUT"])
+    @app.route(PREFIX + "/<any(models,apikeys,providers):segment>/<id>", methods=["PUT"])
     def put_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._put, KINDS[segment], id, False)
 
-    @app.route(PREFIX + "/<any(models,apikeys):segment>/<id>", methods=["DELETE"])
+    @app.route(PREFIX + "/<any(models,apikeys,providers):segment>/<id>", methods=["DELETE"])
     def delete_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._delete, KINDS[segment], id)
 

@@ -106,6 +106,8 @@ def _filled() -> dict[str, Any]:
         "max_retries": entities.MAX_RETRIES,
         "max_cooldown_failures": entities.MAX_COOLDOWN_FAILURES,
         "max_cooldown_ms": entities.MAX_COOLDOWN_MS,
+        "provider_schema": entities.PROVIDER_SCHEMA,
+        "provider_model_schema": entities.NEXT_MODEL_SCHEMA,
         "strategies": list(entities.STRATEGIES),
         "retry_reasons": list(entities.RETRY_REASONS),
         "never_retried": sorted(entities.NEVER_RETRIED),

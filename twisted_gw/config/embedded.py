@@ -146,7 +146,7 @@ class EmbeddedStore:
         field = KINDS[segment].unique_field
         key = f"/{segment}/{id}"
         prefix = f"/{segment}/"
-        for other_key, other in self._entries.items():
+        for other_key, other in self._entries.items() if field is not None else ():
             if (
                 other_key != key
                 and other_key.startswith(prefix)

@@ -9,17 +9,19 @@ embedded store and the etcd loader all go through :func:`parse_model` /
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, make_dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 from twisted_gw.providers import catalog
+from twisted_gw.providers import types as provider_types
 from twisted_gw.providers.catalog import ConfigShape
 from twisted_gw.ratelimit import kinds
 
 #: the ``<provider>/`` prefixes a model may name (the table: twisted_gw.providers.catalog)
-PROVIDERS = catalog.NAMES
+FAMILY_NAMES = catalog.NAMES
 #: the keys a ``rate_limit`` object keeps (the table: twisted_gw.ratelimit.kinds)
 RATE_LIMIT_FIELDS = kinds.NAMES
 #: bounds on every number of a document (CONTRACT 5.5): a value past them is
@@ -49,7 +51,7 @@ _RATE_LIMIT_SCHEMA = {
 
 def model_pattern() -> str:
     """The pattern of a model's ``model`` field: a known family, ``/``, an upstream id."""
-    return "^(" + "|".join(PROVIDERS) + ")/.+$"
+    return "^(" + "|".join(FAMILY_NAMES) + ")/.+$"
 
 
 def _prefix_pattern(names: list[str]) -> str:
@@ -144,6 +146,52 @@ MODEL_SCHEMA: dict[str, Any] = {
     **provider_config_conditions(ConfigShape.schema),
 }
 
+#: a model of the later wire (CONTRACT-NEXT 1.3): its upstream is a provider entity
+NEXT_MODEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "provider_id", "model"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "provider_id": {"type": "string", "minLength": 1},
+        "model": {"type": "string", "minLength": 1},
+        "timeout": _TIMEOUT_SCHEMA,
+        "rate_limit": _RATE_LIMIT_SCHEMA,
+    },
+}
+
+
+def _provider_conditions() -> dict[str, Any]:
+    """``config``'s shape by ``type`` (one if/then per type with its own shape)."""
+    shapes: dict[int, tuple[dict, list[str]]] = {}
+    for t in provider_types.TYPES:
+        shapes.setdefault(id(t.config), (t.config, []))[1].append(t.name)
+    default = provider_types.REMOTE_CONFIG
+    node: dict[str, Any] = {"properties": {"config": default}}
+    for shape, names in reversed(list(shapes.values())):
+        if shape is default:
+            continue
+        node = {
+            "if": {"required": ["type"], "properties": {"type": {"enum": names}}},
+            "then": {"properties": {"config": shape}},
+            "else": node,
+        }
+    return node
+
+
+#: a provider entity (CONTRACT-NEXT 1.1); ``name`` need not be unique
+PROVIDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "type", "config"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "enum": list(provider_types.NAMES)},
+        "config": {"type": "object"},
+    },
+    **_provider_conditions(),
+}
+
 APIKEY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["key", "allowed_models"],
@@ -169,6 +217,9 @@ RateLimit = make_dataclass(
 )
 RateLimit.__module__ = __name__
 RateLimit.__doc__ = "Limits of CONTRACT 4.5, a field per rate-limit kind; None: not configured."
+
+
+_NO_URLS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -221,11 +272,29 @@ class Model:
     targets: tuple[Model, ...] = ()
     routing: Routing = DEFAULT_ROUTING
     fallbacks: tuple[str, ...] = ()
+    #: the later wire (CONTRACT-NEXT 1.3): the provider entity this model
+    #: names; the snapshot resolves it (``provider``, key, URLs) when built
+    provider_id: str | None = None
+    #: each endpoint's upstream URL, for a model resolved against its provider
+    endpoint_urls: Mapping[str, str] = field(
+        default_factory=lambda: _NO_URLS, repr=False, compare=False
+    )
 
     @cached_property
     def deployments(self) -> tuple[Model, ...]:
         """Deployment 0 (this model) and its targets, in index order."""
         return (self, *self.targets)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A provider entity (CONTRACT-NEXT 1.1): an upstream models point at."""
+
+    id: str
+    name: str
+    type: str
+    config: Mapping[str, str] = field(repr=False)
+    doc: dict = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -297,7 +366,15 @@ def _validator(schema: dict) -> Callable[[Any], None]:
 
 
 _validate_model = _validator(MODEL_SCHEMA)
+_validate_next_model = _validator(NEXT_MODEL_SCHEMA)
 _validate_apikey = _validator(APIKEY_SCHEMA)
+_validate_provider = _validator(PROVIDER_SCHEMA)
+
+
+def is_legacy(doc: Any) -> bool:
+    """CONTRACT-NEXT 1.5: a model document follows CONTRACT 2 iff it has
+    ``provider_config`` and no ``provider_id``; any other, the later rules."""
+    return isinstance(doc, dict) and "provider_config" in doc and "provider_id" not in doc
 
 
 def _rate_limit(raw: dict | None) -> tuple[RateLimit | None, dict | None]:
@@ -371,7 +448,10 @@ _KEPT = ("timeout", "weight", "routing", "fallbacks")
 
 
 def parse_model(id: str, doc: Any) -> Model:
-    """Validate a model document and build the entity (``doc`` is re-serialized)."""
+    """Validate a model document and build the entity (``doc`` is re-serialized):
+    CONTRACT 2's wire or the later one (see :func:`is_legacy`)."""
+    if not is_legacy(doc):
+        return _parse_next_model(id, doc)
     _validate_model(doc)
     provider, _, upstream = doc["model"].partition("/")  # the id keeps any further "/"
     pc = doc["provider_config"]
@@ -409,6 +489,49 @@ def parse_model(id: str, doc: Any) -> Model:
     )
 
 
+def _parse_next_model(id: str, doc: Any) -> Model:
+    """A model naming a provider entity; unresolved until the snapshot is built."""
+    _validate_next_model(doc)
+    rate_limit, rl_doc = _rate_limit(doc.get("rate_limit"))
+    clean: dict[str, Any] = {
+        "name": doc["name"],
+        "provider_id": doc["provider_id"],
+        "model": doc["model"],
+    }
+    if "timeout" in doc:
+        clean["timeout"] = doc["timeout"]
+    if rl_doc is not None:
+        clean["rate_limit"] = rl_doc
+    return Model(
+        id=id,
+        name=doc["name"],
+        provider="",  # resolved against the provider entity by the snapshot
+        upstream_model=doc["model"],
+        api_key=None,
+        api_base=None,
+        timeout_ms=doc.get("timeout", 0),
+        rate_limit=rate_limit,
+        doc=clean,
+        provider_id=doc["provider_id"],
+    )
+
+
+def load_model(id: str, doc: Any) -> Model:
+    """A stored model document as a store loads it: a later-wire document
+    with keys its schema does not know loads without them (AISIX's typed
+    reader drops them, CONTRACT-NEXT 1.4); the Admin API refuses them."""
+    if isinstance(doc, dict) and not is_legacy(doc):
+        doc = {k: v for k, v in doc.items() if k in NEXT_MODEL_SCHEMA["properties"]}
+    return parse_model(id, doc)
+
+
+def parse_provider(id: str, doc: Any) -> Provider:
+    """Validate a provider document and build the entity."""
+    _validate_provider(doc)
+    clean = {"name": doc["name"], "type": doc["type"], "config": dict(doc["config"])}
+    return Provider(id, doc["name"], doc["type"], MappingProxyType(clean["config"]), clean)
+
+
 def parse_apikey(id: str, doc: Any) -> ApiKey:
     """Validate an API key document and build the entity (``doc`` is re-serialized)."""
     _validate_apikey(doc)
@@ -429,16 +552,23 @@ def parse_apikey(id: str, doc: Any) -> ApiKey:
 class Kind:
     """One entity kind: its key segment, unique field and the texts of its errors."""
 
-    segment: str  # "models" / "apikeys"
-    unique_field: str
-    label: str  # "Model" / "API key"
+    segment: str  # "models" / "apikeys" / "providers"
+    unique_field: str | None  # None: not unique (a provider's name)
+    label: str  # "Model" / "API key" / "Provider"
     duplicate: str  # the 400 text when another id holds the unique field
-    parse: Callable[[str, Any], Any]
+    parse: Callable[[str, Any], Any]  # an Admin API write
+    #: a stored document (by default judged as a write)
+    load: Callable[[str, Any], Any] | None = None
 
     def not_found(self, id: str) -> str:
         return f"{self.label} with ID {id} not found"
 
+    def loaded(self, id: str, doc: Any) -> Any:
+        """The entity of a stored document."""
+        return (self.load or self.parse)(id, doc)
 
-MODELS = Kind("models", "name", "Model", "Model name already exists", parse_model)
+
+MODELS = Kind("models", "name", "Model", "Model name already exists", parse_model, load_model)
 APIKEYS = Kind("apikeys", "key", "API key", "API key already exists", parse_apikey)
-KINDS = {k.segment: k for k in (MODELS, APIKEYS)}
+PROVIDERS = Kind("providers", None, "Provider", "", parse_provider)
+KINDS = {k.segment: k for k in (MODELS, APIKEYS, PROVIDERS)}

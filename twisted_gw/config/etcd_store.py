@@ -367,7 +367,7 @@ class EtcdStore:
             problem = f"not JSON ({e})"
         else:
             try:
-                entity = KINDS[segment].parse(id, doc)
+                entity = KINDS[segment].loaded(id, doc)
             except SchemaError as e:
                 problem = str(e).replace("\n", "; ")
         if problem is None:
@@ -527,7 +527,7 @@ class EtcdStore:
                 read = await self.client.range(
                     kind_prefix, prefix=True, timeout=self._left(deadline)
                 )
-                for kv in read.kvs:
+                for kv in read.kvs if field is not None else ():
                     if kv.key.decode("utf-8", "replace") == key:
                         continue  # the same id may keep its own name
                     try:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from twisted.logger import Logger
 
-from twisted_gw.config.entities import KINDS, ApiKey, Model, SchemaError
+from twisted_gw.config.entities import KINDS, ApiKey, Model, Provider, SchemaError
 from twisted_gw.observability.logsafe import escape
+from twisted_gw.providers import types as provider_types
 
 log = Logger()
 
@@ -59,6 +60,7 @@ class Snapshot:
     keys_by_key: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
     keys_by_id: Mapping[str, ApiKey] = field(default_factory=lambda: _EMPTY)
     revision: int = 0
+    providers_by_id: Mapping[str, Provider] = field(default_factory=lambda: _EMPTY)
 
     @cached_property
     def _secrets(self) -> re.Pattern | None:
@@ -66,6 +68,12 @@ class Snapshot:
         snapshot (longest first, so a key holding another is cut whole); built
         on first use, once per snapshot."""
         secrets = {k for k in self.keys_by_key if len(k) >= 4}
+        secrets.update(
+            v
+            for p in self.providers_by_id.values()
+            for name, v in p.config.items()
+            if name in ("api_key", "secret_access_key", "session_token") and len(v) >= 4
+        )
         secrets.update(
             d.api_key
             for m in self.models_by_id.values()
@@ -95,7 +103,7 @@ class Snapshot:
             if kind is None:
                 continue
             try:
-                parsed.append((entry.key, kind.parse(entry.id, entry.value)))
+                parsed.append((entry.key, kind.loaded(entry.id, entry.value)))
             except SchemaError as e:
                 log.warn(
                     "skipping invalid document {key} in {source}: {error}",
@@ -119,8 +127,14 @@ class Snapshot:
         models_by_id: dict[str, Model] = {}
         keys_by_key: dict[str, ApiKey] = {}
         keys_by_id: dict[str, ApiKey] = {}
+        entities = list(entities)
+        providers = {e.id: e for _, e in entities if isinstance(e, Provider)}
         for key, entity in entities:
+            if isinstance(entity, Provider):
+                continue
             if isinstance(entity, Model):
+                if entity.provider_id is not None:
+                    entity = resolve(entity, providers.get(entity.provider_id))
                 if entity.name in models_by_name:
                     log.warn("skipping {key}: model name already used", key=escape(key))
                     continue
@@ -138,4 +152,25 @@ class Snapshot:
             MappingProxyType(keys_by_key),
             MappingProxyType(keys_by_id),
             revision,
+            MappingProxyType(providers),
         )
+
+
+def resolve(model: Model, provider: Provider | None) -> Model:
+    """A later-wire model with its provider entity's upstream (CONTRACT-NEXT
+    1.3): the IProvider to call, the key and each endpoint's URL. A provider
+    that does not exist leaves it unresolved (``provider`` empty): the model is
+    still listed and passes auth and limits, and its calls end in a 500."""
+    if provider is None:
+        return model
+    ptype = provider_types.BY_NAME[provider.type]
+    config = provider.config
+    return replace(
+        model,
+        provider=provider_types.registry_key(ptype),
+        api_key=config.get("api_key"),
+        api_base=config.get("api_base"),
+        endpoint_urls=MappingProxyType(
+            provider_types.endpoint_urls(ptype, config, model.upstream_model)
+        ),
+    )

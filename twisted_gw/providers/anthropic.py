@@ -48,6 +48,9 @@ class AnthropicProvider:
         self._client = client
 
     def url(self, model: Model) -> str:
+        url = model.endpoint_urls.get(CHAT)  # a provider entity's (CONTRACT-NEXT 1.1)
+        if url is not None:
+            return url
         base = (model.api_base or DEFAULT_BASE).rstrip("/")
         return f"{base}/messages"
 

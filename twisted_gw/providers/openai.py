@@ -82,6 +82,9 @@ def decode_json_object(body: bytes, reserialized: bool = False) -> dict:
 class OpenAICompatibleProvider:
     """One OpenAI-compatible upstream family, over the shared UpstreamClient."""
 
+    #: ask a stream for its usage chunk (CONTRACT 4.3: so tokens can be counted)
+    include_usage = True
+
     def __init__(
         self,
         name: str,
@@ -104,16 +107,21 @@ class OpenAICompatibleProvider:
             b"accept": _JSON,
         }
 
-    def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+    def upstream_body(self, model: Model, body: dict, endpoint: str) -> dict:
+        """The request as the upstream gets it: the client's, ``model``
+        replaced (a provider type may change more: see providers.typed)."""
         upstream = dict(body)
         upstream["model"] = model.upstream_model
+        return upstream
+
+    def chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
+        upstream = self.upstream_body(model, body, CHAT)
         d = self._client.post(self.url(model, CHAT), self.headers(model), dumps(upstream))
         d.addCallback(self._chat_result, model)
         return d
 
     def embeddings(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
-        upstream = dict(body)
-        upstream["model"] = model.upstream_model
+        upstream = self.upstream_body(model, body, EMBEDDINGS)
         d = self._client.post(self.url(model, EMBEDDINGS), self.headers(model), dumps(upstream))
         d.addCallback(self._embeddings_result, model)
         return d
@@ -121,12 +129,12 @@ class OpenAICompatibleProvider:
     def stream_chat(self, model: Model, body: dict, reactor: Any) -> defer.Deferred:
         """Open a streaming chat; fires with a chunk source once the upstream
         answered 200 (an error status fails with the 4.1 GatewayError)."""
-        upstream = dict(body)
-        upstream["model"] = model.upstream_model
-        options = body.get("stream_options")
-        options = dict(options) if isinstance(options, dict) else {}
-        options["include_usage"] = True  # CONTRACT 4.3: so tokens can be counted
-        upstream["stream_options"] = options
+        upstream = self.upstream_body(model, body, CHAT)
+        if self.include_usage:
+            options = body.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
+            options["include_usage"] = True  # CONTRACT 4.3: so tokens can be counted
+            upstream["stream_options"] = options
         headers = self.headers(model)
         headers[b"accept"] = _SSE
         d = self._client.post_streaming(self.url(model, CHAT), headers, dumps(upstream))

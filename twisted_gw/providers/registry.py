@@ -1,10 +1,13 @@
-"""Which IProvider serves which ``<provider>/`` prefix; built once at start-up."""
+"""Which IProvider serves which ``<provider>/`` prefix and which provider
+type; built once at start-up."""
 
 from __future__ import annotations
 
 from twisted_gw.providers.catalog import FAMILIES
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import IProvider
+from twisted_gw.providers.typed import TypedProvider
+from twisted_gw.providers.types import TYPES, registry_key
 
 
 def build_providers(client: UpstreamClient) -> dict[str, IProvider]:
@@ -24,4 +27,8 @@ def build_providers(client: UpstreamClient) -> dict[str, IProvider]:
                 f"{sorted(provider.endpoints)}, not {sorted(family.endpoints)}"
             )
         providers[family.name] = provider
+    for ptype in TYPES:  # the later wire's provider types (CONTRACT-NEXT 1.1)
+        key = registry_key(ptype)
+        if key not in providers:
+            providers[key] = TypedProvider(ptype, client)
     return providers

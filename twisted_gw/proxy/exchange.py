@@ -76,9 +76,9 @@ def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> No
     if ctx.api_key is None or name not in ctx.api_key.allowed_models:
         raise model_access_forbidden(name)
     endpoint = ctx.endpoint.removeprefix("/v1/")
-    if not serves(providers, model, endpoint):
+    if model.provider and not serves(providers, model, endpoint):
         raise unsupported_endpoint(name, endpoint)
-    ctx.model = model
+    ctx.model = model  # no provider: its provider entity is missing, a 500 after the limits
 
 
 def serves(providers: Mapping[str, IProvider], deployment: Model, endpoint: str) -> bool:
@@ -338,7 +338,14 @@ class Exchange:
             if admitted:
                 self._route(model)
                 return
-        self._fail(self._last_error or provider_error("no deployment could be tried"))
+        if self._last_error is None:  # nothing could be tried: no provider to call
+            log.error(
+                "request {rid} model {model}: provider {pid} not found",
+                rid=ctx.request_id,
+                model=escape(ctx.model.name),
+                pid=escape(str(ctx.model.provider_id)),
+            )
+        self._fail(self._last_error or internal_error())
 
     def _admitted(self, admitted: bool, model: Model, gen: int) -> None:
         if gen != self._gen or self.state == CLOSED:
