@@ -282,3 +282,16 @@ def test_a_model_whose_provider_is_gone_is_listed_and_a_500_after_its_limits():
     assert any("provider gone not found" in formatEvent(e) for e in events)
     again = gw.result(gw.post("/v1/chat/completions", hello, key))
     assert again.code == 429  # the first one was counted
+
+
+def test_a_mock_provider_entity_answers_locally_as_the_legacy_mock():
+    gw = MemoryGateway()
+    gw._put("providers", {"name": "local", "type": "mock", "config": {}})
+    (provider_id,) = gw.store.snapshot.providers_by_id
+    gw._put("models", {"name": "echo-next", "provider_id": provider_id, "model": "echo"})
+    key = gw.add_key(["echo-next"])
+    hello = {"model": "echo-next", "messages": [{"role": "user", "content": "hi"}]}
+    response = gw.result(gw.post("/v1/chat/completions", hello, key))
+    assert response.code == 200
+    answer = response.json()
+    assert answer["model"] == "echo" and answer["choices"][0]["message"]["content"] == "hi"
