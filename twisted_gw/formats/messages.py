@@ -84,9 +84,9 @@ import uuid
 from typing import Any
 
 from twisted_gw.errors import GatewayError
-from twisted_gw.formats.responses import _DESERIALIZE, _unexpected  # serde's wording, shared
+from twisted_gw.formats._serde import DESERIALIZE, unexpected
 from twisted_gw.jsonutil import dumps
-from twisted_gw.providers.anthropic_translate import _arguments
+from twisted_gw.providers.anthropic_translate import tool_input
 
 #: the content blocks of a message the typed read knows
 _BLOCKS = ("text", "image", "tool_use", "tool_result")
@@ -131,11 +131,11 @@ def _shape(path: str, what: str) -> MessagesError:
     """422 with axum's typed-deserialization text; ``path`` as serde_path_to_error
     writes it (none at the top level)."""
     text = f"{path}: {what}" if path else what
-    return MessagesError(422, "invalid_request_error", _DESERIALIZE + text)
+    return MessagesError(422, "invalid_request_error", DESERIALIZE + text)
 
 
 def _invalid_type(path: str, value: Any, expected: str) -> MessagesError:
-    return _shape(path, f"invalid type: {_unexpected(value)}, expected {expected}")
+    return _shape(path, f"invalid type: {unexpected(value)}, expected {expected}")
 
 
 def _unknown_variant(path: str, value: Any, expected: tuple[str, ...]) -> MessagesError:
@@ -556,7 +556,7 @@ def _tool_input(arguments: Any, where: str) -> dict:
     """A chat tool call's JSON-text ``arguments`` as a ``tool_use.input`` object
     (none or ``""``: ``{}``); anything else is the bridge's 400."""
     try:
-        return _arguments(arguments, where)
+        return tool_input(arguments, where)
     except GatewayError as error:
         raise _bridge(error.message) from None
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted_gw.errors import GatewayError
+from twisted_gw.formats._serde import DESERIALIZE, shown, unexpected
 from twisted_gw.jsonutil import dumps
 
 
@@ -70,7 +71,6 @@ def frame(event_type: str, data: dict) -> bytes:
 
 # -- errors ------------------------------------------------------------------------------
 
-_DESERIALIZE = "Failed to deserialize the JSON body into the target type: "
 _EMPTY_STREAM = (
     "Gateway error: validation: responses stream completed without an upstream response id"
 )
@@ -87,31 +87,11 @@ def _transform(text: str) -> ResponsesError:
 
 def _rejected(path: str, what: str) -> ResponsesError:
     where = f"{path}: " if path else ""
-    return ResponsesError(422, f"{_DESERIALIZE}{where}{what}", None, "invalid_request_error")
-
-
-def _shown(text: str) -> str:
-    """A client's string as an error text quotes it: bounded."""
-    return text if len(text) <= 64 else text[:64] + "..."
-
-
-def _unexpected(value: Any) -> str:
-    """``value`` in serde's words (``serde::de::Unexpected``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value!r}`"
-    if isinstance(value, str):
-        return f"string {dumps(_shown(value)).decode()}"
-    return "sequence" if isinstance(value, list) else "map"
+    return ResponsesError(422, f"{DESERIALIZE}{where}{what}", None, "invalid_request_error")
 
 
 def _invalid(path: str, value: Any, expected: str) -> ResponsesError:
-    return _rejected(path, f"invalid type: {_unexpected(value)}, expected {expected}")
+    return _rejected(path, f"invalid type: {unexpected(value)}, expected {expected}")
 
 
 # -- the request's types (3.1): what deserializes, else 422 --------------------------------
@@ -137,7 +117,7 @@ def _u32(value: Any, path: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(path, value, "u32")
     if not 0 <= value <= 0xFFFFFFFF:
-        raise _rejected(path, f"invalid value: {_unexpected(value)}, expected u32")
+        raise _rejected(path, f"invalid value: {unexpected(value)}, expected u32")
 
 
 def _f32(value: Any, path: str) -> None:
@@ -171,7 +151,7 @@ def _one_of(*names: str) -> _Check:
         if not isinstance(value, str):
             raise _invalid(path, value, "a string")
         if value not in names:
-            raise _rejected(path, f"unknown variant `{_shown(value)}`, {_expected_variants(names)}")
+            raise _rejected(path, f"unknown variant `{shown(value)}`, {_expected_variants(names)}")
 
     return check
 
@@ -217,9 +197,7 @@ def _tagged(name: str, variants: dict[str, _Check]) -> _Check:
             raise _invalid(_join(path, "type"), tag, "variant identifier")
         check = variants.get(tag)
         if check is None:
-            raise _rejected(
-                path, f"unknown variant `{_shown(tag)}`, {_expected_variants(variants)}"
-            )
+            raise _rejected(path, f"unknown variant `{shown(tag)}`, {_expected_variants(variants)}")
         check(value, path)
 
     return tagged
@@ -359,7 +337,7 @@ def to_chat(doc: Any, history: list[dict]) -> dict:
     response_format = _response_format(doc.get("text"))
     for item in doc["input"] if isinstance(doc["input"], list) else ():
         if item["type"] == "message" and item["role"] not in _ITEM_ROLES:
-            raise _bridge(f"unsupported chat message role: {_shown(item['role'])}")
+            raise _bridge(f"unsupported chat message role: {shown(item['role'])}")
 
     chat: dict[str, Any] = {"model": doc["model"], "messages": messages}
     if doc.get("max_output_tokens") is not None:
@@ -409,7 +387,7 @@ def _chat_part(part: dict) -> dict:
     if url is None:
         file_id = part.get("file_id") or "<unknown>"
         raise _bridge(
-            f"Responses API input_image with file_id {_shown(file_id)} cannot be bridged "
+            f"Responses API input_image with file_id {shown(file_id)} cannot be bridged "
             "through Chat Completions"
         )
     image = {"url": url}
@@ -437,7 +415,7 @@ def _tool_choice(choice: Any) -> str | dict | None:
     if kind in ("none", "auto", "required"):
         return kind
     if kind != "function":
-        raise _bridge(f"unsupported Responses API tool_choice type {_shown(kind)} for hub bridging")
+        raise _bridge(f"unsupported Responses API tool_choice type {shown(kind)} for hub bridging")
     name = choice.get("name")
     if not isinstance(name, str):
         function = choice.get("function")
@@ -452,17 +430,15 @@ def _response_format(text: dict | None) -> dict | None:
     if given is None:
         return None
     if not isinstance(given, dict):
-        raise _bridge(
-            f"{_FORMAT}invalid type: {_unexpected(given)}, expected struct ResponseFormat"
-        )
+        raise _bridge(f"{_FORMAT}invalid type: {unexpected(given)}, expected struct ResponseFormat")
     if "type" not in given:
         raise _bridge(f"{_FORMAT}missing field `type`")
     kind = given["type"]
     if not isinstance(kind, str):
-        raise _bridge(f"{_FORMAT}invalid type: {_unexpected(kind)}, expected a string")
+        raise _bridge(f"{_FORMAT}invalid type: {unexpected(kind)}, expected a string")
     schema = given.get("json_schema")
     if schema is not None and not isinstance(schema, dict):
-        raise _bridge(f"{_FORMAT}invalid type: {_unexpected(schema)}, expected struct JsonSchema")
+        raise _bridge(f"{_FORMAT}invalid type: {unexpected(schema)}, expected struct JsonSchema")
     if schema is None and kind == "json_schema":  # the Responses API's flat form [ours]
         schema = {name: given[name] for name in _FLAT_SCHEMA if given.get(name) is not None}
     return {"type": kind, "json_schema": schema} if schema else {"type": kind}
@@ -548,7 +524,7 @@ def _member(doc: dict, key: str, kind: type, where: str) -> Any:
     expected = {str: "a string", list: "a sequence", dict: "a map"}[kind]
     raise _transform(
         f"malformed chat completion: {where}.{key}: "
-        f"invalid type: {_unexpected(value)}, expected {expected}"
+        f"invalid type: {unexpected(value)}, expected {expected}"
     )
 
 
@@ -618,7 +594,7 @@ def _output_texts(content: Any, where: str) -> list[str]:
         return [content]
     if not isinstance(content, list):
         raise _transform(
-            f"malformed chat completion: {where}.content: invalid type: {_unexpected(content)}, "
+            f"malformed chat completion: {where}.content: invalid type: {unexpected(content)}, "
             "expected a string or a sequence of parts"
         )
     texts = []

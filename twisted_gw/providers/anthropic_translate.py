@@ -356,13 +356,13 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
                 "type": "tool_use",
                 "id": call["id"],
                 "name": function["name"],
-                "input": _arguments(function.get("arguments"), here),
+                "input": tool_input(function.get("arguments"), here),
             }
         )
     return blocks
 
 
-def _arguments(arguments: Any, here: str) -> dict:
+def tool_input(arguments: Any, here: str) -> dict:
     """A tool call's JSON-string arguments as the object ``tool_use.input`` wants."""
     if arguments is None or arguments == "":
         return {}
