@@ -47,6 +47,8 @@ class GatewayError(Exception):
         self.outcome = outcome
         #: the upstream's ``Retry-After`` (a 429 or 503), as it came
         self.retry_after = retry_after
+        #: the status of the upstream answer this error reports, if one did
+        self.upstream_status: int | None = None
 
     @property
     def attempt_outcome(self) -> str | int:

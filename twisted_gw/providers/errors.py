@@ -54,7 +54,9 @@ def map_upstream_status(
     the upstream's status (its ``outcome``) and ``Retry-After`` from it."""
     secrets = tuple(secrets)
     if status in (401, 403):
-        return provider_credentials_rejected(status)
+        error = provider_credentials_rejected(status)
+        error.upstream_status = status
+        return error
     message, code = _upstream_error(body)
     if 400 <= status < 500:
         text = redact(message or f"upstream returned status {status}", secrets)
@@ -68,6 +70,7 @@ def map_upstream_status(
         error = provider_error(redact(detail, secrets), status)
     if status in (429, 503):
         error.retry_after = retry_after
+    error.upstream_status = status
     return error
 
 

@@ -32,6 +32,8 @@ from twisted_gw.errors import (
     not_found,
     request_too_large,
 )
+from twisted_gw.formats import messages as messages_format
+from twisted_gw.formats import responses as responses_format
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.jsonutil import dumps
@@ -39,7 +41,9 @@ from twisted_gw.providers.interfaces import IProvider
 from twisted_gw.proxy.auth import authenticate
 from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
+from twisted_gw.proxy.history import ResponseHistory
 from twisted_gw.proxy.routing import Router
+from twisted_gw.proxy.wire import CHAT_WIRE, MESSAGES_WIRE, ResponsesWire, Wire
 from twisted_gw.site import routes
 
 log = Logger()
@@ -61,8 +65,11 @@ class ProxyApp:
         upstream_timeout: float = 600.0,
         max_body_bytes: int = 32 * 1024 * 1024,
         router: Router | None = None,
+        history: ResponseHistory | None = None,
     ) -> None:
         self.store = store
+        #: the Responses API's earlier turns (CONTRACT-NEXT 3.4), bounded, per node
+        self.history = history if history is not None else ResponseHistory(reactor)
         #: this node's view of every deployment (CONTRACT 5.1: cooldowns are per node)
         self.router = router if router is not None else Router(reactor)
         self.hooks = hooks
@@ -87,6 +94,18 @@ class ProxyApp:
     @app.route("/v1/embeddings", methods=["POST"])
     def embeddings(self, request: Request) -> defer.Deferred | None:
         return self._model_call(request, "/v1/embeddings", EMBEDDINGS_FIELDS)
+
+    @app.route("/v1/messages", methods=["POST"])
+    def messages(self, request: Request) -> defer.Deferred | None:
+        """Anthropic's Messages API (CONTRACT-NEXT 2), run as a chat completion."""
+        ctx = self._context(request, "/v1/messages")
+        return self._guarded(request, ctx, self._translated, MESSAGES_WIRE, self._messages_body)
+
+    @app.route("/v1/responses", methods=["POST"])
+    def responses(self, request: Request) -> defer.Deferred | None:
+        """OpenAI's Responses API (CONTRACT-NEXT 3), run as a chat completion."""
+        ctx = self._context(request, "/v1/responses")
+        return self._guarded(request, ctx, self._translated, CHAT_WIRE, self._responses_body)
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: Request) -> None:
@@ -161,6 +180,47 @@ class ProxyApp:
         )
         return exchange.start()
 
+    def _translated(
+        self,
+        request: Request,
+        ctx: RequestContext,
+        wire: Wire,
+        translate: Callable[[dict], tuple[dict, Wire]],
+    ) -> defer.Deferred | None:
+        """Read a request of another API (auth, the body, its translation to
+        chat, refused in that API's shape) and hand the chat to an Exchange."""
+        try:
+            self._authenticate(request, ctx)
+            if getattr(request, "body_too_large", False):
+                raise request_too_large(self.max_body_bytes)
+            doc = parse_body(request.content.read(), {})
+            ctx.model_name = doc.get("model") if isinstance(doc.get("model"), str) else None
+            chat, wire = translate(doc)
+        except GatewayError as e:
+            return self._answer(request, ctx, error=e, wire=wire)
+        ctx.body = chat
+        ctx.model_name = chat["model"]
+        ctx.stream = chat.get("stream") is True
+        exchange = Exchange(
+            request,
+            ctx,
+            self.hooks,
+            self.providers,
+            self.reactor,
+            self.upstream_timeout,
+            self.router,
+            wire,
+        )
+        return exchange.start()
+
+    @staticmethod
+    def _messages_body(doc: dict) -> tuple[dict, Wire]:
+        return messages_format.to_chat(doc), MESSAGES_WIRE
+
+    def _responses_body(self, doc: dict) -> tuple[dict, Wire]:
+        chat = responses_format.to_chat(doc, [])  # refused here if malformed; history later
+        return chat, ResponsesWire(self.history, doc)
+
     # -- plumbing ---------------------------------------------------------------
 
     def in_flight(self) -> int:
@@ -208,8 +268,11 @@ class ProxyApp:
 
     @staticmethod
     def _authenticate(request: Request, ctx: RequestContext) -> None:
+        headers = request.requestHeaders
         ctx.api_key = authenticate(
-            ctx.snapshot, request.requestHeaders.getRawHeaders(b"authorization")
+            ctx.snapshot,
+            headers.getRawHeaders(b"authorization"),
+            headers.getRawHeaders(b"x-api-key"),
         )
 
     def _over(self, result: object, request: Request, ctx: RequestContext) -> None:
@@ -224,13 +287,14 @@ class ProxyApp:
         ctx: RequestContext,
         body: bytes | None = None,
         error: GatewayError | None = None,
+        wire: Wire = CHAT_WIRE,
     ) -> None:
         """A whole JSON answer of a route without an upstream call, then finalize."""
         if ctx.client_gone:
             ctx.status = ctx.status or 499
             self.hooks.finalize(ctx, "client_gone")
             return
-        write_json(request, ctx, body, error)
+        write_json(request, ctx, body, error, wire)
         ctx.finished_at = self.reactor.seconds()
         self.hooks.finalize(ctx, error.reason if error is not None else "ok")
 

@@ -1,4 +1,5 @@
-"""Reading the client's key from ``Authorization`` (CONTRACT 4.1)."""
+"""Reading the client's key from ``Authorization``, else ``x-api-key`` (CONTRACT 4.1,
+CONTRACT-NEXT 0)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,27 @@ def bearer_token(header: bytes | None) -> str | None:
     return value
 
 
-def authenticate(snapshot: Snapshot, header: Sequence[bytes] | bytes | None) -> ApiKey:
+def authenticate(
+    snapshot: Snapshot,
+    header: Sequence[bytes] | bytes | None,
+    x_api_key: Sequence[bytes] | None = None,
+) -> ApiKey:
     """The ApiKey for this request, or the GatewayError of the contract.
 
     ``header`` is every Authorization value of the request, as
     ``request.requestHeaders.getRawHeaders(b"authorization")`` gives them
-    (a single ``bytes`` value is taken too). Two or more are a 400 **[beyond]**:
-    a proxy in front of the gateway may have read the other one."""
+    (a single ``bytes`` value is taken too); without one, the ``x-api-key``
+    values (CONTRACT-NEXT 0: Anthropic's SDKs send their key there), taken
+    whole. Two or more are a 400 **[beyond]**: a proxy in front of the
+    gateway may have read the other one."""
+    if not header and x_api_key:
+        if len(x_api_key) > 1:
+            raise multiple_authorization_headers()
+        token = x_api_key[0].decode("latin-1").strip()
+        api_key = snapshot.keys_by_key.get(token)
+        if api_key is None:
+            raise invalid_api_key()
+        return api_key
     if header is not None and not isinstance(header, bytes):
         if len(header) > 1:
             raise multiple_authorization_headers()

@@ -45,9 +45,16 @@ from twisted_gw.errors import (
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
-from twisted_gw.providers.interfaces import CHAT, IChunkSource, IProvider, ProviderResult
+from twisted_gw.providers.interfaces import (
+    CHAT,
+    EMBEDDINGS,
+    IChunkSource,
+    IProvider,
+    ProviderResult,
+)
 from twisted_gw.proxy.relay import StreamRelay
 from twisted_gw.proxy.routing import DeploymentState, Plan, Router, retry_after_seconds
+from twisted_gw.proxy.wire import CHAT_WIRE, Wire
 
 log = Logger()
 
@@ -66,6 +73,13 @@ def reason_phrase(status: int) -> bytes:
         return b"Error"
 
 
+def upstream_endpoint(ctx: RequestContext) -> str:
+    """The upstream endpoint a request calls: ``chat/completions`` or
+    ``embeddings`` (the Messages and Responses APIs run as chat)."""
+    endpoint = ctx.endpoint.removeprefix("/v1/")
+    return endpoint if endpoint == EMBEDDINGS else CHAT
+
+
 def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> None:
     """CONTRACT 4.1 checks 3 and 4, before any limit: the model exists, the
     key may use it, and its provider serves the endpoint; sets ``ctx.model``."""
@@ -75,7 +89,7 @@ def resolve_model(ctx: RequestContext, providers: Mapping[str, IProvider]) -> No
         raise model_not_found(name)
     if ctx.api_key is None or name not in ctx.api_key.allowed_models:
         raise model_access_forbidden(name)
-    endpoint = ctx.endpoint.removeprefix("/v1/")
+    endpoint = upstream_endpoint(ctx)
     if model.provider and not serves(providers, model, endpoint):
         raise unsupported_endpoint(name, endpoint)
     ctx.model = model  # no provider: its provider entity is missing, a 500 after the limits
@@ -88,14 +102,18 @@ def serves(providers: Mapping[str, IProvider], deployment: Model, endpoint: str)
 
 
 def prepare_json(
-    request: Request, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    request: Request,
+    ctx: RequestContext,
+    body: bytes | None,
+    error: GatewayError | None,
+    wire: Wire = CHAT_WIRE,
 ) -> bytes:
     """Set status and headers of a whole JSON answer; the body to write (the
-    error's, with every configured secret redacted, when failing)."""
+    error's in the wire's shape, every configured secret redacted, when failing)."""
     if error is not None:
-        ctx.status = error.status
-        body = error.body(ctx.snapshot.redact(error.message))
-        request.setResponseCode(error.status, reason_phrase(error.status))
+        status, body = wire.error_body(ctx, error)
+        ctx.status = status
+        request.setResponseCode(status, reason_phrase(status))
         for name, value in error.headers.items():
             request.setHeader(name, value)
     else:
@@ -109,7 +127,11 @@ def prepare_json(
 
 
 def write_json(
-    request: Request, ctx: RequestContext, body: bytes | None, error: GatewayError | None
+    request: Request,
+    ctx: RequestContext,
+    body: bytes | None,
+    error: GatewayError | None,
+    wire: Wire = CHAT_WIRE,
 ) -> None:
     """Write one whole JSON answer; nothing if the client is gone (twisted.web
     refuses to finish then). A 5xx is logged for the operator tailing the log."""
@@ -123,7 +145,7 @@ def write_json(
             status=error.status,
             message=escape(ctx.snapshot.redact(error.message)),
         )
-    request.write(prepare_json(request, ctx, body, error))
+    request.write(prepare_json(request, ctx, body, error, wire))
     request.finish()
 
 
@@ -139,8 +161,12 @@ class Exchange:
         reactor: IReactorTime,
         upstream_timeout: float,
         router: Router | None = None,
+        wire: Wire = CHAT_WIRE,
     ) -> None:
         self.request = request
+        #: the client's API (chat, Messages, Responses); the upstream call is chat or embeddings
+        self.wire = wire
+        self.endpoint = upstream_endpoint(ctx)
         self.ctx = ctx
         self.hooks = hooks
         self.providers = providers
@@ -204,6 +230,11 @@ class Exchange:
         model = self.ctx.model
         self._fallbacks = list(model.fallbacks)
         try:
+            self.wire.checked(self.ctx)
+        except GatewayError as e:
+            self._reject(e)
+            return
+        try:
             self._route(model)
         except Exception:  # noqa: BLE001 - see _crashed
             self._crashed(Failure())
@@ -225,7 +256,7 @@ class Exchange:
     def _route(self, model: Model) -> None:
         """Start routing ``model`` (the requested one or a fallback)."""
         self._routed = model
-        endpoint = self.ctx.endpoint.removeprefix("/v1/")
+        endpoint = self.endpoint
         providers = self.providers
         self._plan = self.router.plan(model, lambda d: serves(providers, d, endpoint))
         self._next_attempt()
@@ -264,7 +295,7 @@ class Exchange:
         if ctx.stream:
             call = provider.stream_chat
         else:
-            call = provider.chat if ctx.endpoint.endswith(CHAT) else provider.embeddings
+            call = provider.chat if self.endpoint == CHAT else provider.embeddings
         # maybeDeferred: a provider that raises (an api_base the URL library
         # refuses) is a 502 that finalizes, not a leaked permit
         self._pending = d = defer.maybeDeferred(call, deployment, ctx.body, self.reactor)
@@ -313,7 +344,7 @@ class Exchange:
         ctx = self.ctx
         snapshot = ctx.snapshot
         allowed = ctx.api_key.allowed_models
-        endpoint = ctx.endpoint.removeprefix("/v1/")
+        endpoint = self.endpoint
         while self._fallbacks:
             name = self._fallbacks.pop(0)
             model = snapshot.models_by_name.get(name)
@@ -391,14 +422,19 @@ class Exchange:
             self._succeeded()
             ctx.upstream_finished = self.reactor.seconds()
             ctx.usage = answer.usage
+            try:
+                body = self.wire.answer(ctx, answer.body)
+            except GatewayError as e:  # an answer the client's API cannot carry
+                self._fail(e)
+                return
             ctx.status = 200
             self.hooks.post_call(ctx)
-            write_json(self.request, ctx, answer.body, None)
+            write_json(self.request, ctx, body, None)
             self._close("ok")
             return
         self.state = WAITING
         self._source = answer
-        self._relay = StreamRelay(self.request, ctx, self)
+        self._relay = StreamRelay(self.request, ctx, self, self.wire.framer(ctx))
         answer.start(self._relay)
 
     def _succeeded(self) -> None:
@@ -443,7 +479,7 @@ class Exchange:
                 self._succeeded()
                 self.ctx.upstream_finished = self.reactor.seconds()
                 relay.start_response()
-                relay.end(done=False)
+                relay.end(done=False, clean=True)
                 self._close("empty")
             else:
                 self._failed(provider_error(f"{detail} before the first chunk", "connect"))
@@ -451,9 +487,10 @@ class Exchange:
         self.ctx.upstream_finished = self.reactor.seconds()
         if clean:
             relay.end(done=True)
+            self.wire.stream_done(self.ctx)
             self._close("done")
         else:
-            relay.end(done=False)
+            relay.end(done=False, detail=f"stream: {detail}")
             self._close("upstream_cut")
 
     def malformed(self) -> None:
@@ -510,7 +547,7 @@ class Exchange:
         if self.state == CLOSED:
             return
         self._cancel_upstream()
-        write_json(self.request, self.ctx, None, error)
+        write_json(self.request, self.ctx, None, error, self.wire)
         self._close(error.reason)
 
     def _crashed(self, failure: Failure) -> None:

@@ -23,7 +23,7 @@ be a JSON error; frames parsed from one upstream read go out as one write.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import Request
@@ -32,6 +32,9 @@ from zope.interface import implementer
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import read
 from twisted_gw.providers.interfaces import IChunkSink
+
+if TYPE_CHECKING:
+    from twisted_gw.proxy.wire import Framer
 
 _DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -56,10 +59,18 @@ class RelayOwner(Protocol):
 class StreamRelay:
     """Relays one upstream stream to one client request."""
 
-    def __init__(self, request: Request, ctx: RequestContext, owner: RelayOwner) -> None:
+    def __init__(
+        self,
+        request: Request,
+        ctx: RequestContext,
+        owner: RelayOwner,
+        framer: Framer | None = None,
+    ) -> None:
         self.request = request
         self.ctx = ctx
         self.owner = owner
+        #: writes the client API's events (Messages, Responses); None: chat as it came
+        self.framer = framer
         self.chunks = 0
         self.started = False
         self.ended = False
@@ -87,6 +98,12 @@ class StreamRelay:
             self.start_response()
         self.owner.activity()
         self.chunks += 1
+        framer = self.framer
+        if framer is not None:
+            self._frames.append(framer.chunk(doc))
+            if framer.done:  # the chunk cannot be carried: the framer said so
+                self.owner.malformed()
+            return
         if b"\n" in data:  # an upstream multi-line data field: keep it one event
             data = data.replace(b"\n", b"\ndata: ")
         self._frames.append(b"data: " + data + b"\n\n")
@@ -121,12 +138,16 @@ class StreamRelay:
         request.registerProducer(self, True)
         self._producing = True
 
-    def end(self, done: bool) -> None:
+    def end(self, done: bool, clean: bool | None = None, detail: str = "") -> None:
         """End the event stream (the headers are out): ``[DONE]`` only after a
-        clean end; a cut stream just stops, so the client can tell."""
+        clean end with chunks; a cut stream just stops, so the client can
+        tell. A framer writes its own last events instead (``clean``: the
+        upstream ended well, with or without chunks; ``detail``: why not)."""
         if self.ended:
             return
-        if done:
+        if self.framer is not None:
+            self._frames.append(self.framer.end(done if clean is None else clean, detail))
+        elif done:
             self._frames.append(_DONE_FRAME)
         self.flush()
         self.ended = True

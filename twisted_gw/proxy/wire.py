@@ -1,0 +1,200 @@
+"""What a client's API looks like on the wire: chat completions, Anthropic's
+Messages, OpenAI's Responses (CONTRACT 4, CONTRACT-NEXT 2 and 3).
+
+The Exchange always runs a chat completion (every provider speaks it, the
+limits, retries and fallbacks apply to it alike); a :class:`Wire` is what the
+client asked in and is answered in. It turns the request into the chat body
+(at the route, so malformed input is refused before anything else), may look
+something up once the limits passed (the Responses history), turns a whole
+chat answer into its own, and gives each stream a :class:`Framer` that writes
+its events from the chat chunks. The chat wire itself translates nothing: it
+has no framer, and the relay keeps its fast path of writing the upstream's
+bytes as they came.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted_gw.errors import GatewayError
+from twisted_gw.formats import messages, responses
+from twisted_gw.hooks.context import RequestContext
+from twisted_gw.jsonutil import dumps, read
+from twisted_gw.proxy.history import ResponseHistory
+
+
+class Framer(Protocol):
+    """Writes one stream's events from the chat chunks (see the relay)."""
+
+    #: the framer ended the stream itself (an error event): nothing more is relayed
+    done: bool
+
+    def chunk(self, doc: dict) -> bytes:
+        """The frames of one chat chunk (maybe none)."""
+
+    def end(self, clean: bool, detail: str) -> bytes:
+        """The last frames: a clean end's, or a cut's (``detail`` says why)."""
+
+
+class Wire:
+    """Chat completions (CONTRACT 4): the chat body as it came, answers and
+    streams as the upstream sent them, errors in OpenAI's shape."""
+
+    name = "chat"
+
+    def checked(self, ctx: RequestContext) -> None:
+        """The request passed its limits; the last chance to refuse it."""
+
+    def answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        """The client's body for a whole chat answer ``body``."""
+        return body
+
+    def framer(self, ctx: RequestContext) -> Framer | None:
+        """This stream's framer; None: relay the chat chunks as they came."""
+        return None
+
+    def error_body(self, ctx: RequestContext, error: GatewayError) -> tuple[int, bytes]:
+        """(status, body) of an error answer; every configured secret redacted."""
+        return error.status, error.body(ctx.snapshot.redact(error.message))
+
+    def stream_done(self, ctx: RequestContext) -> None:
+        """A stream ended cleanly after its framer's last frames."""
+
+
+CHAT_WIRE = Wire()
+
+
+# -- Anthropic's Messages (CONTRACT-NEXT 2) -------------------------------------------------
+
+
+def messages_error(ctx: RequestContext, error: GatewayError) -> GatewayError:
+    """The 2.4 row of a failure the exchange met (its own checks, a limit, an
+    upstream), or the error itself when it is already one. A missing or
+    unknown key stays OpenAI's 401 (CONTRACT-NEXT 0)."""
+    if isinstance(error, messages.MessagesError):
+        return error
+    code, outcome, model = error.code, error.outcome, ctx.model_name or ""
+    if error.status == 401 and outcome is None:
+        return error  # the proxy's auth: OpenAI's shape on every path
+    if code == "model_not_found":
+        return messages.map_error("model_not_found", model)
+    if code == "model_access_forbidden":
+        return messages.map_error("model_forbidden", model)
+    if code == "request_timeout":
+        return messages.map_error("timeout", model)
+    if outcome is None and error.status == 429:  # the gateway's own limits
+        return messages.map_error("rate_limited", model)
+    if error.upstream_status is not None:
+        return messages.map_error("upstream", model, error.upstream_status)
+    if outcome == "connect":
+        return messages.map_error("unavailable", model)
+    if error.status == 502:  # an answer the gateway could not read or carry
+        return messages.map_error("transform", model)
+    if 400 <= error.status < 500:
+        return messages.map_error("invalid", model)
+    return messages.map_error("internal", model)
+
+
+class _MessagesFramer:
+    def __init__(self) -> None:
+        self.stream = messages.ChatToMessagesStream()
+
+    @property
+    def done(self) -> bool:
+        return self.stream.done
+
+    def chunk(self, doc: dict) -> bytes:
+        return b"".join(messages.frame(t, d) for t, d in self.stream.feed(doc))
+
+    def end(self, clean: bool, detail: str) -> bytes:
+        return b"".join(messages.frame(t, d) for t, d in self.stream.end(clean, detail))
+
+
+class MessagesWire(Wire):
+    """``POST /v1/messages`` through chat completions."""
+
+    name = "messages"
+
+    def answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        return dumps(messages.from_chat(read(body)))
+
+    def framer(self, ctx: RequestContext) -> Framer:
+        return _MessagesFramer()
+
+    def error_body(self, ctx: RequestContext, error: GatewayError) -> tuple[int, bytes]:
+        error = messages_error(ctx, error)
+        if not isinstance(error, messages.MessagesError):
+            return super().error_body(ctx, error)
+        return error.status, messages.error_body(error.type, error.message)
+
+
+MESSAGES_WIRE = MessagesWire()
+
+
+# -- OpenAI's Responses (CONTRACT-NEXT 3) ---------------------------------------------------
+
+
+class _ResponsesFramer:
+    def __init__(self, stream: responses.ChatToResponsesStream) -> None:
+        self.stream = stream
+
+    @property
+    def done(self) -> bool:
+        return self.stream.over and self.stream.completed is None
+
+    def chunk(self, doc: dict) -> bytes:
+        return b"".join(responses.frame(t, d) for t, d in self.stream.feed(doc))
+
+    def end(self, clean: bool, detail: str) -> bytes:
+        return b"".join(responses.frame(t, d) for t, d in self.stream.end(clean, detail))
+
+
+class ResponsesWire(Wire):
+    """``POST /v1/responses`` through chat completions, one per request: it
+    holds the request, its response id and what the history store gets."""
+
+    name = "responses"
+
+    def __init__(self, history: ResponseHistory, doc: dict) -> None:
+        self.history = history
+        self.doc = doc
+        self.response_id = responses.new_response_id()
+        self._stream: responses.ChatToResponsesStream | None = None
+
+    def checked(self, ctx: RequestContext) -> None:
+        """CONTRACT-NEXT 3.4: the earlier turns of ``previous_response_id``,
+        looked up once the limits passed; only the key that created a
+        response may continue it **[ours]** (to any other it does not exist)."""
+        previous = self.doc.get("previous_response_id")
+        if previous is None:
+            return
+        earlier = self.history.get(previous, ctx.api_key.id)
+        if earlier is None:
+            raise responses.ResponsesError(
+                400,
+                f"validation: previous_response_not_found: {previous}",
+                "gateway_error",
+                "invalid_request_error",
+            )
+        chat = responses.to_chat(self.doc, earlier)
+        chat["model"] = ctx.body["model"]
+        ctx.body = chat
+
+    def answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        response = responses.from_chat(read(body), self.response_id, self.doc)
+        self._store(ctx, response)
+        return dumps(response)
+
+    def framer(self, ctx: RequestContext) -> Framer:
+        self._stream = responses.ChatToResponsesStream(self.response_id, self.doc)
+        return _ResponsesFramer(self._stream)
+
+    def stream_done(self, ctx: RequestContext) -> None:
+        if self._stream is not None and self._stream.completed is not None:
+            self._store(ctx, self._stream.completed)
+
+    def _store(self, ctx: RequestContext, response: dict) -> None:
+        if self.doc.get("store") is False:
+            return
+        kept = responses.history_messages(responses.input_messages(ctx.body, self.doc), response)
+        self.history.put(self.response_id, ctx.api_key.id, kept)
