@@ -71,6 +71,24 @@ class OpenAIDialect:
         return [event.data]
 
 
+class AnthropicNativeDialect:
+    """Anthropic's own stream relayed to a Messages client as it came
+    (CONTRACT-NEXT 2.2, native): each event's data is passed on, ``ping``
+    and ``error`` included; ``message_stop`` (passed on too) ends it."""
+
+    requires_terminal = True
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        if self.complete:
+            return []
+        if event.event == b"message_stop":
+            self.complete = True
+        return [event.data]
+
+
 #: how an upstream body ended: whole by HTTP's rules, ended with the
 #: connection (no length, no chunking), or lost
 BODY_DONE, BODY_CLOSED, BODY_LOST = "done", "closed", "lost"

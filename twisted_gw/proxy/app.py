@@ -43,7 +43,7 @@ from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
 from twisted_gw.proxy.history import ResponseHistory
 from twisted_gw.proxy.routing import Router
-from twisted_gw.proxy.wire import CHAT_WIRE, MESSAGES_WIRE, ResponsesWire, Wire
+from twisted_gw.proxy.wire import CHAT_WIRE, MESSAGES_ERRORS, MessagesWire, ResponsesWire, Wire
 from twisted_gw.site import routes
 
 log = Logger()
@@ -99,7 +99,7 @@ class ProxyApp:
     def messages(self, request: Request) -> defer.Deferred | None:
         """Anthropic's Messages API (CONTRACT-NEXT 2), run as a chat completion."""
         ctx = self._context(request, "/v1/messages")
-        return self._guarded(request, ctx, self._translated, MESSAGES_WIRE, self._messages_body)
+        return self._guarded(request, ctx, self._translated, MESSAGES_ERRORS, self._messages_body)
 
     @app.route("/v1/responses", methods=["POST"])
     def responses(self, request: Request) -> defer.Deferred | None:
@@ -185,7 +185,7 @@ class ProxyApp:
         request: Request,
         ctx: RequestContext,
         wire: Wire,
-        translate: Callable[[dict], tuple[dict, Wire]],
+        translate: Callable[[dict, Request], tuple[dict, Wire]],
     ) -> defer.Deferred | None:
         """Read a request of another API (auth, the body, its translation to
         chat, refused in that API's shape) and hand the chat to an Exchange."""
@@ -195,7 +195,7 @@ class ProxyApp:
                 raise request_too_large(self.max_body_bytes)
             doc = parse_body(request.content.read(), {})
             ctx.model_name = doc.get("model") if isinstance(doc.get("model"), str) else None
-            chat, wire = translate(doc)
+            chat, wire = translate(doc, request)
         except GatewayError as e:
             return self._answer(request, ctx, error=e, wire=wire)
         ctx.body = chat
@@ -214,10 +214,25 @@ class ProxyApp:
         return exchange.start()
 
     @staticmethod
-    def _messages_body(doc: dict) -> tuple[dict, Wire]:
-        return messages_format.to_chat(doc), MESSAGES_WIRE
+    def _messages_body(doc: dict, request: Request) -> tuple[dict, Wire]:
+        """The typed checks at once; the chat bridge's own refusals apply only
+        to a deployment reached through chat (an anthropic one gets the
+        request as it came: CONTRACT-NEXT 2.1 **[ours]**)."""
+        messages_format.validate_request(doc, translating=False)
+        try:
+            chat, refusal = messages_format.to_chat(doc), None
+        except GatewayError as e:
+            chat, refusal = None, e
+        headers = request.requestHeaders
+        passed = {
+            name: headers.getRawHeaders(name)
+            for name in (b"anthropic-beta", b"anthropic-version")
+            if headers.hasHeader(name)
+        }
+        body = chat if chat is not None else {"model": doc["model"], "stream": doc.get("stream")}
+        return body, MessagesWire(doc, passed, chat, refusal)
 
-    def _responses_body(self, doc: dict) -> tuple[dict, Wire]:
+    def _responses_body(self, doc: dict, request: Request) -> tuple[dict, Wire]:
         chat = responses_format.to_chat(doc, [])  # refused here if malformed; history later
         return chat, ResponsesWire(self.history, doc)
 

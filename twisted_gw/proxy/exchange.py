@@ -292,13 +292,7 @@ class Exchange:
         if ctx.upstream_started is None:
             ctx.upstream_started = now
         self._timer = self.reactor.callLater(self._timeout, self._timed_out, gen)
-        if ctx.stream:
-            call = provider.stream_chat
-        else:
-            call = provider.chat if self.endpoint == CHAT else provider.embeddings
-        # maybeDeferred: a provider that raises (an api_base the URL library
-        # refuses) is a 502 that finalizes, not a leaked permit
-        self._pending = d = defer.maybeDeferred(call, deployment, ctx.body, self.reactor)
+        self._pending = d = self.wire.call(provider, deployment, ctx, self.reactor)
         d.addCallbacks(
             self._answered, self._attempt_failed, callbackArgs=(gen,), errbackArgs=(gen,)
         ).addErrback(self._crashed)

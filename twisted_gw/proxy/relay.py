@@ -100,7 +100,7 @@ class StreamRelay:
         self.chunks += 1
         framer = self.framer
         if framer is not None:
-            self._frames.append(framer.chunk(doc))
+            self._frames.append(framer.chunk(doc, data))
             if framer.done:  # the chunk cannot be carried: the framer said so
                 self.owner.malformed()
             return

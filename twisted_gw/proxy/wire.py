@@ -14,12 +14,19 @@ bytes as they came.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from twisted_gw.config.entities import Model
 from twisted_gw.errors import GatewayError
 from twisted_gw.formats import messages, responses
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import dumps, read
+from twisted_gw.providers.anthropic import native_usage
+from twisted_gw.providers.interfaces import EMBEDDINGS, IProvider
 from twisted_gw.proxy.history import ResponseHistory
 
 
@@ -29,8 +36,8 @@ class Framer(Protocol):
     #: the framer ended the stream itself (an error event): nothing more is relayed
     done: bool
 
-    def chunk(self, doc: dict) -> bytes:
-        """The frames of one chat chunk (maybe none)."""
+    def chunk(self, doc: dict, data: bytes) -> bytes:
+        """The frames of one chunk (maybe none): ``doc`` parsed, ``data`` as it came."""
 
     def end(self, clean: bool, detail: str) -> bytes:
         """The last frames: a clean end's, or a cut's (``detail`` says why)."""
@@ -41,6 +48,20 @@ class Wire:
     streams as the upstream sent them, errors in OpenAI's shape."""
 
     name = "chat"
+
+    def call(
+        self, provider: IProvider, deployment: Model, ctx: RequestContext, reactor: IReactorTime
+    ) -> defer.Deferred:
+        """One attempt's upstream call (a chat, a stream or embeddings)."""
+        if ctx.stream:
+            call = provider.stream_chat
+        elif ctx.endpoint.endswith(EMBEDDINGS):
+            call = provider.embeddings
+        else:
+            call = provider.chat
+        # maybeDeferred: a provider that raises (an api_base the URL library
+        # refuses) is a 502 that finalizes, not a leaked permit
+        return defer.maybeDeferred(call, deployment, ctx.body, reactor)
 
     def checked(self, ctx: RequestContext) -> None:
         """The request passed its limits; the last chance to refuse it."""
@@ -103,23 +124,92 @@ class _MessagesFramer:
     def done(self) -> bool:
         return self.stream.done
 
-    def chunk(self, doc: dict) -> bytes:
+    def chunk(self, doc: dict, data: bytes) -> bytes:
         return b"".join(messages.frame(t, d) for t, d in self.stream.feed(doc))
 
     def end(self, clean: bool, detail: str) -> bytes:
         return b"".join(messages.frame(t, d) for t, d in self.stream.end(clean, detail))
 
 
+_EVENT_NAME = re.compile(r"[a-z_]{1,64}")
+
+
+class _NativeFramer:
+    """An Anthropic upstream's events to a Messages client, as they came
+    (each event's name is its data's ``type``, as in Anthropic's API); the
+    usage of ``message_start`` and ``message_delta`` counted in chat's terms."""
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+        self.done = False
+        self._counts: dict | None = None
+        self._last = ""
+
+    def chunk(self, doc: dict, data: bytes) -> bytes:
+        kind = doc.get("type")
+        if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
+            kind = "message"  # never an upstream's text in an event line
+        message = doc.get("message")
+        usage = message.get("usage") if isinstance(message, dict) else doc.get("usage")
+        if isinstance(usage, dict):
+            self._counts = native_usage(usage, self._counts)
+        if self._counts is not None:
+            self.ctx.usage = self._counts
+        self._last = kind
+        if b"\n" in data:
+            data = data.replace(b"\n", b"\ndata: ")
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+    def end(self, clean: bool, detail: str) -> bytes:
+        if clean or self._last == "error":  # the upstream said it already
+            return b""
+        text = detail or "stream: the upstream stream ended early"
+        return messages.frame(
+            "error", {"type": "error", "error": {"type": "api_error", "message": text}}
+        )
+
+
 class MessagesWire(Wire):
-    """``POST /v1/messages`` through chat completions."""
+    """``POST /v1/messages``, one per request: native to an anthropic
+    deployment (the client's request and the upstream's answer as they
+    came, CONTRACT-NEXT 2.2 **[ours]**: nothing dropped), through chat
+    completions to any other (``chat`` is the translation, or None with the
+    ``refusal`` the chat bridge gave: a 400 for that deployment only)."""
 
     name = "messages"
 
+    def __init__(
+        self,
+        doc: dict,
+        headers: dict[bytes, list[bytes]],
+        chat: dict | None,
+        refusal: GatewayError | None = None,
+    ) -> None:
+        self.doc = doc
+        self.headers = headers
+        self.chat = chat
+        self.refusal = refusal
+        #: the attempt under way is native
+        self.native = False
+
+    def call(
+        self, provider: IProvider, deployment: Model, ctx: RequestContext, reactor: IReactorTime
+    ) -> defer.Deferred:
+        native = getattr(provider, "native_messages", None)
+        self.native = native is not None
+        if native is not None:
+            return defer.maybeDeferred(native, deployment, self.doc, self.headers, ctx.stream)
+        if self.chat is None:
+            return defer.fail(self.refusal)
+        return super().call(provider, deployment, ctx, reactor)
+
     def answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        if self.native:
+            return body
         return dumps(messages.from_chat(read(body)))
 
     def framer(self, ctx: RequestContext) -> Framer:
-        return _MessagesFramer()
+        return _NativeFramer(ctx) if self.native else _MessagesFramer()
 
     def error_body(self, ctx: RequestContext, error: GatewayError) -> tuple[int, bytes]:
         error = messages_error(ctx, error)
@@ -128,7 +218,8 @@ class MessagesWire(Wire):
         return error.status, messages.error_body(error.type, error.message)
 
 
-MESSAGES_WIRE = MessagesWire()
+#: the Messages shape of a request refused before its wire was made (a bad body)
+MESSAGES_ERRORS = MessagesWire({}, {}, None)
 
 
 # -- OpenAI's Responses (CONTRACT-NEXT 3) ---------------------------------------------------
@@ -142,7 +233,7 @@ class _ResponsesFramer:
     def done(self) -> bool:
         return self.stream.over and self.stream.completed is None
 
-    def chunk(self, doc: dict) -> bytes:
+    def chunk(self, doc: dict, data: bytes) -> bytes:
         return b"".join(responses.frame(t, d) for t, d in self.stream.feed(doc))
 
     def end(self, clean: bool, detail: str) -> bytes:
