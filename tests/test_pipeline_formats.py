@@ -304,3 +304,122 @@ def test_the_history_forgets_the_oldest_past_its_count_and_everything_past_its_a
     assert history.get("r1", "key-a") is None and history.get("r2", "key-a") is not None
     clock.advance(1)
     assert history.get("r2", "key-a") is None and len(history) == 0
+
+
+# -- native: an anthropic deployment gets the Messages request as it came ---------------------
+
+NATIVE_ANSWER = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "content": [{"type": "text", "text": "hi"}],
+    "model": "claude-x",
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 3, "output_tokens": 1},
+    "something_new": {"kept": True},
+}
+
+
+@pytest.fixture
+def native() -> MemoryGateway:
+    gateway = MemoryGateway()
+    gateway.add_model("claude", "anthropic/claude-x")
+    gateway.key = gateway.add_key(["claude"])
+    return gateway
+
+
+def native_ask(gw: MemoryGateway, **body: object):
+    doc = {
+        "model": "claude",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hi"}],
+        "future_field": 1,
+        **body,
+    }
+    headers = {"x-api-key": gw.key, "anthropic-beta": "prompt-caching-2024-07-31"}
+    return gw.post(MESSAGES, doc, headers=headers), doc
+
+
+def test_a_native_message_passes_the_request_and_the_answer_as_they_came(native):
+    pending, doc = native_ask(native)
+    call = native.providers["anthropic"].calls[-1]
+    assert call.kind == "native" and call.body == doc  # cache_control and future_field kept
+    assert call.headers == {b"anthropic-beta": [b"prompt-caching-2024-07-31"]}
+    call.answer(NATIVE_ANSWER)
+    response = native.result(pending)
+    assert response.code == 200 and response.json() == NATIVE_ANSWER
+
+
+def test_a_native_stream_relays_the_upstream_s_events_one_for_one(native):
+    pending, _ = native_ask(native, stream=True)
+    source = native.providers["anthropic"].calls[-1].stream()
+    upstream = [
+        {
+            "type": "message_start",
+            "message": {
+                **NATIVE_ANSWER,
+                "content": [],
+                "usage": {"input_tokens": 3, "cache_read_input_tokens": 5, "output_tokens": 0},
+            },
+        },
+        {"type": "ping"},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    source.push(*upstream)
+    source.end()
+    got = events(native.result(pending).body)
+    assert got == [(e["type"], e) for e in upstream]
+    usage = native.recorder.finalized[0].usage
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (8, 2, 10)
+
+
+def test_a_native_stream_cut_ends_with_one_error_event(native):
+    pending, _ = native_ask(native, stream=True)
+    source = native.providers["anthropic"].calls[-1].stream()
+    source.push({"type": "message_start", "message": {**NATIVE_ANSWER, "content": []}})
+    source.end(clean=False, detail="connection lost")
+    got = events(native.result(pending).body)
+    assert got[-1] == (
+        "error",
+        {"type": "error", "error": {"type": "api_error", "message": "stream: connection lost"}},
+    )
+
+
+def test_the_chat_bridge_s_refusals_do_not_apply_to_a_native_deployment(native):
+    # a top-level cache_control is refused by the bridge (CONTRACT-NEXT 2.1), not by Anthropic
+    pending, _ = native_ask(native, cache_control={"type": "ephemeral"})
+    native.providers["anthropic"].calls[-1].answer(NATIVE_ANSWER)
+    assert native.result(pending).code == 200
+
+
+def test_the_chat_bridge_s_refusal_is_a_400_for_a_deployment_reached_through_chat(gw):
+    response = gw.result(ask(gw, cache_control={"type": "ephemeral"}))
+    assert response.code == 400
+    assert response.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "Invalid request",
+    }
+    assert gw.provider.calls == []
+
+
+def test_count_tokens_asks_anthropic_or_estimates(native, gw):
+    doc = {"model": "claude", "messages": [{"role": "user", "content": "hello there"}]}
+    pending = native.post(MESSAGES + "/count_tokens", doc, native.key)
+    call = native.providers["anthropic"].calls[-1]
+    assert call.kind == "count" and call.body == doc
+    call.answer({"input_tokens": 11})
+    assert native.result(pending).json() == {"input_tokens": 11}
+    doc = {"model": "gpt", "messages": [{"role": "user", "content": "x" * 400}]}
+    estimated = gw.result(gw.post(MESSAGES + "/count_tokens", doc, gw.key)).json()
+    assert estimated["estimated"] is True and 100 <= estimated["input_tokens"] <= 120
+    assert gw.provider.calls == []  # an estimate calls no upstream

@@ -147,11 +147,12 @@ class ControlledSource:
 class PendingCall:
     """One call a ScriptedProvider received; the test settles it."""
 
-    kind: str  # "chat", "stream" or "embeddings"
+    kind: str  # "chat", "stream", "embeddings"; "native", "count" (anthropic's own)
     model: Any
     body: dict
     deferred: defer.Deferred
     cancelled: bool = False
+    headers: dict = field(default_factory=dict)
 
     def answer(self, doc: dict | bytes) -> None:
         """A 200 answer (non-stream): the body relayed, its usage counted."""
@@ -205,6 +206,23 @@ class ScriptedProvider:
 
     def embeddings(self, model: Any, body: dict, reactor: Any) -> defer.Deferred:
         return self._call("embeddings", model, body)
+
+
+class ScriptedAnthropicProvider(ScriptedProvider):
+    """A ScriptedProvider that also takes a Messages client's request as it
+    came (``native``) and counts its tokens (``count``), as the anthropic
+    provider does; ``call.body`` is then the client's Messages request."""
+
+    def __init__(self) -> None:
+        super().__init__("anthropic", (CHAT,))
+
+    def native_messages(self, model: Any, doc: dict, headers: dict, stream: bool) -> defer.Deferred:
+        call = self._call("native", model, doc)
+        self.calls[-1].headers = headers
+        return call
+
+    def count_tokens(self, model: Any, doc: dict, headers: dict) -> defer.Deferred:
+        return self._call("count", model, doc)
 
 
 @implementer(IHook)
@@ -261,7 +279,7 @@ class MemoryGateway:
         self.provider = ScriptedProvider("openai")
         self.providers: dict[str, IProvider] = {
             "openai": self.provider,
-            "anthropic": ScriptedProvider("anthropic", (CHAT,)),
+            "anthropic": ScriptedAnthropicProvider(),
             "mock": MockProvider(),
         }
         self.limiter = MemoryRateLimitStore(self.clock)

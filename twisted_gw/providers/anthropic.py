@@ -111,6 +111,22 @@ class AnthropicProvider:
         d = self._client.post_streaming(url, headers, dumps(request))
         return d.addCallback(self._native_opened, model)
 
+    def count_tokens(
+        self, model: Model, doc: dict, client_headers: dict[bytes, list[bytes]]
+    ) -> defer.Deferred:
+        """Anthropic's own ``/v1/messages/count_tokens`` for the client's request
+        (only ``model`` replaced); fires with a ProviderResult of its answer."""
+        request = dict(doc)
+        request["model"] = model.upstream_model
+        headers = self.headers(model)
+        headers.update(client_headers)
+        d = self._client.post(self.url(model) + "/count_tokens", headers, dumps(request))
+        return d.addCallback(self._counted, model)
+
+    def _counted(self, result: tuple, model: Model) -> ProviderResult:
+        self._check(result, model)
+        return ProviderResult(result[2], None)
+
     def _native_result(self, result: tuple, model: Model) -> ProviderResult:
         doc = self._check(result, model)
         return ProviderResult(result[2], native_usage(doc.get("usage")))

@@ -43,12 +43,30 @@ from twisted_gw.proxy.body import CHAT_FIELDS, EMBEDDINGS_FIELDS, parse_body
 from twisted_gw.proxy.exchange import Exchange, prepare_json, write_json
 from twisted_gw.proxy.history import ResponseHistory
 from twisted_gw.proxy.routing import Router
-from twisted_gw.proxy.wire import CHAT_WIRE, MESSAGES_ERRORS, MessagesWire, ResponsesWire, Wire
+from twisted_gw.proxy.wire import (
+    CHAT_WIRE,
+    MESSAGES_ERRORS,
+    CountTokensWire,
+    MessagesWire,
+    ResponsesWire,
+    Wire,
+)
 from twisted_gw.site import routes
 
 log = Logger()
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
+
+
+def _anthropic_headers(request: Request) -> dict[bytes, list[bytes]]:
+    """The headers a native Messages request passes on (Claude Code sets
+    ``anthropic-beta``; the SDKs ``anthropic-version``)."""
+    headers = request.requestHeaders
+    return {
+        name: headers.getRawHeaders(name)
+        for name in (b"anthropic-beta", b"anthropic-version")
+        if headers.hasHeader(name)
+    }
 
 
 class ProxyApp:
@@ -100,6 +118,12 @@ class ProxyApp:
         """Anthropic's Messages API (CONTRACT-NEXT 2), run as a chat completion."""
         ctx = self._context(request, "/v1/messages")
         return self._guarded(request, ctx, self._translated, MESSAGES_ERRORS, self._messages_body)
+
+    @app.route("/v1/messages/count_tokens", methods=["POST"])
+    def count_tokens(self, request: Request) -> defer.Deferred | None:
+        """A Messages request's input tokens **[ours]**: Anthropic's count, or an estimate."""
+        ctx = self._context(request, "/v1/messages/count_tokens")
+        return self._guarded(request, ctx, self._translated, MESSAGES_ERRORS, self._count_body)
 
     @app.route("/v1/responses", methods=["POST"])
     def responses(self, request: Request) -> defer.Deferred | None:
@@ -223,14 +247,15 @@ class ProxyApp:
             chat, refusal = messages_format.to_chat(doc), None
         except GatewayError as e:
             chat, refusal = None, e
-        headers = request.requestHeaders
-        passed = {
-            name: headers.getRawHeaders(name)
-            for name in (b"anthropic-beta", b"anthropic-version")
-            if headers.hasHeader(name)
-        }
+        passed = _anthropic_headers(request)
         body = chat if chat is not None else {"model": doc["model"], "stream": doc.get("stream")}
         return body, MessagesWire(doc, passed, chat, refusal)
+
+    @staticmethod
+    def _count_body(doc: dict, request: Request) -> tuple[dict, Wire]:
+        """A count_tokens body: a Messages request without ``max_tokens``."""
+        messages_format.validate_request({"max_tokens": 1, **doc}, translating=False)
+        return {"model": doc["model"]}, CountTokensWire(doc, _anthropic_headers(request))
 
     def _responses_body(self, doc: dict, request: Request) -> tuple[dict, Wire]:
         chat = responses_format.to_chat(doc, [])  # refused here if malformed; history later

@@ -26,7 +26,7 @@ from twisted_gw.formats import messages, responses
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import dumps, read
 from twisted_gw.providers.anthropic import native_usage
-from twisted_gw.providers.interfaces import EMBEDDINGS, IProvider
+from twisted_gw.providers.interfaces import EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.proxy.history import ResponseHistory
 
 
@@ -216,6 +216,42 @@ class MessagesWire(Wire):
         if not isinstance(error, messages.MessagesError):
             return super().error_body(ctx, error)
         return error.status, messages.error_body(error.type, error.message)
+
+
+def estimate_tokens(doc: dict) -> int:
+    """A Messages request's input tokens, estimated without a tokenizer: one
+    token per 4 characters of the text it holds (system, messages, tools,
+    their JSON included), rounded up, plus 4 per message. Good to a few tens
+    of percent for English and code; for providers that cannot count."""
+    parts = [doc.get("system"), doc.get("messages"), doc.get("tools")]
+    text = sum(len(dumps(p)) for p in parts if p is not None)
+    messages_in = doc.get("messages")
+    count = len(messages_in) if isinstance(messages_in, list) else 0
+    return -(-text // 4) + 4 * count
+
+
+class CountTokensWire(MessagesWire):
+    """``POST /v1/messages/count_tokens`` **[ours]** (AISIX has no such route):
+    Anthropic's own count for an anthropic deployment, an estimate
+    (:func:`estimate_tokens`, said so by ``"estimated": true``) for any other."""
+
+    name = "count_tokens"
+
+    def __init__(self, doc: dict, headers: dict[bytes, list[bytes]]) -> None:
+        super().__init__(doc, headers, None)
+
+    def call(
+        self, provider: IProvider, deployment: Model, ctx: RequestContext, reactor: IReactorTime
+    ) -> defer.Deferred:
+        count = getattr(provider, "count_tokens", None)
+        self.native = count is not None
+        if count is not None:
+            return defer.maybeDeferred(count, deployment, self.doc, self.headers)
+        body = dumps({"input_tokens": estimate_tokens(self.doc), "estimated": True})
+        return defer.succeed(ProviderResult(body, None))
+
+    def answer(self, ctx: RequestContext, body: bytes) -> bytes:
+        return body  # Anthropic's answer as it came, or the estimate
 
 
 #: the Messages shape of a request refused before its wire was made (a bad body)
