@@ -204,9 +204,9 @@ async def test_provider_crud_and_the_texts_of_its_errors(gw):
     assert (status, body) == (201, {"key": "/providers/eu", "value": doc})
     status, body = await admin(gw, "PUT", P + "/eu2", doc)  # names need not be unique
     assert status == 201
-    status, body = await admin(gw, "POST", P, {**doc, "type": "bedrock"})
+    status, body = await admin(gw, "POST", P, {**doc, "type": "vertex"})
     assert status == 400 and body["error_msg"].startswith(
-        'JSON schema validation error: property "/type" validation failed: "bedrock" is not one of'
+        'JSON schema validation error: property "/type" validation failed: "vertex" is not one of'
     )
     status, body = await admin(gw, "GET", P)
     assert status == 200 and {e["key"] for e in body["list"]} >= {"/providers/eu", "/providers/eu2"}

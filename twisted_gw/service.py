@@ -409,6 +409,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.providers.http import UpstreamClient
     from twisted_gw.providers.registry import build_providers
     from twisted_gw.proxy.app import ProxyApp
+    from twisted_gw.proxy.history import RedisResponseHistory, ResponseHistory
     from twisted_gw.ratelimit.memory import MemoryRateLimitStore
     from twisted_gw.site import GatewaySite
 
@@ -459,6 +460,13 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             *(plugin_hooks() if config.plugin_hooks else ()),
         ]
     )
+    bounds = {"max_entries": config.history_max_entries, "max_age": config.history_max_age}
+    if isinstance(limiter, MemoryRateLimitStore):
+        history: Any = ResponseHistory(reactor, **bounds)
+    else:  # shared by the gateways, over the limiter's connection
+        history = RedisResponseHistory(
+            limiter.redis, reactor, prefix=limiter.prefix, timeout=limiter.timeout, **bounds
+        )
     proxy = ProxyApp(
         store,
         hooks,
@@ -466,6 +474,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         reactor,
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
+        history=history,
     )
     admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
     metrics.watch(

@@ -119,6 +119,9 @@ class GatewayConfig:
     access_log_format: str
     #: run hooks installed as Twisted plugins (IPlugin + IHook)
     plugin_hooks: bool
+    #: the Responses API's history bounds (CONTRACT-NEXT 3.4 **[ours]**)
+    history_max_entries: int = 10_000
+    history_max_age: float = 86_400.0
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
 
@@ -595,6 +598,20 @@ SCHEMA = Section(
                             )
                         }
                     ),
+                    responses_history=Section(
+                        {
+                            "max_entries": Key(
+                                Integer(1),
+                                10_000,
+                                "Responses API turns kept for previous_response_id; oldest out",
+                            ),
+                            "max_age": Key(
+                                Seconds(),
+                                86_400.0,
+                                "seconds a stored response can be continued",
+                            ),
+                        }
+                    ),
                 ),
                 "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
             }
@@ -749,5 +766,7 @@ def load_config(path: str | None) -> GatewayConfig:
         redis=_redis(deployment["redis"]),
         access_log_format=proxy_values["access_log"]["format"],
         plugin_hooks=values["plugin_hooks"],
+        history_max_entries=proxy_values["responses_history"]["max_entries"],
+        history_max_age=proxy_values["responses_history"]["max_age"],
         warnings=tuple(warnings),
     )

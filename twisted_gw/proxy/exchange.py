@@ -230,12 +230,23 @@ class Exchange:
         model = self.ctx.model
         self._fallbacks = list(model.fallbacks)
         try:
-            self.wire.checked(self.ctx)
+            pending = self.wire.checked(self.ctx)
         except GatewayError as e:
             self._reject(e)
             return
+        if pending is not None:  # a lookup the wire needs (the Responses history)
+            self.state = CALLING
+            self._pending = pending
+            pending.addCallbacks(self._wire_checked, self._check_failed).addErrback(self._crashed)
+            return
+        self._wire_checked(None)
+
+    def _wire_checked(self, _: object) -> None:
+        self._pending = None
+        if self.state == CLOSED:
+            return
         try:
-            self._route(model)
+            self._route(self.ctx.model)
         except Exception:  # noqa: BLE001 - see _crashed
             self._crashed(Failure())
 

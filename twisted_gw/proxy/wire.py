@@ -14,6 +14,7 @@ bytes as they came.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Protocol
 
@@ -27,7 +28,7 @@ from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import dumps, read
 from twisted_gw.providers.anthropic import native_usage
 from twisted_gw.providers.interfaces import EMBEDDINGS, IProvider, ProviderResult
-from twisted_gw.proxy.history import ResponseHistory
+from twisted_gw.proxy.history import RedisResponseHistory, ResponseHistory
 
 
 class Framer(Protocol):
@@ -63,8 +64,10 @@ class Wire:
         # refuses) is a 502 that finalizes, not a leaked permit
         return defer.maybeDeferred(call, deployment, ctx.body, reactor)
 
-    def checked(self, ctx: RequestContext) -> None:
-        """The request passed its limits; the last chance to refuse it."""
+    def checked(self, ctx: RequestContext) -> defer.Deferred | None:
+        """The request passed its limits; the last chance to refuse it (by
+        raising, or failing the Deferred, with a GatewayError)."""
+        return None
 
     def answer(self, ctx: RequestContext, body: bytes) -> bytes:
         """The client's body for a whole chat answer ``body``."""
@@ -276,26 +279,37 @@ class _ResponsesFramer:
         return b"".join(responses.frame(t, d) for t, d in self.stream.end(clean, detail))
 
 
+def owner(ctx: RequestContext) -> str:
+    """Who a stored response belongs to: its API key, as a digest (the same
+    on every gateway, whatever store id the key has there; never the key)."""
+    return hashlib.sha256(ctx.api_key.key.encode()).hexdigest()[:32]
+
+
 class ResponsesWire(Wire):
     """``POST /v1/responses`` through chat completions, one per request: it
     holds the request, its response id and what the history store gets."""
 
     name = "responses"
 
-    def __init__(self, history: ResponseHistory, doc: dict) -> None:
+    def __init__(self, history: ResponseHistory | RedisResponseHistory, doc: dict) -> None:
         self.history = history
         self.doc = doc
         self.response_id = responses.new_response_id()
         self._stream: responses.ChatToResponsesStream | None = None
 
-    def checked(self, ctx: RequestContext) -> None:
+    def checked(self, ctx: RequestContext) -> defer.Deferred | None:
         """CONTRACT-NEXT 3.4: the earlier turns of ``previous_response_id``,
         looked up once the limits passed; only the key that created a
         response may continue it **[ours]** (to any other it does not exist)."""
         previous = self.doc.get("previous_response_id")
         if previous is None:
-            return
-        earlier = self.history.get(previous, ctx.api_key.id)
+            return None
+        earlier = self.history.get(previous, owner(ctx))
+        if isinstance(earlier, defer.Deferred):  # a shared store's round trip
+            return earlier.addCallback(self._continue, ctx, previous)
+        return self._continue(earlier, ctx, previous)
+
+    def _continue(self, earlier: list[dict] | None, ctx: RequestContext, previous: str) -> None:
         if earlier is None:
             raise responses.ResponsesError(
                 400,
@@ -324,4 +338,4 @@ class ResponsesWire(Wire):
         if self.doc.get("store") is False:
             return
         kept = responses.history_messages(responses.input_messages(ctx.body, self.doc), response)
-        self.history.put(self.response_id, ctx.api_key.id, kept)
+        self.history.put(self.response_id, owner(ctx), kept)
