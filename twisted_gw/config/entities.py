@@ -279,6 +279,11 @@ class Model:
     endpoint_urls: Mapping[str, str] = field(
         default_factory=lambda: _NO_URLS, repr=False, compare=False
     )
+    #: the provider entity's whole ``config``, for a type that needs more than
+    #: a key and URLs (bedrock signs each request with its credentials)
+    provider_config: Mapping[str, str] = field(
+        default_factory=lambda: _NO_URLS, repr=False, compare=False
+    )
 
     @cached_property
     def deployments(self) -> tuple[Model, ...]:

@@ -158,7 +158,8 @@ class Snapshot:
 
 def resolve(model: Model, provider: Provider | None) -> Model:
     """A later-wire model with its provider entity's upstream (CONTRACT-NEXT
-    1.3): the IProvider to call, the key and each endpoint's URL. A provider
+    1.3): the IProvider to call, the key, each endpoint's URL and the
+    provider's whole config (bedrock's credentials). A provider
     that does not exist leaves it unresolved (``provider`` empty): the model is
     still listed and passes auth and limits, and its calls end in a 500."""
     if provider is None:
@@ -173,4 +174,5 @@ def resolve(model: Model, provider: Provider | None) -> Model:
         endpoint_urls=MappingProxyType(
             provider_types.endpoint_urls(ptype, config, model.upstream_model)
         ),
+        provider_config=config,
     )

@@ -3,6 +3,7 @@ type; built once at start-up."""
 
 from __future__ import annotations
 
+from twisted_gw.providers.bedrock import BedrockProvider
 from twisted_gw.providers.catalog import FAMILIES
 from twisted_gw.providers.http import UpstreamClient
 from twisted_gw.providers.interfaces import IProvider
@@ -29,6 +30,10 @@ def build_providers(client: UpstreamClient) -> dict[str, IProvider]:
         providers[family.name] = provider
     for ptype in TYPES:  # the later wire's provider types (CONTRACT-NEXT 1.1)
         key = registry_key(ptype)
-        if key not in providers:
+        if key in providers:
+            continue
+        if ptype.dialect == "bedrock":  # Converse, SigV4: not an OpenAI-speaking type
+            providers[key] = BedrockProvider(client)
+        else:
             providers[key] = TypedProvider(ptype, client)
     return providers

@@ -158,7 +158,15 @@ TYPES: tuple[ProviderType, ...] = (
         chat_path="/chat/completions",
         embeddings_path="/embeddings",
     ),
-    # bedrock (Converse, SigV4) is not served yet: a document naming it is refused
+    # Converse over SigV4 (twisted_gw.providers.bedrock): the base is the
+    # region's unless ``endpoint`` replaces it; the model id is in the path
+    _t(
+        "bedrock",
+        "https://bedrock-runtime.<region>.amazonaws.com",
+        chat_path="/model/<model>/converse",
+        dialect="bedrock",
+        config=BEDROCK_CONFIG,
+    ),
     # ours (CONTRACT-NEXT 1.5): answers locally, as the legacy mock family
     _t(
         "mock",
@@ -189,6 +197,10 @@ def join_url(base: str, path: str) -> str:
     return urlunsplit(parts._replace(path=base_path + path[overlap:]))
 
 
+#: the key of a bedrock model's streaming URL in its ``endpoint_urls``
+#: (Converse streams at a path of its own: ``converse-stream``)
+STREAM_URL = "chat/completions:stream"
+
 #: the registry key of a provider type's IProvider (legacy families use their bare name)
 PREFIX = "provider:"
 
@@ -213,6 +225,12 @@ def endpoint_urls(ptype: ProviderType, config: Mapping[str, str], upstream_model
             CHAT: f"{deployment}/chat/completions?api-version={version}",
             EMBEDDINGS: f"{deployment}/embeddings?api-version={version}",
         }
+    if ptype.dialect == "bedrock":
+        base = config.get("endpoint") or (ptype.default_base or "").replace(
+            "<region>", config.get("region", "")
+        )
+        path = ptype.chat_path.replace("<model>", quote(upstream_model, safe=""))
+        return {CHAT: join_url(base, path), STREAM_URL: join_url(base, path + "-stream")}
     if ptype.dialect not in ("openai", "anthropic"):
         return {}
     urls = {CHAT: join_url(base, ptype.chat_path)}
