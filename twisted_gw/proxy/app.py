@@ -182,27 +182,12 @@ class ProxyApp:
     def _exchange(
         self, request: Request, ctx: RequestContext, fields: dict
     ) -> defer.Deferred | None:
-        """Read the request (auth, the body) and hand it to an Exchange."""
-        try:
-            self._authenticate(request, ctx)
-            if getattr(request, "body_too_large", False):
-                raise request_too_large(self.max_body_bytes)
-            body = parse_body(request.content.read(), fields)
-        except GatewayError as e:
-            return self._answer(request, ctx, error=e)
-        ctx.body = body
-        ctx.model_name = body["model"]
-        ctx.stream = fields is CHAT_FIELDS and body.get("stream") is True
-        exchange = Exchange(
-            request,
-            ctx,
-            self.hooks,
-            self.providers,
-            self.reactor,
-            self.upstream_timeout,
-            self.router,
-        )
-        return exchange.start()
+        """Read a chat or embeddings request and hand it to an Exchange."""
+
+        def read(doc: dict, _: Request) -> tuple[dict, Wire]:
+            return doc, CHAT_WIRE
+
+        return self._read(request, ctx, CHAT_WIRE, read, fields)
 
     def _translated(
         self,
@@ -211,20 +196,32 @@ class ProxyApp:
         wire: Wire,
         translate: Callable[[dict, Request], tuple[dict, Wire]],
     ) -> defer.Deferred | None:
-        """Read a request of another API (auth, the body, its translation to
-        chat, refused in that API's shape) and hand the chat to an Exchange."""
+        """Read a request of another API: its translation to chat, refused in
+        that API's shape (``wire``) when it cannot be made."""
+        return self._read(request, ctx, wire, translate, {})
+
+    def _read(
+        self,
+        request: Request,
+        ctx: RequestContext,
+        wire: Wire,
+        translate: Callable[[dict, Request], tuple[dict, Wire]],
+        fields: dict,
+    ) -> defer.Deferred | None:
+        """Auth, the body (``fields`` required), its chat form, then an Exchange."""
         try:
             self._authenticate(request, ctx)
             if getattr(request, "body_too_large", False):
                 raise request_too_large(self.max_body_bytes)
-            doc = parse_body(request.content.read(), {})
+            doc = parse_body(request.content.read(), fields)
             ctx.model_name = doc.get("model") if isinstance(doc.get("model"), str) else None
-            chat, wire = translate(doc, request)
+            body, wire = translate(doc, request)
         except GatewayError as e:
             return self._answer(request, ctx, error=e, wire=wire)
-        ctx.body = chat
-        ctx.model_name = chat["model"]
-        ctx.stream = chat.get("stream") is True
+        ctx.body = body
+        ctx.model_name = body["model"]
+        # a chat asks for a stream; embeddings never stream
+        ctx.stream = fields is not EMBEDDINGS_FIELDS and body.get("stream") is True
         exchange = Exchange(
             request,
             ctx,
