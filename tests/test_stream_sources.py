@@ -1,7 +1,7 @@
 """In-process unit tests of the stream sources (twisted_gw.providers.sources).
 
 No network and no mocks of our own code: the upstream body is driven through
-``_SSEBodyProtocol`` exactly as twisted.web.client would drive it (a response
+``SSEBodyProtocol`` exactly as twisted.web.client would drive it (a response
 whose ``deliverBody`` connects the protocol to a transport, then
 ``dataReceived`` / ``connectionLost``), with Twisted's own test doubles for the
 transport (``TransportProxyProducer`` around a ``StringTransport``, the shape

@@ -47,7 +47,7 @@ from twisted_gw.providers.errors import map_upstream_status, retry_after_of
 from twisted_gw.providers.http import UpstreamClient, media_type
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.providers.openai import decode_json_object, open_stream
-from twisted_gw.providers.sources import HTTPSSESource, _SSEBodyProtocol
+from twisted_gw.providers.sources import HTTPSSESource, SSEBodyProtocol
 from twisted_gw.providers.types import PREFIX, STREAM_URL
 
 log = Logger()
@@ -219,7 +219,7 @@ class ConverseDialect:
         return [dumps(c) for c in self.translator.feed(message.headers, message.payload)]
 
 
-class _EventStreamBodyProtocol(_SSEBodyProtocol):
+class _EventStreamBodyProtocol(SSEBodyProtocol):
     """The SSE body protocol with AWS's binary frames in place of SSE lines:
     each read is added to an ``EventStreamBuffer`` and the whole messages in
     it are delivered; what the reader's bound (``max_event_bytes``) or the
@@ -260,7 +260,4 @@ class EventStreamSource(HTTPSSESource):
     """An upstream ``application/vnd.amazon.eventstream`` body as a source
     of OpenAI chunks (the SSE source's machinery, another framing)."""
 
-    def start(self, sink: Any) -> None:
-        self.sink = sink
-        self._protocol = _EventStreamBodyProtocol(self)
-        self.response.deliverBody(self._protocol)
+    body_protocol = _EventStreamBodyProtocol

@@ -119,8 +119,10 @@ def stream_end(
     return False, "upstream connection lost mid-stream"
 
 
-class _SSEBodyProtocol(TwistedProtocol):
-    """Receives an upstream response body and feeds the dialect's chunks to the sink."""
+class SSEBodyProtocol(TwistedProtocol):
+    """Receives an upstream response body and feeds the dialect's chunks to the
+    sink; another framing of events (AWS's binary one) subclasses it and
+    replaces ``dataReceived``."""
 
     def __init__(self, source: HTTPSSESource) -> None:
         self.source = source
@@ -192,6 +194,9 @@ class _SSEBodyProtocol(TwistedProtocol):
 class HTTPSSESource:
     """An upstream ``text/event-stream`` response body as a chunk source."""
 
+    #: reads the body (a subclass with another framing sets its own)
+    body_protocol: type[SSEBodyProtocol] = SSEBodyProtocol
+
     def __init__(
         self,
         response: IResponse,
@@ -209,7 +214,7 @@ class HTTPSSESource:
         self.sink: IChunkSink | None = None
         self.closed = False
         self.emitted = 0
-        self._protocol: _SSEBodyProtocol | None = None
+        self._protocol: SSEBodyProtocol | None = None
         self._drain: IDelayedCall | None = None
         self.closer = BodyCloser(reactor)
 
@@ -253,7 +258,7 @@ class HTTPSSESource:
 
     def start(self, sink: IChunkSink) -> None:
         self.sink = sink
-        self._protocol = _SSEBodyProtocol(self)
+        self._protocol = self.body_protocol(self)
         self.response.deliverBody(self._protocol)
 
     def _transport(self) -> ITransport | None:
@@ -277,7 +282,7 @@ class HTTPSSESource:
         transport = self._transport()
         if transport is None:  # never started: take the body only to drop it
             self.sink = _NullSink()
-            self._protocol = _SSEBodyProtocol(self)
+            self._protocol = self.body_protocol(self)
             self.response.deliverBody(self._protocol)
         else:
             self.abort(transport)

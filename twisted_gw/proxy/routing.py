@@ -87,7 +87,15 @@ class DeploymentState:
 
 
 def _upstream(d: Model) -> tuple:
-    return (d.provider, d.upstream_model, d.api_base, d.api_key)
+    """What a deployment points at (a provider entity's URLs and settings too)."""
+    return (
+        d.provider,
+        d.upstream_model,
+        d.api_base,
+        d.api_key,
+        tuple(d.endpoint_urls.items()),
+        tuple(d.provider_config.items()),
+    )
 
 
 class Router:
