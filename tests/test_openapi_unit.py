@@ -225,6 +225,25 @@ def test_served_catalog_is_what_its_path_documents(doc):
         MAX_TIMEOUT_MS,
         MAX_RATE_LIMIT,
     )
+    # the provider entity's types (CONTRACT-NEXT 1.1): the Provider schema's enum, in its
+    # order, each with the settings its config takes (the same schema entities validate)
+    from twisted_gw.providers import types
+
+    served = catalog_document()["provider_types"]
+    assert [t["name"] for t in served] == PROVIDER_SCHEMA["properties"]["type"]["enum"]
+    for row, ptype in zip(served, types.TYPES, strict=True):
+        assert row["default_base"] == ptype.default_base
+        assert row["embeddings"] is ptype.embeddings
+        config = ptype.config
+        assert list(row["config"]) == list(config.get("properties", {}))
+        required = [k for k, v in row["config"].items() if v["required"]]
+        assert required == config.get("required", [])
+    openai = next(t for t in served if t["name"] == "openai")["config"]
+    assert openai == {
+        "api_key": {"required": True, "secret": True},
+        "api_base": {"required": False, "secret": False},
+    }
+    assert next(t for t in served if t["name"] == "mock")["config"] == {}
 
 
 def test_documented_operations_are_exactly_the_admin_listener_routes(doc):

@@ -5,7 +5,8 @@ The tests run in order and share one browser and one gateway, like an
 operator's session: sign in, create a model and an API key through the forms,
 hit a schema error, follow deep links, chat in the playground (streamed text
 must appear progressively), stop a stream (the upstream must see its
-connection closed), read the overview, delete both. Each view is saved as a
+connection closed), read the overview, create a provider entity and a model
+naming it (CONTRACT-NEXT 1), delete them all. Each view is saved as a
 screenshot under the test's artifacts directory and copied to
 ``/tmp/twisted-gw-ui-screens/``.
 
@@ -19,6 +20,7 @@ skipped, with the reason, only where Chromium is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -34,6 +36,7 @@ from twisted.internet import reactor, threads
 from tests.conftest import SESSION_SECRETS, secret, start_gateway
 from tests.support.gateway import http
 from tests.support.mock_upstream import chat_chunk, sse_event
+from twisted_gw.admin.openapi import catalog_document
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -48,6 +51,9 @@ MODEL = "ui-stream"  # on the mock upstream, streams with gaps
 ECHO = "ui-echo"  # the mock provider
 ROUTED = "ui-routed"  # on the mock upstream, with a target on the mock provider
 WORDS = ["Streaming ", "arrives ", "word ", "by ", "word ", "here."]
+LOCAL = "ui-local"  # a provider entity of type mock
+NAMED = "ui-named"  # a model of the later wire, naming it
+UPSTREAM_ID = "org/echo:v1"  # an upstream model id with "/" and ":", sent verbatim
 
 
 # -- the browser -------------------------------------------------------------------------
@@ -478,6 +484,7 @@ async def test_deep_links_open_their_view_and_history_works(gw, browser):
             ("/ui/apikeys/create", "Add API key", "API keys"),
             ("/ui/playground", "Playground", "Playground"),
             ("/ui/models/create/", "Add model", "Models"),
+            ("/ui/providers/create", "Add provider", "Providers"),
             ("/ui/", "Overview", "Overview"),
         ]:
             b.go(path)
@@ -831,6 +838,220 @@ async def test_a_routed_model_edited_in_the_form_keeps_every_field_it_did_not_ch
     assert status == 200
 
 
+# -- providers: the entity and the models that name it (CONTRACT-NEXT 1) ----------------
+
+
+def provider_rows(b: Browser) -> dict[str, list[str]]:
+    """The providers table by row id: the text of each cell."""
+    return b.js(
+        """
+        return Object.fromEntries([...document.querySelectorAll('#providers-table tr[data-id]')]
+          .map(tr => [tr.dataset.id, [...tr.cells].map(td => td.textContent.trim())]));
+        """
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_mock_provider_and_a_model_naming_it_are_made_in_the_ui_and_answer(
+    gw, browser, state
+):
+    def create():
+        b = browser
+        b.go("/ui/models")
+        b.click("#nav a[href='/ui/providers']")
+        b.wait(lambda: b.heading() == "Providers")
+        assert b.css('#nav a[aria-current="page"]').text == "Providers"
+        b.wait(lambda: "No providers yet" in b.css("#providers-table").text, what="empty")
+        b.click("a[href='/ui/providers/create']")
+        b.wait(lambda: b.heading() == "Add provider")
+        b.fill("#p-name", LOCAL)
+        b.select("#p-type", "mock")  # a type with no settings at all
+        assert "this type answers locally" in b.css("#p-config").text
+        assert b.all("#p-config input") == []
+        preview = json.loads(b.css("#preview-body").text)
+        assert preview == {"name": LOCAL, "type": "mock", "config": {}}
+        b.check_accessible_controls()
+        b.click("#provider-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Providers")
+        assert f"Provider {LOCAL} created." in b.visible(".flash").text
+        rows = b.wait(lambda: provider_rows(b), what="the provider")
+        ((provider_id, cells),) = rows.items()
+        # Name, Type, Base URL, Models
+        assert cells[:4] == [LOCAL, "mock", "none (answers locally)", "0"]
+        b.shot("24-providers")
+
+        # a model naming it: the later wire is the default once a provider exists
+        b.go("/ui/models/create")
+        b.wait(lambda: b.heading() == "Add model")
+        assert b.css("#m-wire-provider").is_selected()
+        assert not b.css("#m-own").is_displayed()  # no provider_config ...
+        assert not b.css("#m-routing-section").is_displayed()  # ... and no routing on this wire
+        b.fill("#m-name", NAMED)
+        b.select("#m-provider-id", provider_id)
+        b.fill("#m-provider-model", UPSTREAM_ID)
+        b.fill("#m-rpm", "100")
+        preview = json.loads(b.css("#preview-body").text)
+        assert preview == {
+            "name": NAMED,
+            "provider_id": provider_id,
+            "model": UPSTREAM_ID,
+            "rate_limit": {"rpm": 100},
+        }
+        b.check_accessible_controls()
+        b.shot("25-model-form-provider")
+        b.click("#model-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Models")
+        assert f"Model {NAMED} created." in b.visible(".flash").text
+        b.wait(lambda: NAMED in b.css("#models-table").text, what="the model")
+        named = next(
+            r for r in b.all("#models-table tbody tr[data-id]") if r.text.startswith(NAMED)
+        )
+        assert LOCAL in named.text and UPSTREAM_ID in named.text
+        return provider_id
+
+    provider_id = await in_thread(create)
+    provider = gw.admin_call("GET", f"/aisix/admin/providers/{provider_id}")[1]
+    assert provider["value"] == {"name": LOCAL, "type": "mock", "config": {}}
+    entry = entry_named(gw, "models", "name", NAMED)
+    expected = {
+        "name": NAMED,
+        "provider_id": provider_id,
+        "model": UPSTREAM_ID,
+        "rate_limit": {"rpm": 100},
+    }
+    assert entry["value"] == expected
+    model_id = entry["key"].rsplit("/", 1)[1]
+
+    # the mock type answers locally, as the upstream model named verbatim
+    key, key_id = await gw.add_key_with_id([NAMED])
+    doc = {"model": NAMED, "messages": [{"role": "user", "content": "named"}]}
+    status, _, body = await gw.chat(key, doc)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["model"] == UPSTREAM_ID
+    assert answer["choices"][0]["message"]["content"] == "named"
+
+    def edit_and_delete():
+        b = browser
+        # each model opens on its own wire: the named one ...
+        b.go(f"/ui/models/{model_id}/edit")
+        b.wait(lambda: b.heading() == f"Edit model {NAMED}")
+        assert b.css("#m-wire-provider").is_selected()
+        assert b.css("#m-provider-id").get_attribute("value") == provider_id
+        assert b.css("#m-provider-model").get_attribute("value") == UPSTREAM_ID
+        assert not b.css("#m-own").is_displayed()
+        b.click("#model-form button[type=submit]")  # saved unchanged
+        b.wait(lambda: b.heading() == "Models")
+        # ... and a legacy one with its provider_config
+        b.go(f"/ui/models/{state['echo_id']}/edit")
+        b.wait(lambda: b.heading() == f"Edit model {ECHO}")
+        assert b.css("#m-wire-config").is_selected() and b.css("#m-provider").is_displayed()
+        assert not b.css("#m-provider-id").is_displayed()
+
+        # the provider is still named by a model: the Admin API's refusal is shown
+        b.go("/ui/providers")
+        row = f"#providers-table tr[data-id='{provider_id}']"
+        b.wait(lambda: provider_rows(b).get(provider_id, [""] * 4)[3] == "1", what="1 model")
+        b.click(f"{row} button.danger")
+        assert f"Delete provider {LOCAL}?" in b.visible("dialog.confirm").text
+        b.click("dialog.confirm button[value=ok]")
+        error = b.visible("#providers-error")
+        assert "provider is still referenced by models" in error.text
+        assert b.js("return document.activeElement.id") == "providers-error"
+        assert b.all(row)  # still there
+        b.shot("26-provider-still-referenced")
+
+    await in_thread(edit_and_delete)
+    assert entry_named(gw, "models", "name", NAMED)["value"] == expected
+    assert gw.admin_call("GET", f"/aisix/admin/providers/{provider_id}")[0] == 200
+
+    # once no model names it, the same button deletes it
+    for path in (f"/models/{model_id}", f"/apikeys/{key_id}"):
+        status, _ = await gw.aadmin("DELETE", "/aisix/admin" + path)
+        assert status == 200, path
+
+    def delete():
+        b = browser
+        b.go("/ui/providers")
+        row = f"#providers-table tr[data-id='{provider_id}']"
+        b.wait(lambda: provider_rows(b).get(provider_id, [""] * 4)[3] == "0", what="0 models")
+        b.click(f"{row} button.danger")
+        b.click("dialog.confirm button[value=ok]")
+        b.wait(lambda: not b.all(row), what="the provider to go")
+        assert not b.css("#providers-error").is_displayed()
+
+    await in_thread(delete)
+    assert admin_list(gw, "providers") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provider_s_api_key_never_comes_back_into_the_page(gw, browser):
+    provider_key = secret("sk-entity")
+    openai_base = next(
+        t["default_base"] for t in catalog_document()["provider_types"] if t["name"] == "openai"
+    )
+
+    def create():
+        b = browser
+        b.go("/ui/providers/create")
+        b.wait(lambda: b.heading() == "Add provider")
+        b.fill("#p-name", "ui-openai")
+        b.select("#p-type", "openai")
+        assert b.css("#p-api-key").get_attribute("type") == "password"
+        assert b.css("#p-api-base").get_attribute("placeholder") == openai_base
+        b.fill("#p-api-key", provider_key)
+        b.fill("#p-api-base", "https://eu.example/v1")
+        preview = b.css("#preview-body").text
+        assert provider_key not in preview and provider_key[-4:] in preview
+        b.check_accessible_controls()
+        b.shot("27-provider-form")
+        b.click("#provider-form button[type=submit]")
+        b.wait(lambda: b.heading() == "Providers")
+        b.wait(lambda: provider_rows(b), what="the provider")
+        ((provider_id, cells),) = provider_rows(b).items()
+        assert cells[:4] == ["ui-openai", "openai", "https://eu.example/v1", "0"]
+        assert provider_key not in b.driver.page_source
+        return provider_id
+
+    provider_id = await in_thread(create)
+    stored = {
+        "name": "ui-openai",
+        "type": "openai",
+        "config": {"api_key": provider_key, "api_base": "https://eu.example/v1"},
+    }
+    assert gw.admin_call("GET", f"/aisix/admin/providers/{provider_id}")[1]["value"] == stored
+
+    def edit():
+        b = browser
+        b.go(f"/ui/providers/{provider_id}/edit")
+        b.wait(lambda: b.heading() == "Edit provider ui-openai")
+        assert b.css("#p-api-key").get_attribute("value") == ""
+        assert f"••••{provider_key[-4:]}" in b.css("#p-api-key-help").text
+        assert provider_key not in b.driver.page_source
+        assert provider_key not in b.css("#preview-body").text
+        # another type: the base URL typed carries over, the saved key does not
+        b.select("#p-type", "deepseek")
+        assert b.css("#p-api-base").get_attribute("value") == "https://eu.example/v1"
+        assert "Saved key" not in b.css("#p-api-key-help").text
+        b.select("#p-type", "openai")
+        assert "Saved key" in b.css("#p-api-key-help").text
+        b.fill("#p-name", "ui-openai-eu")
+        b.click("#provider-form button[type=submit]")  # the key field left empty
+        b.wait(lambda: b.heading() == "Providers")
+        assert "Provider ui-openai-eu saved." in b.visible(".flash").text
+        assert provider_key not in b.driver.page_source
+        # nor in the model form that lists the providers
+        b.go("/ui/models/create")
+        b.wait(lambda: b.all(f"#m-provider-id option[value='{provider_id}']"), what="it")
+        assert provider_key not in b.driver.page_source
+
+    await in_thread(edit)
+    value = gw.admin_call("GET", f"/aisix/admin/providers/{provider_id}")[1]["value"]
+    assert value == {**stored, "name": "ui-openai-eu"}  # the saved key kept
+    status, _ = await gw.aadmin("DELETE", f"/aisix/admin/providers/{provider_id}")
+    assert status == 200
+
+
 # -- phone width and the reference page -------------------------------------------------
 
 
@@ -845,6 +1066,8 @@ async def test_views_fit_a_phone_screen(gw, browser):
                 ("/ui/apikeys", "14-phone-apikeys"),
                 ("/ui/playground", "15-phone-playground"),
                 ("/ui/models/create", "16-phone-model-form"),
+                ("/ui/providers", "28-phone-providers"),
+                ("/ui/providers/create", "29-phone-provider-form"),
             ]:
                 b.go(path)
                 b.wait(lambda: b.all("main h1"))

@@ -36,6 +36,9 @@ DEEP_LINKS = [
     "/ui/models",
     "/ui/models/create",
     "/ui/models/0b6c/edit",
+    "/ui/providers",
+    "/ui/providers/create",
+    "/ui/providers/0b6c/edit",
     "/ui/apikeys",
     "/ui/apikeys/create",
     "/ui/playground",
@@ -168,9 +171,10 @@ def test_ui_keeps_the_admin_key_out_of_urls_and_logs():
 
 
 def test_ui_repeats_no_table_and_reads_the_served_catalog():
-    """Provider families, their base URLs and example models, the rate-limit
-    kinds and the bounds are the gateway's tables, fetched from
-    /ui/catalog.json; no UI file spells them out again (comments aside)."""
+    """Provider families, their base URLs and example models, the provider
+    entity's types and their base URLs, the rate-limit kinds and the bounds are
+    the gateway's tables, fetched from /ui/catalog.json; no UI file spells them
+    out again (comments aside)."""
     from twisted_gw.config.entities import (
         MAX_RATE_LIMIT,
         MAX_TIMEOUT_MS,
@@ -180,9 +184,11 @@ def test_ui_repeats_no_table_and_reads_the_served_catalog():
         STRATEGIES,
     )
     from twisted_gw.providers.catalog import FAMILIES
+    from twisted_gw.providers.types import TYPES
     from twisted_gw.ratelimit.kinds import KINDS
 
     repeated = [f'"{f.name}"' for f in FAMILIES] + [f'"{k.name}"' for k in KINDS]
+    repeated += [f'"{t.name}"' for t in TYPES] + [t.default_base for t in TYPES if t.default_base]
     repeated += [f.default_base for f in FAMILIES if f.default_base]
     repeated += [f'"{f.example_model}"' for f in FAMILIES] + [k.label for k in KINDS]
     repeated += [str(MAX_RATE_LIMIT), str(MAX_TIMEOUT_MS), str(MAX_WEIGHT)]
@@ -196,6 +202,7 @@ def test_ui_repeats_no_table_and_reads_the_served_catalog():
         assert [r for r in repeated if r in code] == [], path.name
     schema = (UI_DIR / "schema.js").read_text()
     assert 'CATALOG_URL = "/ui/catalog.json"' in schema and "await loadCatalog()" in schema
+    assert "CATALOG.provider_types" in schema  # the provider form's types and settings
 
 
 def test_ui_finds_routing_s_tables_where_it_reads_them():

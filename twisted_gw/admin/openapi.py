@@ -177,13 +177,37 @@ def openapi_document() -> dict[str, Any]:
 @functools.cache
 def catalog_document() -> dict[str, Any]:
     """The tables the admin UI's forms are built from, served as ``/ui/catalog.json``:
-    provider families, rate-limit kinds and the numeric bounds of a document
+    provider families (``provider_config``), provider entity types
+    (CONTRACT-NEXT 1.1), rate-limit kinds and the numeric bounds of a document
     (its shape is in :func:`openapi_document`, path ``/ui/catalog.json``).
 
     The UI fetches this instead of repeating the lists, so a new provider or
     limit kind reaches its forms with no change to the UI. Read-only."""
+    # only the catalog reads the entity types (the Provider schema is entities.PROVIDER_SCHEMA)
+    from twisted_gw.providers import types as provider_types
+
+    # the config settings that hold credentials: the UI never shows them back
+    # (the same names the snapshot redacts from logs and answers)
+    secrets = ("api_key", "secret_access_key", "session_token")
+
+    def settings(config: dict[str, Any]) -> dict[str, Any]:
+        required = set(config.get("required", ()))
+        return {
+            name: {"required": name in required, "secret": name in secrets}
+            for name in config.get("properties", {})
+        }
+
     return {
         "providers": [f.describe() for f in catalog.FAMILIES],
+        "provider_types": [
+            {
+                "name": t.name,
+                "default_base": t.default_base,
+                "embeddings": t.embeddings,
+                "config": settings(t.config),
+            }
+            for t in provider_types.TYPES
+        ],
         "rate_limits": [k.describe() for k in kinds.KINDS],
         "bounds": {"timeout_ms": MAX_TIMEOUT_MS, "rate_limit": MAX_RATE_LIMIT},
         "routing": {

@@ -59,18 +59,18 @@ export async function adminCall(method, path, body, { signal, key } = {}) {
 
 // "/models/<id>" -> "<id>"
 export function idOf(entry) {
-  return String(entry?.key ?? "").replace(/^\/(?:models|apikeys)\//, "");
+  return String(entry?.key ?? "").replace(/^\/(?:models|apikeys|providers)\//, "");
 }
 
-export async function listModels(options) {
-  const body = await adminCall("GET", "/models", undefined, options);
+// The stored entries of one kind ("models", "apikeys", "providers"): [{key, value}, ...]
+export async function listEntries(segment, options) {
+  const body = await adminCall("GET", `/${segment}`, undefined, options);
   return Array.isArray(body?.list) ? body.list : [];
 }
 
-export async function listApiKeys(options) {
-  const body = await adminCall("GET", "/apikeys", undefined, options);
-  return Array.isArray(body?.list) ? body.list : [];
-}
+export const listModels = (options) => listEntries("models", options);
+export const listApiKeys = (options) => listEntries("apikeys", options);
+export const listProviders = (options) => listEntries("providers", options);
 
 export async function fetchMetrics({ signal } = {}) {
   const response = await fetch("/metrics", { cache: "no-store", credentials: "omit", signal });

@@ -2,23 +2,20 @@
 // create/edit form (CONTRACT 2 "API key"). A generated key is shown once,
 // right after saving, with a copy button; the URL never carries it.
 
-import { ApiError, adminCall, idOf, listApiKeys, listModels } from "./api.js";
-import { announce, choice, confirmDialog, field, h } from "./dom.js";
+import { idOf, listApiKeys, listModels } from "./api.js";
+import { announce, choice, field, h } from "./dom.js";
 import {
-  clearErrors,
-  errorPanel,
+  entityForm,
+  formLayout,
+  formPage,
   limitsFieldset,
-  previewPanel,
   readLimits,
-  showErrors,
+  saveOnSubmit,
   updatePreview,
 } from "./forms.js";
+import { entityTable } from "./listing.js";
 import { preferKey } from "./playground.js";
 import { formatLimits, generateKey, mask } from "./schema.js";
-
-function messageRow(text) {
-  return h("tr", {}, h("td", { colspan: "5", class: "empty" }, text));
-}
 
 function modelList(names) {
   if (!names.length) return h("span", { class: "muted" }, "none (no access)");
@@ -31,165 +28,54 @@ function modelList(names) {
 
 // -- the table ------------------------------------------------------------------
 
-export function renderList(main, { signal }) {
-  const error = h("p", { class: "error", role: "alert", tabindex: "-1", hidden: true });
-  const tbody = h("tbody", {}, messageRow("Loading…"));
-  const table = h(
-    "table",
-    { class: "data responsive", id: "apikeys-table", "aria-busy": "true" },
-    h("caption", { class: "visually-hidden" }, "API keys"),
-    h(
-      "thead",
-      {},
-      h(
-        "tr",
-        {},
-        ["Key", "ID", "Allowed models", "Limits", "Actions"].map((c) =>
-          h("th", { scope: "col" }, c),
-        ),
-      ),
-    ),
-    tbody,
-  );
-  main.append(
-    h(
-      "div",
-      { class: "view-head" },
-      h("h1", { tabindex: "-1" }, "API keys"),
-      h("a", { class: "button primary", href: "/ui/apikeys/create" }, "Add API key"),
-    ),
-    h(
-      "p",
-      { class: "help" },
+export function renderList(main, ctx) {
+  entityTable(main, ctx, {
+    segment: "apikeys",
+    noun: "API key",
+    title: "API keys",
+    add: "Add API key",
+    caption: "API keys",
+    help: [
       "What clients send as ",
       h("code", {}, "Authorization: Bearer <key>"),
       ". Keys are shown by their last 4 characters; rate-limit errors name the ID.",
-    ),
-    error,
-    h("div", { class: "table-wrap" }, table),
-  );
-
-  async function remove(entry) {
-    const label = mask(entry.value?.key) || idOf(entry);
-    const ok = await confirmDialog({
-      title: `Delete API key ${label}?`,
-      message: "Clients using this key get 401 Invalid API key from their next request on.",
-    });
-    if (!ok) return;
-    try {
-      await adminCall("DELETE", `/apikeys/${encodeURIComponent(idOf(entry))}`);
-      announce(`API key ${label} deleted.`);
-      load();
-    } catch (err) {
-      error.textContent = `Could not delete ${label}: ${err.message}`;
-      error.hidden = false;
-      error.focus();
-    }
-  }
-
-  function row(entry) {
-    const v = entry.value || {};
-    const id = idOf(entry);
-    const label = mask(v.key);
-    const allowed = Array.isArray(v.allowed_models) ? v.allowed_models.map(String) : [];
-    return h(
-      "tr",
-      { dataset: { id } },
-      h("th", { scope: "row", "data-label": "Key" }, h("code", { class: "secret" }, label)),
-      h("td", { "data-label": "ID" }, h("code", { class: "id" }, id)),
-      h("td", { "data-label": "Allowed models" }, modelList(allowed)),
-      h(
-        "td",
-        { "data-label": "Limits" },
-        formatLimits(v.rate_limit) || h("span", { class: "muted" }, "none"),
-      ),
-      h(
-        "td",
-        { "data-label": "Actions", class: "actions-cell" },
+    ],
+    columns: ["Key", "ID", "Allowed models", "Limits"],
+    fetch: listApiKeys,
+    label: (entry) => mask(entry.value?.key) || idOf(entry),
+    consequence: () => "Clients using this key get 401 Invalid API key from their next request on.",
+    empty: "No API keys yet.",
+    cells(entry) {
+      const v = entry.value || {};
+      const allowed = Array.isArray(v.allowed_models) ? v.allowed_models.map(String) : [];
+      return [
+        h("th", { scope: "row", "data-label": "Key" }, h("code", { class: "secret" }, mask(v.key))),
+        h("td", { "data-label": "ID" }, h("code", { class: "id" }, idOf(entry))),
+        h("td", { "data-label": "Allowed models" }, modelList(allowed)),
         h(
-          "a",
-          {
-            class: "button small",
-            href: `/ui/apikeys/${encodeURIComponent(id)}/edit`,
-            "aria-label": `Edit API key ${label}`,
-          },
-          "Edit",
+          "td",
+          { "data-label": "Limits" },
+          formatLimits(v.rate_limit) || h("span", { class: "muted" }, "none"),
         ),
-        h(
-          "button",
-          {
-            type: "button",
-            class: "button small danger",
-            "aria-label": `Delete API key ${label}`,
-            onclick: () => remove(entry),
-          },
-          "Delete",
-        ),
-      ),
-    );
-  }
-
-  async function load() {
-    table.setAttribute("aria-busy", "true");
-    try {
-      const list = await listApiKeys({ signal });
-      if (signal.aborted) return;
-      error.hidden = true;
-      tbody.replaceChildren(...(list.length ? list.map(row) : [messageRow("No API keys yet.")]));
-    } catch (err) {
-      if (err.name === "AbortError") return;
-      tbody.replaceChildren(messageRow("Not loaded."));
-      error.textContent = err.message;
-      error.hidden = false;
-    } finally {
-      table.setAttribute("aria-busy", "false");
-    }
-  }
-  load();
+      ];
+    },
+  });
 }
 
 // -- the form -------------------------------------------------------------------
 
 export function renderForm(main, ctx) {
-  const { params, signal } = ctx;
-  const editing = params.id !== undefined;
-  const title = h("h1", { tabindex: "-1" }, editing ? "Edit API key" : "Add API key");
-  const status = h("p", { class: "help" }, "Loading…");
-  main.append(
-    h("div", { class: "view-head" }, title),
-    h(
-      "nav",
-      { "aria-label": "Breadcrumb", class: "crumbs" },
-      h("a", { href: "/ui/apikeys" }, "API keys"),
-      " / ",
-      editing ? "Edit" : "Add",
-    ),
-    status,
-  );
-  const entry = editing
-    ? adminCall("GET", `/apikeys/${encodeURIComponent(params.id)}`, undefined, { signal })
-    : Promise.resolve(null);
-  Promise.all([entry, listModels({ signal })])
-    .then(([current, models]) => {
-      if (signal.aborted) return;
-      if (current) {
-        title.textContent = `Edit API key ${mask(current.value?.key)}`;
-        document.title = `${title.textContent} · twisted-gw admin`;
-        status.textContent = `ID ${params.id}`;
-      } else {
-        status.textContent = "";
-      }
+  formPage(main, ctx, {
+    segment: "apikeys",
+    noun: "API key",
+    list: "API keys",
+    label: (saved) => mask(saved.value?.key),
+    needs: [listModels({ signal: ctx.signal })],
+    build(saved, models) {
       const names = models.map((m) => String(m.value?.name ?? "")).filter(Boolean);
-      main.append(buildForm(main, current, names, ctx));
-    })
-    .catch((err) => {
-      if (err.name === "AbortError") return;
-      status.replaceChildren(
-        h("span", { class: "error", role: "alert" }, err.message),
-        " ",
-        h("a", { href: "/ui/apikeys" }, "Back to API keys"),
-      );
-    });
+      return buildForm(main, saved, names, ctx);
+    },
+  });
 }
 
 function buildForm(main, entry, modelNames, { navigate }) {
@@ -284,28 +170,11 @@ function buildForm(main, entry, modelNames, { navigate }) {
     h("p", { class: "help" }, "None selected means no access."),
   );
 
-  const submit = h(
-    "button",
-    { type: "submit", class: "button primary" },
-    entry ? "Save changes" : "Create API key",
-  );
-  const form = h(
-    "form",
-    {
-      id: "apikey-form",
-      class: "entity-form",
-      novalidate: true,
-      "aria-label": entry ? "Edit API key" : "Add API key",
-    },
+  const { form, submit } = entityForm(
+    { id: "apikey-form", noun: "API key", segment: "apikeys", entry },
     h("fieldset", { id: "k-key-mode" }, h("legend", {}, "Key"), radios, typedField),
     modelsFieldset,
     limitsFieldset("k", v.rate_limit),
-    h(
-      "div",
-      { class: "actions" },
-      submit,
-      h("a", { class: "button", href: "/ui/apikeys" }, "Cancel"),
-    ),
   );
 
   const fieldFor = (pointer) =>
@@ -335,52 +204,25 @@ function buildForm(main, entry, modelNames, { navigate }) {
       how === "generate" ? "<generated when saved>" : mask(how === "keep" ? savedKey : typed.value);
     updatePreview(collect(shown).doc);
   };
-  form.addEventListener("input", preview);
-  form.addEventListener("change", preview);
-
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clearErrors(form);
-    const how = mode();
-    const key = how === "keep" ? savedKey : how === "generate" ? generateKey() : typed.value;
-    const { doc, problems } = collect(key);
-    if (problems.length) {
-      showErrors(
-        form,
-        problems.map((p) => p.text).join("\n"),
-        () => null,
-        problems.map((p) => p.input),
-      );
-      return;
-    }
-    submit.disabled = true;
-    try {
-      const saved = entry
-        ? await adminCall("PUT", `/apikeys/${encodeURIComponent(idOf(entry))}`, doc)
-        : await adminCall("POST", "/apikeys", doc);
+  saveOnSubmit(form, submit, {
+    entry,
+    segment: "apikeys",
+    fieldFor,
+    collect() {
+      const how = mode();
+      const key = how === "keep" ? savedKey : how === "generate" ? generateKey() : typed.value;
+      return { ...collect(key), how, key };
+    },
+    blame: (text, { how }) => (/already exists/.test(text) && how === "type" ? [typed] : []),
+    done(saved, { how, key }) {
       if (how === "generate") {
         showOnce(main, saved, key, Boolean(entry));
-      } else {
-        navigate("/ui/apikeys", { flash: `API key ${mask(key)} ${entry ? "saved" : "created"}.` });
+        return;
       }
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) return;
-      const pointerless = /already exists/.test(err.message) && how === "type" ? [typed] : [];
-      showErrors(form, err.message, fieldFor, pointerless);
-    } finally {
-      submit.disabled = false;
-    }
+      navigate("/ui/apikeys", { flash: `API key ${mask(key)} ${entry ? "saved" : "created"}.` });
+    },
   });
-
-  const path = entry ? `/apikeys/${idOf(entry)}` : "/apikeys";
-  const layout = h(
-    "div",
-    { class: "form-layout" },
-    form,
-    h("aside", { class: "form-side" }, errorPanel(), previewPanel(entry ? "PUT" : "POST", path)),
-  );
-  queueMicrotask(preview);
-  return layout;
+  return formLayout(form, entry, "apikeys", preview);
 }
 
 // The new key, once. The page moves to /ui/apikeys (so a reload shows the

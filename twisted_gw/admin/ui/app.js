@@ -1,6 +1,6 @@
 // The admin UI: a single page under /ui/ (CONTRACT 3). The gateway serves
 // index.html for every path that is not a file, so deep links such as
-// /ui/models or /ui/apikeys/create load this app, which then opens that view
+// /ui/models, /ui/providers or /ui/apikeys/create load this app, which then opens that view
 // (History API routing). Plain DOM modules, no framework, no build step.
 
 import { ApiError, adminCall } from "./api.js";
@@ -9,6 +9,7 @@ import * as apikeys from "./apikeys.js";
 import * as models from "./models.js";
 import * as overview from "./overview.js";
 import * as playground from "./playground.js";
+import * as providers from "./providers.js";
 import { adminKey, forgetAdminKey, setAdminKey } from "./session.js";
 
 const ROUTES = [
@@ -16,6 +17,9 @@ const ROUTES = [
   [/^models$/, "models", "Models", models.renderList],
   [/^models\/create$/, "models", "Add model", models.renderForm],
   [/^models\/(?<id>[^/]+)\/edit$/, "models", "Edit model", models.renderForm],
+  [/^providers$/, "providers", "Providers", providers.renderList],
+  [/^providers\/create$/, "providers", "Add provider", providers.renderForm],
+  [/^providers\/(?<id>[^/]+)\/edit$/, "providers", "Edit provider", providers.renderForm],
   [/^apikeys$/, "apikeys", "API keys", apikeys.renderList],
   [/^apikeys\/create$/, "apikeys", "Add API key", apikeys.renderForm],
   [/^apikeys\/(?<id>[^/]+)\/edit$/, "apikeys", "Edit API key", apikeys.renderForm],

@@ -1,8 +1,10 @@
-// Pieces shared by the model and API key forms: number inputs for limits,
+// Pieces shared by the entity forms (models, providers, API keys): the form's
+// page and its layout, saving, number inputs for limits, write-only secrets,
 // the error panel beside the form, and pointing the server's errors at fields.
 
+import { ApiError, adminCall, idOf } from "./api.js";
 import { describe, field, h, undescribe } from "./dom.js";
-import { BOUNDS, LIMIT_FIELDS, LIMIT_LABELS, errorPointers } from "./schema.js";
+import { BOUNDS, LIMIT_FIELDS, LIMIT_LABELS, errorPointers, mask } from "./schema.js";
 
 export const ERROR_ID = "form-error";
 
@@ -127,4 +129,150 @@ export function showErrors(form, text, fieldFor, inputs = []) {
     describe(input, ERROR_ID);
   }
   (marked[0] || panel).focus();
+}
+
+// A write-only input for a credential (a provider's key). It is never filled
+// with the saved value: its help shows the last 4 characters, and `read()` of
+// an empty field gives the saved value, so an edit keeps it.
+export function secretField(id, name, label, saved) {
+  const input = h("input", {
+    id,
+    name,
+    type: "password",
+    autocomplete: "new-password", // never autofilled with a saved (admin) password
+    spellcheck: "false",
+  });
+  const help = saved
+    ? `Saved key ${mask(saved)}. Leave empty to keep it.`
+    : "Sent upstream by the gateway; never shown again after saving.";
+  return {
+    node: field(saved ? `${label} (new)` : label, input, help),
+    input,
+    read: () => input.value.trim() || saved,
+  };
+}
+
+// The page of a create/edit form for /ui/<segment>/create and /ui/<segment>/<id>/edit:
+// its heading, the way back to the list, and "Loading…" until the saved entry
+// (when editing) and `needs` (promises) are in; then `build(saved, ...needs)`
+// makes the form. A failed load says why, with the way back.
+// spec: {segment, noun ("model"), list ("Models"), label(saved), needs, build}
+export function formPage(main, { params, signal }, spec) {
+  const editing = params.id !== undefined;
+  const title = h("h1", { tabindex: "-1" }, `${editing ? "Edit" : "Add"} ${spec.noun}`);
+  const status = h("p", { class: "help", "aria-busy": "true" }, "Loading…");
+  const back = `/ui/${spec.segment}`;
+  main.append(
+    h("div", { class: "view-head" }, title),
+    h(
+      "nav",
+      { "aria-label": "Breadcrumb", class: "crumbs" },
+      h("a", { href: back }, spec.list),
+      " / ",
+      editing ? "Edit" : "Add",
+    ),
+    status,
+  );
+  const entry = editing
+    ? adminCall("GET", `/${spec.segment}/${encodeURIComponent(params.id)}`, undefined, { signal })
+    : Promise.resolve(null);
+  Promise.all([entry, ...(spec.needs || [])])
+    .then(([saved, ...needs]) => {
+      if (signal.aborted) return;
+      status.removeAttribute("aria-busy");
+      status.textContent = editing ? `ID ${params.id}` : "";
+      if (saved) {
+        title.textContent = `Edit ${spec.noun} ${spec.label(saved)}`;
+        document.title = `${title.textContent} · twisted-gw admin`;
+      }
+      main.append(spec.build(saved, ...needs));
+    })
+    .catch((err) => {
+      if (err.name === "AbortError") return;
+      status.removeAttribute("aria-busy");
+      status.replaceChildren(
+        h("span", { class: "error", role: "alert" }, err.message),
+        " ",
+        h("a", { href: back }, `Back to ${spec.list}`),
+      );
+    });
+}
+
+// An entity's <form id>: `children`, then Save changes (or Create <noun>) and
+// Cancel, back to /ui/<segment>. Returns {form, submit}.
+export function entityForm({ id, noun, segment, entry }, ...children) {
+  const submit = h(
+    "button",
+    { type: "submit", class: "button primary" },
+    entry ? "Save changes" : `Create ${noun}`,
+  );
+  const form = h(
+    "form",
+    {
+      id,
+      class: "entity-form",
+      novalidate: true,
+      "aria-label": `${entry ? "Edit" : "Add"} ${noun}`,
+    },
+    children,
+    h(
+      "div",
+      { class: "actions" },
+      submit,
+      h("a", { class: "button", href: `/ui/${segment}` }, "Cancel"),
+    ),
+  );
+  return { form, submit };
+}
+
+// Save on submit: `collect()` gives {doc, problems, ...}; problems (a number
+// field that is not one) are shown and nothing is sent; else the document is
+// PUT over `entry` or POSTed to /<segment>, and `done(saved, collected)` runs.
+// A refusal goes to the error panel as the Admin API wrote it, marking the
+// fields it names (`fieldFor`) and those `blame(message, collected)` picks.
+export function saveOnSubmit(form, submit, { entry, segment, collect, fieldFor, blame, done }) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const collected = collect();
+    const { doc, problems } = collected;
+    if (problems.length) {
+      showErrors(
+        form,
+        problems.map((p) => p.text).join("\n"),
+        () => null,
+        problems.map((p) => p.input),
+      );
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const saved = entry
+        ? await adminCall("PUT", `/${segment}/${encodeURIComponent(idOf(entry))}`, doc)
+        : await adminCall("POST", `/${segment}`, doc);
+      done(saved, collected);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return;
+      const text = String(err.message || err);
+      showErrors(form, text, fieldFor, blame ? blame(text, collected) : []);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+// The form beside the Admin API's error panel and the request it will send;
+// `preview` (which updates that request) runs on every edit and once the form
+// is in the page.
+export function formLayout(form, entry, segment, preview) {
+  form.addEventListener("input", preview);
+  form.addEventListener("change", preview);
+  queueMicrotask(preview);
+  const path = entry ? `/${segment}/${idOf(entry)}` : `/${segment}`;
+  return h(
+    "div",
+    { class: "form-layout" },
+    form,
+    h("aside", { class: "form-side" }, errorPanel(), previewPanel(entry ? "PUT" : "POST", path)),
+  );
 }

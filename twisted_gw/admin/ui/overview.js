@@ -3,7 +3,7 @@
 // 5.1), read from GET /metrics and refreshed every few seconds while the view
 // is open.
 
-import { ApiError, fetchMetrics, listApiKeys, listModels } from "./api.js";
+import { ApiError, fetchMetrics, listApiKeys, listModels, listProviders } from "./api.js";
 import { formatNumber, h } from "./dom.js";
 import { parsePrometheus, summarize } from "./metrics.js";
 
@@ -216,13 +216,16 @@ export function render(main, { signal }) {
   }
   refresh();
 
-  Promise.all([listModels({ signal }), listApiKeys({ signal })])
-    .then(([models, keys]) => {
+  const count = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+  Promise.all([listModels({ signal }), listProviders({ signal }), listApiKeys({ signal })])
+    .then(([models, providers, keys]) => {
       config.replaceChildren(
         "Configured: ",
-        h("a", { href: "/ui/models" }, `${models.length} model${models.length === 1 ? "" : "s"}`),
+        h("a", { href: "/ui/models" }, count(models.length, "model")),
         ", ",
-        h("a", { href: "/ui/apikeys" }, `${keys.length} API key${keys.length === 1 ? "" : "s"}`),
+        h("a", { href: "/ui/providers" }, count(providers.length, "provider")),
+        ", ",
+        h("a", { href: "/ui/apikeys" }, count(keys.length, "API key")),
         ".",
       );
     })

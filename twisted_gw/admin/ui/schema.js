@@ -31,6 +31,22 @@ export const CATALOG = await loadCatalog().catch((err) => {
 
 const FAMILIES = new Map(CATALOG.providers.map((p) => [p.name, p]));
 
+// the provider entity's types (CONTRACT-NEXT 1.1), in the order of its schema:
+// [{name, default_base, embeddings, config: {setting: {required, secret}}}]
+export const PROVIDER_TYPES = CATALOG.provider_types;
+const TYPES = new Map(PROVIDER_TYPES.map((t) => [t.name, t]));
+
+// A provider type's row of the catalog, if known.
+export function providerType(name) {
+  return TYPES.get(name);
+}
+
+// CONTRACT-NEXT 1.5: a model document follows the legacy wire (CONTRACT 2)
+// iff it has provider_config and no provider_id; any other, the later one.
+export function isLegacyModel(doc) {
+  return !!doc && "provider_config" in doc && !("provider_id" in doc);
+}
+
 // the provider names, in the order of the model pattern
 export const PROVIDERS = CATALOG.providers.map((p) => p.name);
 // the rate-limit kinds, in the order they are checked
@@ -114,6 +130,14 @@ export function mask(secret) {
   const text = String(secret ?? "");
   if (!text) return "";
   return text.length >= 8 ? `••••${text.slice(-4)}` : "••••";
+}
+
+// `doc` with the values of the keys `secrets` names masked (for a preview).
+export function masked(doc, secrets) {
+  if (!doc || typeof doc !== "object") return doc;
+  const copy = { ...doc };
+  for (const name of secrets) if (copy[name]) copy[name] = mask(copy[name]);
+  return copy;
 }
 
 // A new API key: "sk-" and 32 random bytes (256 bits) in base64url.

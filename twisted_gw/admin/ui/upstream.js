@@ -1,11 +1,14 @@
-// The upstream of one deployment (CONTRACT 2 "Model", 5.1 "targets"): its
-// provider family, upstream model id and provider_config, as the model form
-// shows them for the model itself and for each of its targets. A provider key
-// is never put back into the page: the help shows its last 4 characters, and
-// an empty key field keeps the saved key.
+// The upstream of one deployment: on the legacy wire (CONTRACT 2 "Model",
+// 5.1 "targets") its provider family, upstream model id and provider_config,
+// as the model form shows them for the model itself and for each of its
+// targets; on the later wire (CONTRACT-NEXT 1.3) a stored provider and the
+// upstream model id. A provider key is never put back into the page: the help
+// shows its last 4 characters, and an empty key field keeps the saved key.
 
+import { idOf } from "./api.js";
 import { field, h } from "./dom.js";
-import { DEFAULT_BASES, PROVIDERS, family, isRemote, mask, splitModel } from "./schema.js";
+import { secretField } from "./forms.js";
+import { DEFAULT_BASES, PROVIDERS, family, isRemote, masked, splitModel } from "./schema.js";
 
 // The inputs of one upstream, with ids `${prefix}-provider`, `-upstream`,
 // `-api-key`, `-api-base` and the connection fieldset `${prefix}-remote`.
@@ -31,24 +34,19 @@ export function upstreamFields(prefix, value) {
   if (!PROVIDERS.includes(provider0))
     provider.prepend(h("option", { value: provider0, selected: true }, provider0));
   const upstream = text("upstream", { required: true, value: upstream0 });
-  const apiKey = text("api-key", {
-    type: "password",
-    autocomplete: "new-password", // never autofilled with a saved (admin) password
-  });
+  const key = secretField(`${prefix}-api-key`, "api-key", "Provider API key", savedKey);
+  const apiKey = key.input;
   const apiBase = text("api-base", { type: "url", value: v.provider_config?.api_base });
 
   const providerField = field("Provider", provider, " ");
   const providerHelp = providerField.querySelector(".help");
-  const keyHelp = savedKey
-    ? `Saved key ${mask(savedKey)}. Leave empty to keep it.`
-    : "Sent upstream by the gateway; never shown again after saving.";
   const baseField = field("API base URL (optional)", apiBase, " ");
   const baseHelp = baseField.querySelector(".help");
   const remote = h(
     "fieldset",
     { id: `${prefix}-remote`, class: "remote" },
     h("legend", {}, "Provider connection"),
-    field(savedKey ? "Provider API key (new)" : "Provider API key", apiKey, keyHelp),
+    key.node,
     baseField,
   );
 
@@ -81,8 +79,8 @@ export function upstreamFields(prefix, value) {
     read() {
       const pc = {};
       if (isRemote(provider.value)) {
-        const key = apiKey.value.trim() || savedKey;
-        if (key) pc.api_key = key;
+        const secret = key.read();
+        if (secret) pc.api_key = secret;
         if (apiBase.value.trim()) pc.api_base = apiBase.value.trim();
       }
       return { model: `${provider.value}/${upstream.value.trim()}`, provider_config: pc };
@@ -101,5 +99,54 @@ export function upstreamFields(prefix, value) {
 
 // A provider_config as the preview shows it: the key as its last 4 characters.
 export function maskedConfig(pc) {
-  return pc?.api_key ? { ...pc, api_key: mask(pc.api_key) } : pc;
+  return masked(pc, ["api_key"]);
+}
+
+// The later wire's upstream (CONTRACT-NEXT 1.3): a stored provider, picked by
+// name (and type; names need not be unique), and the upstream model id, sent
+// as typed. Inputs `m-provider-id` and `m-provider-model`; `providers` are the
+// stored entries. A provider_id no stored provider has is kept, and said so.
+export function providerFields(value, providers) {
+  const v = value || {};
+  const chosen = typeof v.provider_id === "string" ? v.provider_id : "";
+  const sorted = [...providers].sort((a, b) =>
+    String(a.value?.name ?? "").localeCompare(String(b.value?.name ?? "")),
+  );
+  const options = sorted.map((entry) =>
+    h(
+      "option",
+      { value: idOf(entry), selected: idOf(entry) === chosen, title: `ID ${idOf(entry)}` },
+      `${entry.value?.name ?? idOf(entry)} (${entry.value?.type ?? "?"})`,
+    ),
+  );
+  if (chosen && !sorted.some((entry) => idOf(entry) === chosen))
+    options.unshift(h("option", { value: chosen, selected: true }, `${chosen} (no such provider)`));
+  const provider = h("select", { id: "m-provider-id", name: "provider_id" }, options);
+  const model = h("input", {
+    id: "m-provider-model",
+    name: "provider-model",
+    required: true,
+    autocomplete: "off",
+    spellcheck: "false",
+    value: typeof v.model === "string" ? v.model : undefined,
+  });
+  const help = options.length
+    ? "Where the model's requests go: its type, base URL and credentials."
+    : ["No providers yet: ", h("a", { href: "/ui/providers/create" }, "add one"), " first."];
+  return {
+    node: h(
+      "div",
+      { class: "row" },
+      field("Provider", provider, help),
+      field(
+        "Upstream model",
+        model,
+        "Sent upstream as model, exactly as typed (may hold /, : or an ARN).",
+      ),
+    ),
+    // {provider_id, model} as the Admin API takes them
+    read: () => ({ provider_id: provider.value, model: model.value }),
+    fieldFor: (pointer) => ({ "/provider_id": provider, "/model": model })[pointer],
+    provider,
+  };
 }
