@@ -295,3 +295,63 @@ def test_a_mock_provider_entity_answers_locally_as_the_legacy_mock():
     assert response.code == 200
     answer = response.json()
     assert answer["model"] == "echo" and answer["choices"][0]["message"]["content"] == "hi"
+
+
+# -- routing on the later wire (CONTRACT 5.1 on CONTRACT-NEXT 1.3) -----------------------------
+
+
+def test_a_later_wire_model_routes_over_targets_naming_other_providers():
+    snap = Snapshot.build(
+        [
+            entry(
+                "/providers/a", {"name": "a", "type": "openai", "config": {"api_key": "sk-aaaa"}}
+            ),
+            entry(
+                "/providers/b", {"name": "b", "type": "deepseek", "config": {"api_key": "sk-bbbb"}}
+            ),
+            entry(
+                "/models/m",
+                {
+                    "name": "m",
+                    "provider_id": "a",
+                    "model": "gpt-x",
+                    "targets": [
+                        {"provider_id": "b", "model": "deepseek-chat", "priority": 1},
+                        {"provider_id": "gone", "model": "y"},
+                    ],
+                    "routing": {"retries": 1},
+                    "fallbacks": ["other"],
+                },
+            ),
+        ]
+    )
+    model = snap.models_by_name["m"]
+    first, second, orphan = model.deployments
+    assert (first.provider, second.provider, orphan.provider) == (
+        "provider:openai",
+        "provider:deepseek",
+        "",
+    )
+    assert second.endpoint_urls[CHAT] == "https://api.deepseek.com/v1/chat/completions"
+    assert (second.api_key, second.priority, second.index) == ("sk-bbbb", 1, 1)
+    assert model.fallbacks == ("other",) and model.routing.retries == 1
+    assert "sk-bbbb" not in snap.redact("sk-bbbb")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_target_s_provider_must_exist_and_cannot_go_while_named(gw):
+    doc = {"name": "t", "type": "mock", "config": {}}
+    assert (await admin(gw, "PUT", P + "/t-own", doc))[0] == 201
+    model = {
+        "name": "routed-next",
+        "provider_id": "t-own",
+        "model": "echo",
+        "targets": [{"provider_id": "t-other", "model": "echo"}],
+    }
+    status, body = await admin(gw, "PUT", M + "/routed-next", model)
+    assert (status, body) == (400, {"error_msg": "Provider with ID t-other not found"})
+    assert (await admin(gw, "PUT", P + "/t-other", doc))[0] == 201
+    status, body = await admin(gw, "PUT", M + "/routed-next", model)
+    assert (status, body) == (201, {"key": "/models/routed-next", "value": model})
+    status, body = await admin(gw, "DELETE", P + "/t-other")
+    assert (status, body) == (400, {"error_msg": "provider is still referenced by models"})

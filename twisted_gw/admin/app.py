@@ -102,6 +102,17 @@ def _json(request: Request, status: int, doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode()
 
 
+def _providers_named(doc: dict) -> list[str]:
+    """The provider entities a model document names (its own, its targets')."""
+    named = [doc["provider_id"]] if isinstance(doc.get("provider_id"), str) else []
+    targets = doc.get("targets") if "provider_id" in doc else None
+    for target in targets if isinstance(targets, list) else ():
+        provider_id = target.get("provider_id") if isinstance(target, dict) else None
+        if isinstance(provider_id, str) and provider_id not in named:
+            named.append(provider_id)
+    return named
+
+
 class AdminApp:
     """Admin listener: /aisix/admin/*, /openapi(.json), /ui."""
 
@@ -211,9 +222,11 @@ class AdminApp:
         def put(_: object = None) -> defer.Deferred:
             return self._store_call(self.store.put(kind.segment, id, value), "store put")
 
-        provider_id = value.get("provider_id") if kind is MODELS else None
-        d = put() if provider_id is None else self._provider_exists(provider_id).addCallback(put)
-        return d.addCallback(stored)
+        named = _providers_named(value) if kind is MODELS else []
+        d = defer.succeed(None)
+        for provider_id in named:  # in order: the first missing one is the answer
+            d.addCallback(lambda _, p=provider_id: self._provider_exists(p))
+        return d.addCallback(put).addCallback(stored)
 
     def _provider_exists(self, provider_id: str) -> defer.Deferred:
         """CONTRACT-NEXT 1.3: a model may only name a provider that is stored
@@ -255,7 +268,7 @@ class AdminApp:
         def check(models: list[StoredEntry]) -> None:
             for model in models:
                 value = model.value
-                if not isinstance(value, dict) or value.get("provider_id") != provider_id:
+                if not isinstance(value, dict) or provider_id not in _providers_named(value):
                     continue
                 try:
                     MODELS.loaded(model.id, value)

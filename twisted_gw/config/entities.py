@@ -147,6 +147,21 @@ MODEL_SCHEMA: dict[str, Any] = {
 }
 
 #: a model of the later wire (CONTRACT-NEXT 1.3): its upstream is a provider entity
+#: one more deployment of a later-wire model (CONTRACT 5.1 on CONTRACT-NEXT
+#: 1.3 **[beyond]**): another provider entity, or the same with another model
+NEXT_TARGET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["provider_id", "model"],
+    "additionalProperties": False,
+    "properties": {
+        "provider_id": {"type": "string", "minLength": 1},
+        "model": {"type": "string", "minLength": 1},
+        "weight": _WEIGHT_SCHEMA,
+        "priority": _int(0, MAX_PRIORITY),
+        "timeout": _TIMEOUT_SCHEMA,
+    },
+}
+
 NEXT_MODEL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "provider_id", "model"],
@@ -157,6 +172,11 @@ NEXT_MODEL_SCHEMA: dict[str, Any] = {
         "model": {"type": "string", "minLength": 1},
         "timeout": _TIMEOUT_SCHEMA,
         "rate_limit": _RATE_LIMIT_SCHEMA,
+        # routing (CONTRACT 5.1), as on the legacy wire
+        "weight": _WEIGHT_SCHEMA,
+        "targets": {"type": "array", "items": NEXT_TARGET_SCHEMA},
+        "routing": ROUTING_SCHEMA,
+        "fallbacks": {"type": "array", "items": {"type": "string", "minLength": 1}},
     },
 }
 
@@ -503,20 +523,45 @@ def _parse_next_model(id: str, doc: Any) -> Model:
         "provider_id": doc["provider_id"],
         "model": doc["model"],
     }
-    if "timeout" in doc:
-        clean["timeout"] = doc["timeout"]
+    clean.update((k, doc[k]) for k in _KEPT if k in doc)
     if rl_doc is not None:
         clean["rate_limit"] = rl_doc
+    timeout_ms = doc.get("timeout", 0)
+    if "targets" in doc:
+        clean["targets"] = [dict(t) for t in doc["targets"]]
+    name = doc["name"]
+    targets = tuple(
+        Model(
+            id=id,
+            name=name,
+            provider="",
+            upstream_model=raw["model"],
+            api_key=None,
+            api_base=None,
+            timeout_ms=raw.get("timeout", timeout_ms),
+            rate_limit=None,
+            doc={},
+            weight=raw.get("weight", 1),
+            priority=raw.get("priority", 0),
+            index=i,
+            provider_id=raw["provider_id"],
+        )
+        for i, raw in enumerate(doc.get("targets", ()), start=1)
+    )
     return Model(
         id=id,
-        name=doc["name"],
+        name=name,
         provider="",  # resolved against the provider entity by the snapshot
         upstream_model=doc["model"],
         api_key=None,
         api_base=None,
-        timeout_ms=doc.get("timeout", 0),
+        timeout_ms=timeout_ms,
         rate_limit=rate_limit,
         doc=clean,
+        weight=doc.get("weight", 1),
+        targets=targets,
+        routing=_routing(doc.get("routing")),
+        fallbacks=tuple(doc.get("fallbacks", ())),
         provider_id=doc["provider_id"],
     )
 

@@ -134,7 +134,7 @@ class Snapshot:
                 continue
             if isinstance(entity, Model):
                 if entity.provider_id is not None:
-                    entity = resolve(entity, providers.get(entity.provider_id))
+                    entity = resolve_all(entity, providers)
                 if entity.name in models_by_name:
                     log.warn("skipping {key}: model name already used", key=escape(key))
                     continue
@@ -154,6 +154,16 @@ class Snapshot:
             revision,
             MappingProxyType(providers),
         )
+
+
+def resolve_all(model: Model, providers: Mapping[str, Provider]) -> Model:
+    """A later-wire model and each of its targets resolved (see :func:`resolve`);
+    a target whose provider is missing stays unresolved and is never chosen."""
+    resolved = resolve(model, providers.get(model.provider_id))
+    if not model.targets:
+        return resolved
+    targets = tuple(resolve(t, providers.get(t.provider_id)) for t in model.targets)
+    return replace(resolved, targets=targets)
 
 
 def resolve(model: Model, provider: Provider | None) -> Model:
