@@ -186,9 +186,7 @@ def catalog_document() -> dict[str, Any]:
     # only the catalog reads the entity types (the Provider schema is entities.PROVIDER_SCHEMA)
     from twisted_gw.providers import types as provider_types
 
-    # the config settings that hold credentials: the UI never shows them back
-    # (the same names the snapshot redacts from logs and answers)
-    secrets = ("api_key", "secret_access_key", "session_token")
+    secrets = provider_types.SECRET_SETTINGS  # the UI never shows them back
 
     def settings(config: dict[str, Any]) -> dict[str, Any]:
         required = set(config.get("required", ()))

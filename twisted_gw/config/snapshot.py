@@ -72,7 +72,7 @@ class Snapshot:
             v
             for p in self.providers_by_id.values()
             for name, v in p.config.items()
-            if name in ("api_key", "secret_access_key", "session_token") and len(v) >= 4
+            if name in provider_types.SECRET_SETTINGS and len(v) >= 4
         )
         secrets.update(
             d.api_key

@@ -51,6 +51,10 @@ BEDROCK_CONFIG: dict[str, Any] = {
 }
 NO_CONFIG: dict[str, Any] = {"type": "object", "additionalProperties": False}
 
+#: the settings of a provider entity that are credentials: redacted from every
+#: log line and answer, never shown back by the admin UI
+SECRET_SETTINGS = frozenset({"api_key", "secret_access_key", "session_token"})
+
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 

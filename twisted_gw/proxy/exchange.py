@@ -504,7 +504,7 @@ class Exchange:
             self._failed(provider_error("malformed event in the upstream stream"))
         elif self.state == STREAMING:
             log.warn("stream {rid}: malformed upstream event, stream cut", rid=self.ctx.request_id)
-            self._relay.end(done=False)
+            self._relay.end(done=False, detail="data transform: malformed upstream event")
             self._close("upstream_cut")
 
     # -- 4. the ways it ends ----------------------------------------------------------
