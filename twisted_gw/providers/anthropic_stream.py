@@ -48,7 +48,35 @@ _USAGE_FIELDS = (
 )
 
 
-class AnthropicStreamTranslator:
+class ChunkTranslator:
+    """The chunks every foreign stream's translator sends: a subclass sets
+    ``id``, ``created``, ``model`` and ``started`` (False)."""
+
+    id: str
+    created: int
+    model: str
+    #: the role chunk was sent
+    started: bool
+
+    def chunk(self, delta: dict, finish: str | None = None) -> dict:
+        """A ``chat.completion.chunk`` of one choice with ``delta``."""
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def start(self, out: list[dict]) -> list[dict]:
+        """The role chunk first, whatever event comes first."""
+        if not self.started:
+            self.started = True
+            out.insert(0, self.chunk({"role": "assistant", "content": ""}))
+        return out
+
+
+class AnthropicStreamTranslator(ChunkTranslator):
     """Translates one Anthropic stream; keep one per request."""
 
     def __init__(self, created: int, model: str = "", secrets: Iterable[str | None] = ()) -> None:
@@ -59,7 +87,7 @@ class AnthropicStreamTranslator:
         #: true once ``message_stop`` arrived: only then does the stream end cleanly
         self.complete = False
         self.usage: dict[str, int] = {}
-        self._started = False
+        self.started = False
         self._finished = False
         self._stop_reason: Any = None
         self._tools: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool-call index
@@ -82,22 +110,6 @@ class AnthropicStreamTranslator:
 
     # -- chunks ----------------------------------------------------------------
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def _start(self, out: list[dict]) -> list[dict]:
-        """The role chunk first, whatever event comes first."""
-        if not self._started:
-            self._started = True
-            out.insert(0, self._chunk({"role": "assistant", "content": ""}))
-        return out
-
     def _remember_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             for name in _USAGE_FIELDS:
@@ -115,7 +127,7 @@ class AnthropicStreamTranslator:
             if isinstance(message.get("model"), str):
                 self.model = message["model"]
             self._remember_usage(message.get("usage"))
-        return self._start([])
+        return self.start([])
 
     def _on_content_block_start(self, doc: dict) -> list[dict]:
         block = doc.get("content_block")
@@ -135,11 +147,11 @@ class AnthropicStreamTranslator:
                     "arguments": tool_arguments(initial) if initial else "",
                 },
             }
-            return self._start([self._chunk({"tool_calls": [call]})])
+            return self.start([self.chunk({"tool_calls": [call]})])
         if kind == "text" and block.get("text"):
-            return self._start([self._chunk({"content": block["text"]})])
+            return self.start([self.chunk({"content": block["text"]})])
         if kind == "thinking" and block.get("thinking"):
-            return self._start([self._chunk({"reasoning_content": block["thinking"]})])
+            return self.start([self.chunk({"reasoning_content": block["thinking"]})])
         return []
 
     def _on_content_block_delta(self, doc: dict) -> list[dict]:
@@ -148,16 +160,16 @@ class AnthropicStreamTranslator:
             return []
         kind = delta.get("type")
         if kind == "text_delta" and isinstance(delta.get("text"), str):
-            return self._start([self._chunk({"content": delta["text"]})])
+            return self.start([self.chunk({"content": delta["text"]})])
         if kind == "input_json_delta":
             index = self._tools.get(doc.get("index"))
             fragment = delta.get("partial_json")
             if index is None or not isinstance(fragment, str) or not fragment:
                 return []
             call = {"index": index, "function": {"arguments": fragment}}
-            return self._start([self._chunk({"tool_calls": [call]})])
+            return self.start([self.chunk({"tool_calls": [call]})])
         if kind == "thinking_delta" and isinstance(delta.get("thinking"), str):
-            return self._start([self._chunk({"reasoning_content": delta["thinking"]})])
+            return self.start([self.chunk({"reasoning_content": delta["thinking"]})])
         return []  # signature_delta, citations_delta: no OpenAI form
 
     def _on_message_delta(self, doc: dict) -> list[dict]:
@@ -171,8 +183,8 @@ class AnthropicStreamTranslator:
     def _finish(self, out: list[dict]) -> list[dict]:
         if not self._finished:
             self._finished = True
-            out.append(self._chunk({}, finish_reason(self._stop_reason)))
-        return self._start(out)
+            out.append(self.chunk({}, finish_reason(self._stop_reason)))
+        return self.start(out)
 
     def _on_message_stop(self, doc: dict) -> list[dict]:
         self.complete = True

@@ -90,7 +90,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted_gw.errors import GatewayError
+from twisted_gw.providers._chat_in import (
+    assistant_parts,
+    chat_turns,
+    content_parts,
+    data_url,
+    function_tools,
+    image_url,
+    inline_pdf,
+    invalid,
+    named_tool,
+    reject_unsupported,
+    stop_sequences,
+    unsupported,
+)
 
 #: ``max_tokens`` sent when the client set neither ``max_tokens`` nor
 #: ``max_completion_tokens``: Anthropic requires one, OpenAI does not.
@@ -110,16 +123,6 @@ FINISH_REASONS = {
 _EFFORTS = ("low", "medium", "high", "xhigh")
 
 
-def unsupported(message: str) -> GatewayError:
-    """400 for a field or value Anthropic cannot honour."""
-    return GatewayError(400, message, "unsupported_parameter")
-
-
-def invalid(message: str) -> GatewayError:
-    """400 for a request that cannot be translated as written."""
-    return GatewayError(400, message, "invalid_request_error")
-
-
 # -- request ---------------------------------------------------------------------------
 
 
@@ -127,8 +130,10 @@ def to_anthropic_request(body: dict, upstream_model: str) -> dict:
     """The Messages API body for an OpenAI chat request (see the module table).
 
     Raises a 400 GatewayError for what cannot be translated."""
-    _reject_unsupported(body)
-    system, messages = _messages(body.get("messages"))
+    reject_unsupported(body, "anthropic")
+    system, messages = chat_turns(
+        body.get("messages"), "anthropic", _content_blocks, _assistant_blocks, _tool_result
+    )
     request: dict[str, Any] = {"model": upstream_model, "messages": messages}
     if system:
         request["system"] = system
@@ -136,16 +141,9 @@ def to_anthropic_request(body: dict, upstream_model: str) -> dict:
     for name in ("temperature", "top_p", "top_k"):
         if body.get(name) is not None:
             request[name] = body[name]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        request["stop_sequences"] = [stop]
-    elif isinstance(stop, list):
-        if not all(isinstance(s, str) for s in stop):
-            raise invalid("'stop' must be a string or a list of strings")
-        if stop:
-            request["stop_sequences"] = stop
-    elif stop is not None:
-        raise invalid("'stop' must be a string or a list of strings")
+    stop = stop_sequences(body.get("stop"))
+    if stop:
+        request["stop_sequences"] = stop
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         request["metadata"] = {"user_id": user}
@@ -161,29 +159,6 @@ def to_anthropic_request(body: dict, upstream_model: str) -> dict:
     if body.get("stream") is True:
         request["stream"] = True
     return request
-
-
-def _reject_unsupported(body: dict) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise unsupported("'n' other than 1 is not supported by anthropic models")
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise unsupported("'logprobs' and 'top_logprobs' are not supported by anthropic models")
-    if body.get("logit_bias"):
-        raise unsupported("'logit_bias' is not supported by anthropic models")
-    if body.get("functions") is not None or body.get("function_call") is not None:
-        raise unsupported(
-            "'functions' and 'function_call' are deprecated and not supported by anthropic "
-            "models; use 'tools' and 'tool_choice'"
-        )
-    modalities = body.get("modalities")
-    if body.get("audio") is not None or (
-        isinstance(modalities, list) and any(m != "text" for m in modalities)
-    ):
-        raise unsupported("audio output is not supported by anthropic models")
-    for name in ("web_search_options", "moderation"):
-        if body.get(name) is not None:
-            raise unsupported(f"'{name}' is not supported by anthropic models")
 
 
 def _max_tokens(body: dict) -> Any:
@@ -224,45 +199,7 @@ def _output_config(body: dict) -> dict:
 # -- messages ----------------------------------------------------------------------------
 
 
-def _messages(messages: Any) -> tuple[list[dict], list[dict]]:
-    """(system blocks, alternating turns) for OpenAI ``messages``."""
-    if not isinstance(messages, list):
-        raise invalid("'messages' must be an array")
-    system: list[dict] = []
-    turns: list[dict] = []
-
-    def add(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return  # an empty turn is refused upstream; its neighbours may merge
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)  # the API wants alternating roles
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid(f"'{where}' must be an object")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_content_blocks(message.get("content"), where, text_only=True))
-        elif role == "user":
-            add("user", _content_blocks(message.get("content"), where))
-        elif role == "assistant":
-            add("assistant", _assistant_blocks(message, where))
-        elif role == "tool":
-            add("user", [_tool_result(message, where)])
-        elif role == "function":
-            raise unsupported(
-                f"'{where}': role 'function' is deprecated and not supported by anthropic "
-                "models; use 'tool'"
-            )
-        else:
-            raise invalid(f"'{where}.role' {role!r} is not a chat role")
-    return system, turns
-
-
-def _text_block(text: str, part: dict | None = None) -> dict:
+def _text_block(text: str, part: dict | None) -> dict:
     block: dict[str, Any] = {"type": "text", "text": text}
     if part is not None and isinstance(part.get("cache_control"), dict):
         block["cache_control"] = part["cache_control"]  # Anthropic's prompt caching
@@ -271,50 +208,13 @@ def _text_block(text: str, part: dict | None = None) -> dict:
 
 def _content_blocks(content: Any, where: str, text_only: bool = False) -> list[dict]:
     """Blocks for a message's ``content`` (a string, parts, or null)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [_text_block(content)] if content else []  # empty text blocks are refused
-    if not isinstance(content, list):
-        raise invalid(f"'{where}.content' must be a string or an array of parts")
-    blocks = []
-    for j, part in enumerate(content):
-        here = f"{where}.content[{j}]"
-        if not isinstance(part, dict):
-            raise invalid(f"'{here}' must be an object")
-        kind = part.get("type")
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise invalid(f"'{here}.{kind}' must be a string")
-            if text:
-                blocks.append(_text_block(text, part))
-        elif text_only:
-            raise unsupported(f"'{here}': only text parts are supported in system messages")
-        elif kind == "image_url":
-            blocks.append(_image_block(part.get("image_url"), here))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file"), here))
-        else:
-            raise unsupported(f"'{here}': content part type {kind!r} is not supported")
-    return blocks
-
-
-def _data_url(url: str, here: str) -> tuple[str, str]:
-    """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL."""
-    head, comma, data = url.partition(",")
-    media_type, _, encoding = head[len("data:") :].partition(";")
-    if not comma or encoding != "base64" or not media_type:
-        raise invalid(f"'{here}': a data URL must be 'data:<media type>;base64,<data>'")
-    return media_type, data
+    return content_parts(content, where, text_only, _text_block, _image_block, _document_block)
 
 
 def _image_block(image: Any, here: str) -> dict:
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise invalid(f"'{here}.image_url.url' must be a string")
+    url = image_url(image, here)
     if url.startswith("data:"):
-        media_type, data = _data_url(url, here)
+        media_type, data = data_url(url, here)
         source = {"type": "base64", "media_type": media_type, "data": data}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
@@ -324,42 +224,17 @@ def _image_block(image: Any, here: str) -> dict:
 
 
 def _document_block(file: Any, here: str) -> dict:
-    data = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(data, str) or not data.startswith("data:"):
-        raise unsupported(f"'{here}': only files given inline as 'file_data' are supported")
-    media_type, payload = _data_url(data, here)
-    if media_type != "application/pdf":
-        raise unsupported(f"'{here}': only PDF files are supported, not {media_type!r}")
+    media_type, payload = inline_pdf(file, here)
     source = {"type": "base64", "media_type": media_type, "data": payload}
     return {"type": "document", "source": source}
 
 
+def _tool_use(call_id: str, name: str, arguments: dict) -> dict:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
 def _assistant_blocks(message: dict, where: str) -> list[dict]:
-    if message.get("function_call") is not None:
-        raise unsupported(
-            f"'{where}.function_call' is deprecated and not supported by anthropic models; "
-            "use 'tool_calls'"
-        )
-    blocks = _content_blocks(message.get("content"), where)
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise invalid(f"'{where}.tool_calls' must be an array")
-    for k, call in enumerate(calls):
-        here = f"{where}.tool_calls[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise invalid(f"'{here}' must be a function call with a name")
-        if not isinstance(call.get("id"), str):
-            raise invalid(f"'{here}.id' must be a string")
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": call["id"],
-                "name": function["name"],
-                "input": tool_input(function.get("arguments"), here),
-            }
-        )
-    return blocks
+    return assistant_parts(message, where, "anthropic", _content_blocks, _tool_use, tool_input)
 
 
 def tool_input(arguments: Any, here: str) -> dict:
@@ -394,25 +269,11 @@ def _tool_result(message: dict, where: str) -> dict:
 
 
 def _tools(tools: Any) -> list[dict]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise invalid("'tools' must be an array")
     result = []
-    for i, tool in enumerate(tools):
-        here = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise unsupported(f"'{here}': tool type {kind!r} is not supported; use 'function'")
-        function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise invalid(f"'{here}.function.name' must be a string")
-        schema = function.get("parameters")
-        if schema is None:
-            schema = {"type": "object", "properties": {}}  # OpenAI allows none; Anthropic not
-        entry: dict[str, Any] = {"name": function["name"]}
-        if isinstance(function.get("description"), str):
-            entry["description"] = function["description"]
+    for name, description, schema in function_tools(tools):
+        entry: dict[str, Any] = {"name": name}
+        if description is not None:
+            entry["description"] = description
         entry["input_schema"] = schema
         result.append(entry)
     return result
@@ -428,11 +289,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     elif choice == "required":
         mapped = {"type": "any"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
-            raise invalid("'tool_choice.function.name' must be a string")
-        mapped = {"type": "tool", "name": name}
+        mapped = {"type": "tool", "name": named_tool(choice)}
     else:
         raise unsupported("'tool_choice' must be 'auto', 'none', 'required' or a function")
     if mapped is not None and parallel is False:
@@ -489,19 +346,40 @@ def from_anthropic_response(doc: dict, created: int) -> dict:
         if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": tool_arguments(block.get("input")),
-                    },
-                }
-            )
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
         # redacted_thinking and server-tool blocks have no OpenAI form
+    return chat_completion(
+        doc.get("id"),
+        created,
+        doc.get("model"),
+        (texts, thinking, calls),
+        finish_reason(doc.get("stop_reason")),
+        openai_usage(doc.get("usage")),
+    )
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> dict:
+    """An OpenAI ``tool_calls`` entry for a foreign tool use and its input."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": tool_arguments(arguments)},
+    }
+
+
+def chat_completion(
+    response_id: Any,
+    created: int,
+    model: Any,
+    parts: tuple[list[str], list[str], list[dict]],
+    finish: str,
+    usage: dict,
+) -> dict:
+    """The OpenAI ``chat.completion`` of one choice made of ``parts``: the
+    answer's texts, its reasoning texts and its tool calls."""
+    texts, reasoning, calls = parts
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts else None,
@@ -509,20 +387,13 @@ def from_anthropic_response(doc: dict, created: int) -> dict:
     }
     if calls:
         message["tool_calls"] = calls
-    if thinking:
-        message["reasoning_content"] = "".join(thinking)  # as DeepSeek names it
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)  # as DeepSeek names it
     return {
-        "id": doc.get("id"),
+        "id": response_id,
         "object": "chat.completion",
         "created": created,
-        "model": doc.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(doc.get("stop_reason")),
-            }
-        ],
-        "usage": openai_usage(doc.get("usage")),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": usage,
     }

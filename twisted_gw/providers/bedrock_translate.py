@@ -72,9 +72,23 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from twisted_gw.jsonutil import loads
+from twisted_gw.providers._chat_in import (
+    assistant_parts,
+    chat_turns,
+    content_parts,
+    data_url,
+    function_tools,
+    image_url,
+    inline_pdf,
+    named_tool,
+    reject_unsupported,
+    stop_sequences,
+)
+from twisted_gw.providers.anthropic_stream import ChunkTranslator
 from twisted_gw.providers.anthropic_translate import (
+    chat_completion,
     invalid,
-    tool_arguments,
+    tool_call,
     tool_input,
     unsupported,
 )
@@ -109,7 +123,9 @@ def to_converse_request(body: dict) -> dict:
 
     Raises a 400 GatewayError for what cannot be translated."""
     _reject_unsupported(body)
-    system, messages = _messages(body.get("messages"))
+    system, messages = chat_turns(
+        body.get("messages"), "bedrock", _content_blocks, _assistant_blocks, _tool_result
+    )
     request: dict[str, Any] = {"messages": messages}
     if system:
         request["system"] = system
@@ -123,26 +139,7 @@ def to_converse_request(body: dict) -> dict:
 
 
 def _reject_unsupported(body: dict) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise unsupported("'n' other than 1 is not supported by bedrock models")
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise unsupported("'logprobs' and 'top_logprobs' are not supported by bedrock models")
-    if body.get("logit_bias"):
-        raise unsupported("'logit_bias' is not supported by bedrock models")
-    if body.get("functions") is not None or body.get("function_call") is not None:
-        raise unsupported(
-            "'functions' and 'function_call' are deprecated and not supported by bedrock "
-            "models; use 'tools' and 'tool_choice'"
-        )
-    modalities = body.get("modalities")
-    if body.get("audio") is not None or (
-        isinstance(modalities, list) and any(m != "text" for m in modalities)
-    ):
-        raise unsupported("audio output is not supported by bedrock models")
-    for name in ("web_search_options", "moderation"):
-        if body.get(name) is not None:
-            raise unsupported(f"'{name}' is not supported by bedrock models")
+    reject_unsupported(body, "bedrock")
     fmt = body.get("response_format")
     if fmt is not None:
         if not isinstance(fmt, dict):
@@ -162,156 +159,52 @@ def _inference_config(body: dict) -> dict:
         config["temperature"] = body["temperature"]
     if body.get("top_p") is not None:
         config["topP"] = body["top_p"]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list):
-        if not all(isinstance(s, str) for s in stop):
-            raise invalid("'stop' must be a string or a list of strings")
-        if stop:
-            config["stopSequences"] = stop
-    elif stop is not None:
-        raise invalid("'stop' must be a string or a list of strings")
+    stop = stop_sequences(body.get("stop"))
+    if stop:
+        config["stopSequences"] = stop
     return config
 
 
 # -- messages ----------------------------------------------------------------------------
 
 
-def _messages(messages: Any) -> tuple[list[dict], list[dict]]:
-    """(system blocks, alternating turns) for OpenAI ``messages``."""
-    if not isinstance(messages, list):
-        raise invalid("'messages' must be an array")
-    system: list[dict] = []
-    turns: list[dict] = []
-
-    def add(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return  # Converse refuses an empty turn; its neighbours may merge
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid(f"'{where}' must be an object")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_content_blocks(message.get("content"), where, text_only=True))
-        elif role == "user":
-            add("user", _content_blocks(message.get("content"), where))
-        elif role == "assistant":
-            add("assistant", _assistant_blocks(message, where))
-        elif role == "tool":
-            add("user", [_tool_result(message, where)])
-        elif role == "function":
-            raise unsupported(
-                f"'{where}': role 'function' is deprecated and not supported by bedrock "
-                "models; use 'tool'"
-            )
-        else:
-            raise invalid(f"'{where}.role' {role!r} is not a chat role")
-    return system, turns
-
-
 def _content_blocks(content: Any, where: str, text_only: bool = False) -> list[dict]:
     """Content blocks for a message's ``content`` (a string, parts, or null)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []  # Converse refuses blank text
-    if not isinstance(content, list):
-        raise invalid(f"'{where}.content' must be a string or an array of parts")
-    blocks = []
-    for j, part in enumerate(content):
-        here = f"{where}.content[{j}]"
-        if not isinstance(part, dict):
-            raise invalid(f"'{here}' must be an object")
-        kind = part.get("type")
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise invalid(f"'{here}.{kind}' must be a string")
-            if text:
-                blocks.append({"text": text})
-        elif text_only:
-            raise unsupported(f"'{here}': only text parts are supported in system messages")
-        elif kind == "image_url":
-            blocks.append(_image_block(part.get("image_url"), here))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file"), here))
-        else:
-            raise unsupported(f"'{here}': content part type {kind!r} is not supported")
-    return blocks
+    return content_parts(content, where, text_only, _text_block, _image_block, _document_block)
 
 
-def _data_url(url: str, here: str) -> tuple[str, str]:
-    """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL."""
-    head, comma, data = url.partition(",")
-    media_type, _, encoding = head[len("data:") :].partition(";")
-    if not comma or encoding != "base64" or not media_type:
-        raise invalid(f"'{here}': a data URL must be 'data:<media type>;base64,<data>'")
-    return media_type.lower(), data
+def _text_block(text: str, part: dict | None) -> dict:
+    return {"text": text}
 
 
 def _image_block(image: Any, here: str) -> dict:
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise invalid(f"'{here}.image_url.url' must be a string")
+    url = image_url(image, here)
     if not url.startswith("data:"):
         raise unsupported(
             f"'{here}': bedrock models take images as data URLs "
             "('data:image/<png|jpeg|gif|webp>;base64,...'), not links"
         )
-    media_type, data = _data_url(url, here)
-    fmt = _IMAGE_FORMATS.get(media_type)
+    media_type, data = data_url(url, here)
+    fmt = _IMAGE_FORMATS.get(media_type.lower())
     if fmt is None:
-        raise unsupported(f"'{here}': image type {media_type!r} is not supported")
+        raise unsupported(f"'{here}': image type {media_type.lower()!r} is not supported")
     return {"image": {"format": fmt, "source": {"bytes": data}}}
 
 
 def _document_block(file: Any, here: str) -> dict:
-    data = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(data, str) or not data.startswith("data:"):
-        raise unsupported(f"'{here}': only files given inline as 'file_data' are supported")
-    media_type, payload = _data_url(data, here)
-    if media_type != "application/pdf":
-        raise unsupported(f"'{here}': only PDF files are supported, not {media_type!r}")
+    _, payload = inline_pdf(file, here, fold_case=True)
     # Converse wants a name unique in the request, of letters, digits, single
     # spaces, hyphens and brackets: the part's place is both
     name = "document-" + re.sub(r"[^0-9]+", "-", here).strip("-")
     return {"document": {"format": "pdf", "name": name, "source": {"bytes": payload}}}
 
 
+def _tool_use(call_id: str, name: str, arguments: dict) -> dict:
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
+
+
 def _assistant_blocks(message: dict, where: str) -> list[dict]:
-    if message.get("function_call") is not None:
-        raise unsupported(
-            f"'{where}.function_call' is deprecated and not supported by bedrock models; "
-            "use 'tool_calls'"
-        )
-    blocks = _content_blocks(message.get("content"), where)
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise invalid(f"'{where}.tool_calls' must be an array")
-    for k, call in enumerate(calls):
-        here = f"{where}.tool_calls[{k}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise invalid(f"'{here}' must be a function call with a name")
-        if not isinstance(call.get("id"), str):
-            raise invalid(f"'{here}.id' must be a string")
-        blocks.append(
-            {
-                "toolUse": {
-                    "toolUseId": call["id"],
-                    "name": function["name"],
-                    "input": tool_input(function.get("arguments"), here),
-                }
-            }
-        )
-    return blocks
+    return assistant_parts(message, where, "bedrock", _content_blocks, _tool_use, tool_input)
 
 
 def _tool_result(message: dict, where: str) -> dict:
@@ -330,25 +223,11 @@ def _tool_result(message: dict, where: str) -> dict:
 
 
 def _tool_config(tools: Any, choice: Any) -> dict | None:
-    if tools is None:
-        return None
-    if not isinstance(tools, list):
-        raise invalid("'tools' must be an array")
     specs = []
-    for i, tool in enumerate(tools):
-        here = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise unsupported(f"'{here}': tool type {kind!r} is not supported; use 'function'")
-        function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise invalid(f"'{here}.function.name' must be a string")
-        schema = function.get("parameters")
-        if schema is None:
-            schema = {"type": "object", "properties": {}}  # OpenAI allows none; Converse not
-        spec: dict[str, Any] = {"name": function["name"]}
-        if isinstance(function.get("description"), str):
-            spec["description"] = function["description"]
+    for name, description, schema in function_tools(tools):
+        spec: dict[str, Any] = {"name": name}
+        if description is not None:
+            spec["description"] = description
         spec["inputSchema"] = {"json": schema}
         specs.append({"toolSpec": spec})
     if not specs:
@@ -360,11 +239,7 @@ def _tool_config(tools: Any, choice: Any) -> dict | None:
     elif choice == "required":
         mapped = {"any": {}}
     elif isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
-            raise invalid("'tool_choice.function.name' must be a string")
-        mapped = {"tool": {"name": name}}
+        mapped = {"tool": {"name": named_tool(choice)}}
     else:
         raise unsupported("'tool_choice' must be 'auto', 'none', 'required' or a function")
     config: dict[str, Any] = {"tools": specs}
@@ -422,51 +297,26 @@ def from_converse_response(doc: dict, created: int, response_id: str, model: str
             texts.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
-            calls.append(
-                {
-                    "id": use.get("toolUseId"),
-                    "type": "function",
-                    "function": {
-                        "name": use.get("name"),
-                        "arguments": tool_arguments(use.get("input")),
-                    },
-                }
-            )
+            calls.append(tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
         elif isinstance(block.get("reasoningContent"), dict):
             text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
             if isinstance(text, str):
                 reasoning.append(text)
         # images, documents, guard content and redacted reasoning have no OpenAI form
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)  # as DeepSeek names it
-    return {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(doc.get("stopReason")),
-            }
-        ],
-        "usage": openai_usage(doc.get("usage")),
-    }
+    return chat_completion(
+        response_id,
+        created,
+        model,
+        (texts, reasoning, calls),
+        finish_reason(doc.get("stopReason")),
+        openai_usage(doc.get("usage")),
+    )
 
 
 # -- stream ------------------------------------------------------------------------------
 
 
-class ConverseStreamTranslator:
+class ConverseStreamTranslator(ChunkTranslator):
     """Translates the events of one ``converse-stream`` body; keep one per request.
 
     Fed each decoded event-stream message as its headers and payload bytes:
@@ -508,7 +358,7 @@ class ConverseStreamTranslator:
         self.stopped = False
         #: ``metadata`` arrived after it: nothing more belongs to the stream
         self.complete = False
-        self._started = False
+        self.started = False
         self._usage: dict | None = None
         self._tools: dict[Any, int] = {}  # contentBlockIndex -> OpenAI tool-call index
 
@@ -553,22 +403,6 @@ class ConverseStreamTranslator:
 
     # -- chunks ----------------------------------------------------------------
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def _start(self, out: list[dict]) -> list[dict]:
-        """The role chunk first, whatever event comes first."""
-        if not self._started:
-            self._started = True
-            out.insert(0, self._chunk({"role": "assistant", "content": ""}))
-        return out
-
     def _usage_chunk(self) -> dict:
         return {
             "id": self.id,
@@ -582,7 +416,7 @@ class ConverseStreamTranslator:
     # -- events ----------------------------------------------------------------
 
     def _on_message_start(self, doc: dict) -> list[dict]:
-        return self._start([])
+        return self.start([])
 
     def _on_block_start(self, doc: dict) -> list[dict]:
         start = doc.get("start")
@@ -596,14 +430,14 @@ class ConverseStreamTranslator:
             "type": "function",
             "function": {"name": use.get("name"), "arguments": ""},
         }
-        return self._start([self._chunk({"tool_calls": [call]})])
+        return self.start([self.chunk({"tool_calls": [call]})])
 
     def _on_block_delta(self, doc: dict) -> list[dict]:
         delta = doc.get("delta")
         if not isinstance(delta, dict):
             return []
         if isinstance(delta.get("text"), str):
-            return self._start([self._chunk({"content": delta["text"]})])
+            return self.start([self.chunk({"content": delta["text"]})])
         use = delta.get("toolUse")
         if isinstance(use, dict):
             index = self._tools.get(doc.get("contentBlockIndex"))
@@ -611,17 +445,17 @@ class ConverseStreamTranslator:
             if index is None or not isinstance(fragment, str) or not fragment:
                 return []
             call = {"index": index, "function": {"arguments": fragment}}
-            return self._start([self._chunk({"tool_calls": [call]})])
+            return self.start([self.chunk({"tool_calls": [call]})])
         reasoning = delta.get("reasoningContent")
         if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
-            return self._start([self._chunk({"reasoning_content": reasoning["text"]})])
+            return self.start([self.chunk({"reasoning_content": reasoning["text"]})])
         return []  # a reasoning signature, a citation: no OpenAI form
 
     def _on_message_stop(self, doc: dict) -> list[dict]:
         if self.stopped:
             return []
         self.stopped = True
-        out = self._start([self._chunk({}, finish_reason(doc.get("stopReason")))])
+        out = self.start([self.chunk({}, finish_reason(doc.get("stopReason")))])
         if self._usage is not None:  # metadata came first: the stream is whole now
             self.complete = True
             out.append(self._usage_chunk())
