@@ -1,10 +1,10 @@
 """The providers' side of the outbound stack: POST JSON to an upstream.
 
-One treq client over one shared persistent pool (built by
+twisted.web's Agent over one shared persistent pool (built by
 :mod:`twisted_gw._outbound`), made once at start-up. Per request it does as
 little as possible: the request body is already bytes and is written in one
-go, redirects and response buffering are off, each upstream URL is parsed
-once. A whole answer is read with a size bound (``max_response_bytes``): an
+go, there are no redirects, no cookies and no response buffering, each
+upstream URL is encoded once; answers are read with treq's collector. A whole answer is read with a size bound (``max_response_bytes``): an
 upstream cannot make the gateway hold an unbounded body, and cancelling the
 read closes the upstream connection. What can go wrong reaches the caller as
 the contract's 502 GatewayError, or as a CancelledError when the caller
@@ -19,17 +19,17 @@ from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from twisted_gw._outbound import (
     UPSTREAM_WORDS,
     BodyTooLarge,
+    BytesProducer,
     EndpointFactory,
     connection_pool,
     describe_failure,
-    http_client,
     is_cancellation,
     read_body,
 )
@@ -76,8 +76,12 @@ class UpstreamClient:
         if pool is None:
             pool = connection_pool(reactor, max_per_host=256, idle_timeout=120)
         self.pool = pool
-        self._urls: dict[str, EncodedURL] = {}
-        self._http = http_client(reactor, pool, EndpointFactory(reactor))
+        self._urls: dict[str, bytes] = {}
+        # twisted.web's Agent itself, not treq's client around it: treq would,
+        # on every request, parse the URL again, build and merge cookie jars
+        # (a gateway must not keep upstream cookies anyway), ask for gzip and
+        # wrap the response; the answers are still read with treq.collect
+        self._agent = Agent.usingEndpointFactory(reactor, EndpointFactory(reactor), pool=pool)
 
     def post(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
         """POST ``body``; the Deferred fires with (status, Headers, body bytes).
@@ -96,25 +100,18 @@ class UpstreamClient:
         return self._request(url, headers, body).addErrback(self._transport_error)
 
     def _request(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
-        return self._http.request(
-            "POST",
-            self._url(url),
-            headers=Headers(headers),
-            data=body,
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self.reactor,
-        )
+        return self._agent.request(b"POST", self._url(url), Headers(headers), BytesProducer(body))
 
-    def _url(self, url: str) -> EncodedURL:
-        """The parsed URL, parsed once per distinct upstream URL (treq would
-        parse the string on every call)."""
-        parsed = self._urls.get(url)
-        if parsed is None:
+    def _url(self, url: str) -> bytes:
+        """The request URL as the Agent takes it, made once per distinct
+        upstream URL (an IDN host or a non-ASCII path encoded, as treq would)."""
+        encoded = self._urls.get(url)
+        if encoded is None:
             if len(self._urls) > 1024:  # bounded: URLs come from config, but be safe
                 self._urls.clear()
-            parsed = self._urls[url] = EncodedURL.from_text(url)
-        return parsed
+            encoded = EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
+            self._urls[url] = encoded
+        return encoded
 
     def read(self, response: IResponse, url: str = "-") -> defer.Deferred:
         """Read a whole response: fires (status, headers, body); transport
