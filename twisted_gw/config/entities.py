@@ -449,112 +449,66 @@ def _routing(raw: dict | None) -> Routing:
     )
 
 
-def _target(parent_id: str, name: str, index: int, raw: dict, timeout_ms: int) -> Model:
+def _legacy_upstream(raw: dict) -> dict[str, Any]:
+    """Where a CONTRACT 2 deployment goes: ``<family>/<upstream id>`` and its
+    ``provider_config`` (the id keeps any further "/")."""
     provider, _, upstream = raw["model"].partition("/")
     pc = raw["provider_config"]
-    return Model(
-        id=parent_id,
-        name=name,
-        provider=provider,
-        upstream_model=upstream,
-        api_key=pc.get("api_key"),
-        api_base=pc.get("api_base"),
-        timeout_ms=raw.get("timeout", timeout_ms),
-        rate_limit=None,
-        doc={},
-        weight=raw.get("weight", 1),
-        priority=raw.get("priority", 0),
-        index=index,
-    )
+    return {
+        "provider": provider,
+        "upstream_model": upstream,
+        "api_key": pc.get("api_key"),
+        "api_base": pc.get("api_base"),
+    }
+
+
+def _next_upstream(raw: dict) -> dict[str, Any]:
+    """Where a later-wire deployment goes: a provider entity, resolved by the
+    snapshot, and the upstream id verbatim."""
+    return {
+        "provider": "",
+        "upstream_model": raw["model"],
+        "api_key": None,
+        "api_base": None,
+        "provider_id": raw["provider_id"],
+    }
 
 
 #: the optional fields a model document keeps as they came (CONTRACT 5.1 and 4.4)
 _KEPT = ("timeout", "weight", "routing", "fallbacks")
 
 
-def parse_model(id: str, doc: Any) -> Model:
-    """Validate a model document and build the entity (``doc`` is re-serialized):
-    CONTRACT 2's wire or the later one (see :func:`is_legacy`)."""
-    if not is_legacy(doc):
-        return _parse_next_model(id, doc)
-    _validate_model(doc)
-    provider, _, upstream = doc["model"].partition("/")  # the id keeps any further "/"
-    pc = doc["provider_config"]
+def _model(
+    id: str, doc: dict, head: dict[str, Any], upstream: Callable[[dict], dict[str, Any]]
+) -> Model:
+    """The entity of a validated model document of either wire: ``head`` is
+    the stored document's first keys, ``upstream`` where a deployment goes."""
     rate_limit, rl_doc = _rate_limit(doc.get("rate_limit"))
-    routing = _routing(doc.get("routing"))
-    clean: dict[str, Any] = {
-        "name": doc["name"],
-        "model": doc["model"],
-        "provider_config": dict(pc),
-    }
+    clean = dict(head)
     clean.update((k, doc[k]) for k in _KEPT if k in doc)
     if rl_doc is not None:
         clean["rate_limit"] = rl_doc
-    timeout_ms = doc.get("timeout", 0)
     raw_targets = doc.get("targets", ())
     if "targets" in doc:
         clean["targets"] = [dict(t) for t in raw_targets]
-    name = doc["name"]
-    return Model(
-        id=id,
-        name=name,
-        provider=provider,
-        upstream_model=upstream,
-        api_key=pc.get("api_key"),
-        api_base=pc.get("api_base"),
-        timeout_ms=timeout_ms,
-        rate_limit=rate_limit,
-        doc=clean,
-        weight=doc.get("weight", 1),
-        targets=tuple(
-            _target(id, name, i, raw, timeout_ms) for i, raw in enumerate(raw_targets, start=1)
-        ),
-        routing=routing,
-        fallbacks=tuple(doc.get("fallbacks", ())),
-    )
-
-
-def _parse_next_model(id: str, doc: Any) -> Model:
-    """A model naming a provider entity; unresolved until the snapshot is built."""
-    _validate_next_model(doc)
-    rate_limit, rl_doc = _rate_limit(doc.get("rate_limit"))
-    clean: dict[str, Any] = {
-        "name": doc["name"],
-        "provider_id": doc["provider_id"],
-        "model": doc["model"],
-    }
-    clean.update((k, doc[k]) for k in _KEPT if k in doc)
-    if rl_doc is not None:
-        clean["rate_limit"] = rl_doc
-    timeout_ms = doc.get("timeout", 0)
-    if "targets" in doc:
-        clean["targets"] = [dict(t) for t in doc["targets"]]
-    name = doc["name"]
+    name, timeout_ms = doc["name"], doc.get("timeout", 0)
     targets = tuple(
         Model(
             id=id,
             name=name,
-            provider="",
-            upstream_model=raw["model"],
-            api_key=None,
-            api_base=None,
             timeout_ms=raw.get("timeout", timeout_ms),
             rate_limit=None,
             doc={},
             weight=raw.get("weight", 1),
             priority=raw.get("priority", 0),
             index=i,
-            provider_id=raw["provider_id"],
+            **upstream(raw),
         )
-        for i, raw in enumerate(doc.get("targets", ()), start=1)
+        for i, raw in enumerate(raw_targets, start=1)
     )
     return Model(
         id=id,
         name=name,
-        provider="",  # resolved against the provider entity by the snapshot
-        upstream_model=doc["model"],
-        api_key=None,
-        api_base=None,
         timeout_ms=timeout_ms,
         rate_limit=rate_limit,
         doc=clean,
@@ -562,8 +516,24 @@ def _parse_next_model(id: str, doc: Any) -> Model:
         targets=targets,
         routing=_routing(doc.get("routing")),
         fallbacks=tuple(doc.get("fallbacks", ())),
-        provider_id=doc["provider_id"],
+        **upstream(doc),
     )
+
+
+def parse_model(id: str, doc: Any) -> Model:
+    """Validate a model document and build the entity (``doc`` is re-serialized):
+    CONTRACT 2's wire or the later one (see :func:`is_legacy`)."""
+    if not is_legacy(doc):
+        _validate_next_model(doc)
+        head = {"name": doc["name"], "provider_id": doc["provider_id"], "model": doc["model"]}
+        return _model(id, doc, head, _next_upstream)
+    _validate_model(doc)
+    head = {
+        "name": doc["name"],
+        "model": doc["model"],
+        "provider_config": dict(doc["provider_config"]),
+    }
+    return _model(id, doc, head, _legacy_upstream)
 
 
 def load_model(id: str, doc: Any) -> Model:
