@@ -1,29 +1,21 @@
-"""twistd plugin: ``twistd -n twisted-gw --config PATH``.
+"""twistd plugin: ``twistd -n twisted-gw --config PATH [--workers N]``.
 
 Installed into the ``twisted.plugins`` namespace; only the service maker lives
-here, and everything heavy is imported when the service is made, so
-``twistd --help`` stays fast.
+here. The options and the service they make are in
+:mod:`twisted_gw.twistd_options`, so a new option changes the package, not
+this installed copy, and everything heavy is imported when the service is
+made, so ``twistd --help`` stays fast.
 """
-
-from typing import ClassVar
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
-from twisted.python import usage
 from zope.interface import implementer
 
+from twisted_gw.twistd_options import GatewayOptions
 
-class Options(usage.Options):
-    optParameters: ClassVar[list] = [
-        ["config", "c", None, "YAML or JSON config file (default: ./config.yaml if present)."],
-    ]
 
-    def opt_version(self) -> None:
-        """Print the twisted-gw version and exit."""
-        from twisted_gw import __version__
-
-        print(f"twisted-gw {__version__}")
-        raise SystemExit(0)
+class Options(GatewayOptions):
+    pass
 
 
 @implementer(IServiceMaker, IPlugin)
@@ -33,12 +25,9 @@ class GatewayServiceMaker:
     options = Options
 
     def makeService(self, options: Options):
-        from twisted_gw.service import Launch, makeService
+        from twisted_gw.twistd_options import make_service
 
-        # twistd's own options say whether it daemonizes and where it logs,
-        # which decides how a start-up failure reaches the operator
-        launch = Launch.from_twistd(options.parent) if options.parent is not None else None
-        return makeService(options["config"], launch=launch)
+        return make_service(options)
 
 
 serviceMaker = GatewayServiceMaker()

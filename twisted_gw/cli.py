@@ -20,6 +20,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--config",
         help="YAML or JSON config file (default: ./config.yaml if present, else defaults)",
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help="processes serving the listeners, 1 to 256 (overrides server.workers)",
+    )
     parser.add_argument("--version", action="version", version=f"twisted-gw {__version__}")
     return parser.parse_args(argv)
 
@@ -32,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from twisted_gw.service import makeService
 
-    service = makeService(args.config, reactor)
+    service = makeService(args.config, reactor, workers=args.workers)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service.privilegedStartService()
     service.startService()

@@ -40,6 +40,8 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
+#: ``server.workers``: processes serving the listeners (1: today's single process)
+MAX_WORKERS = 256
 STORE_FILE_NAME = "twisted-gw-store.json"
 
 
@@ -122,6 +124,8 @@ class GatewayConfig:
     #: the Responses API's history bounds (CONTRACT-NEXT 3.4 **[ours]**)
     history_max_entries: int = 10_000
     history_max_age: float = 86_400.0
+    #: processes serving the listeners (``server.workers``; 1: one process, as ever)
+    workers: int = 1
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
 
@@ -218,15 +222,18 @@ class Flag:
 @dataclass(frozen=True)
 class Integer:
     minimum: int  # 0 or 1
+    maximum: int | None = None
 
     @property
     def expected(self) -> str:
+        if self.maximum is not None:
+            return f"an integer from {self.minimum} to {self.maximum}"
         return "a positive integer" if self.minimum == 1 else "a non-negative integer"
 
     def check(self, value: Any, path: str, warn: Callable[[str], None]) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Refused(_a(value))
-        if value < self.minimum:
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
             raise _Refused(str(value))
         return value
 
@@ -338,6 +345,19 @@ class AdminKeys:
                 raise ConfigError(f"{where} must be a non-empty string, got {_a(entry)}")
             keys.append(entry)
         return tuple(keys)
+
+
+#: what ``server.workers`` and ``--workers`` accept (one check for both)
+WORKERS = Integer(1, MAX_WORKERS)
+
+
+def check_workers(value: Any, path: str) -> int:
+    """``value`` as a worker count, or the ConfigError of any other key
+    (``<path> must be an integer from 1 to 256, got 0``); for ``--workers``,
+    whose digits arrive as text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return Key(WORKERS, 1, "").read(value, path, lambda _: None)
 
 
 # -- the table -------------------------------------------------------------
@@ -614,6 +634,11 @@ SCHEMA = Section(
                     ),
                 ),
                 "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
+                "workers": Key(
+                    WORKERS,
+                    1,
+                    "processes serving both listeners (--workers overrides it); 1: one process",
+                ),
             }
         ),
         "hooks": Key(
@@ -768,5 +793,6 @@ def load_config(path: str | None) -> GatewayConfig:
         plugin_hooks=values["plugin_hooks"],
         history_max_entries=proxy_values["responses_history"]["max_entries"],
         history_max_age=proxy_values["responses_history"]["max_age"],
+        workers=server["workers"],
         warnings=tuple(warnings),
     )

@@ -1,0 +1,104 @@
+"""One worker process: ``python -m twisted_gw.workers.worker``, started by the supervisor.
+
+It runs the very gateway a single process runs (:func:`twisted_gw.service.build`),
+with what the supervisor hands it through its environment: the listening
+sockets as inherited file descriptors, the unix socket of the shared state
+(:mod:`twisted_gw.workers.shared`) and the metrics directory. It stops the
+way one process stops (SIGTERM/SIGINT: the reactor stops and the gateway's
+normal ``stopService`` drains it), and on its own when the supervisor goes
+away, so no worker outlives its gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+#: the environment a worker is started with
+ENV_ID = "TWISTED_GW_WORKER"
+ENV_CONFIG = "TWISTED_GW_WORKER_CONFIG"
+ENV_FDS = "TWISTED_GW_WORKER_FDS"  # "Proxy=3,Admin=4"
+ENV_SHARED = "TWISTED_GW_WORKER_SHARED"  # the supervisor's AMP unix socket
+ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What :func:`twisted_gw.service.build` needs to know of a worker."""
+
+    id: int
+    #: listener name ("Proxy", "Admin") -> the inherited listening socket's fd
+    fds: dict[str, int]
+    #: the AMP connection to the supervisor's shared state
+    amp: Any
+    metrics_dir: str | None
+
+
+def parse_fds(text: str) -> dict[str, int]:
+    """``"Proxy=3,Admin=4"`` -> ``{"Proxy": 3, "Admin": 4}``."""
+    fds = {}
+    for item in filter(None, text.split(",")):
+        name, _, fd = item.partition("=")
+        fds[name] = int(fd)
+    return fds
+
+
+async def serve(reactor: Any) -> None:
+    """Connect to the supervisor, build and start the gateway, say when it serves."""
+    from twisted.internet.endpoints import UNIXClientEndpoint
+    from twisted.internet.protocol import Factory
+    from twisted.logger import Logger
+
+    from twisted_gw.config.embedded import StoreFileError
+    from twisted_gw.config.file import ConfigError, load_config
+    from twisted_gw.service import build, exit_while_running
+    from twisted_gw.workers.shared import Ready, WorkerAMP
+
+    log = Logger(namespace="twisted_gw.workers")
+    worker_id = int(os.environ[ENV_ID])
+    factory = Factory.forProtocol(lambda: WorkerAMP(reactor, worker_id))
+    factory.noisy = False
+    protocol = await UNIXClientEndpoint(reactor, os.environ[ENV_SHARED]).connect(factory)
+    try:
+        config = load_config(os.environ.get(ENV_CONFIG) or None)
+        setup = WorkerSetup(
+            worker_id,
+            parse_fds(os.environ.get(ENV_FDS, "")),
+            protocol,
+            os.environ.get(ENV_METRICS) or None,
+        )
+        gateway = build(config, reactor, setup)
+    except (ConfigError, StoreFileError) as e:
+        exit_while_running(reactor, str(e))
+        return
+    gateway.privilegedStartService()
+    gateway.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
+    await gateway.store.when_loaded()
+    log.info("worker {id} (pid {pid}) serving", id=worker_id, pid=os.getpid())
+    await protocol.callRemote(Ready, worker=worker_id)
+
+
+def main() -> None:
+    """The worker's entry point (its own process group: a terminal's Ctrl-C
+    reaches the supervisor, which forwards it once, not twice)."""
+    os.setpgrp()
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from twisted_gw.service import exit_while_running
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+
+    def start() -> None:
+        d = defer.Deferred.fromCoroutine(serve(reactor))
+        d.addErrback(lambda f: exit_while_running(reactor, f"worker failed: {f.getErrorMessage()}"))
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
