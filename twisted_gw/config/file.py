@@ -637,7 +637,7 @@ SCHEMA = Section(
                 "workers": Key(
                     WORKERS,
                     1,
-                    "processes serving both listeners (--workers overrides it); 1: one process",
+                    "processes serving both listeners (see Workers); --workers N overrides it",
                 ),
             }
         ),
