@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -541,3 +542,76 @@ def test_a_taken_port_fails_start_up_with_workers_as_without(tmp_path):
     assert code == 1 and elapsed < 5
     assert "Address already in use" in out and "worker 1" not in out, out
     assert not is_listening(admin_port)
+
+
+# -- with Redis ------------------------------------------------------------------------------------
+
+
+def test_rpm_is_exact_across_workers_with_redis(tmp_path):
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    from tests.support.redis_server import RedisServer
+
+    redis = RedisServer().start()
+    gw = None
+    try:
+        prefix = f"wk-{uuid.uuid4().hex[:8]}"
+        gw = start(tmp_path, extra={"deployment": {"redis": {"url": redis.url, "prefix": prefix}}})
+        conns = pinned(gw)
+        steady_window()
+        key, _ = new_key(gw, ["demo"], {"rpm": 5, "concurrency": 3})
+        for conn in conns.values():
+            wait_for(lambda c=conn: chat_on(c, key)[0] == 200, 5, "the key on every worker")
+        statuses = [chat_on(conns[sorted(conns)[i % 2]], key)[0] for i in range(8)]
+        assert statuses == [200] * 3 + [429] * 5, statuses
+        # Redis holds the slots: no in-memory gauge for them
+        text = http("GET", gw.admin + "/metrics")[2].decode()
+        assert "twisted_gw_concurrency_slots_held" not in text
+    finally:
+        if gw is not None:
+            gw.process.stop()
+        redis.stop()
+
+
+# -- logs under twistd ---------------------------------------------------------------------------
+
+
+def test_under_twistd_logfile_the_workers_lines_go_to_the_log(tmp_path):
+    proxy_port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path,
+        proxy_port,
+        admin_port,
+        extra={"deployment": {"store": {"seed_demo": True}}, "server": {"workers": 2}},
+    )
+    logfile = tmp_path / "gw.log"
+
+    class Logged(GatewayProcess):
+        @property
+        def argv(self) -> list[str]:
+            twistd = "from twisted.scripts.twistd import run; run()"
+            return [
+                *(sys.executable, "-c", twistd, "-n", "--pidfile=", f"--logfile={logfile}"),
+                *("twisted-gw", "--config", str(config)),
+            ]
+
+    process = Logged(config).start()
+    SESSION_LOGS.append(process)
+    try:
+        process.wait_ready([proxy_port, admin_port], timeout=20)
+        log = lambda: logfile.read_text() if logfile.exists() else ""
+        wait_for(lambda: len(SERVING.findall(log())) == 2, 20, "2 workers serving, in the log")
+        status, headers, _ = http(
+            "POST",
+            f"http://127.0.0.1:{proxy_port}{CHAT}",
+            headers={"Authorization": "Bearer sk-demo-key"},
+            json_body={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert status == 200
+        rid = headers["x-request-id"]
+        wait_for(lambda: re.search(rf"access rid={rid} .* worker=[12]", log()), 5, "the line")
+        assert "access rid=" not in process.stdout  # twistd logs to its file only
+    finally:
+        process.stop()
