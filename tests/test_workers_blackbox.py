@@ -615,3 +615,24 @@ def test_under_twistd_logfile_the_workers_lines_go_to_the_log(tmp_path):
         assert "access rid=" not in process.stdout  # twistd logs to its file only
     finally:
         process.stop()
+
+
+def test_workers_that_cannot_start_fail_start_up_as_one_process(tmp_path):
+    # etcd never answers: each worker gives up after its start-up retries; the
+    # gateway exits 1 with the store's reason as its last line, as one process does
+    config = write_config(
+        tmp_path,
+        free_port(),
+        free_port(),
+        extra={
+            "deployment": {
+                "etcd": {"host": [f"http://127.0.0.1:{free_port()}"], "startup_retries": 0}
+            },
+            "server": {"workers": 2},
+        },
+    )
+    code, out, _, _ = GatewayProcess(config, mode="console").run_to_exit(timeout=20)
+    assert code == 1, out
+    assert out.rstrip().splitlines()[-1] == (
+        "twisted-gw: error: failed to connect to etcd and retry exhausted"
+    ), out

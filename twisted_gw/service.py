@@ -294,18 +294,20 @@ class ListenerService(Service):
         return None
 
 
-def exit_while_running(reactor: Any, message: str, code: int = 1) -> None:
+def exit_while_running(reactor: Any, message: str, code: int = 1, quiet: bool = False) -> None:
     """End the process with ``code`` and ``message`` on stdout, from inside a
     running reactor.
 
     twistd has no way to set its exit status, so the reactor is stopped (the
     services stop: ports close, connections are released), then the message
     is printed as the last line and the process leaves with ``os._exit(code)``
-    right after shutdown, or after 10 s should a shutdown step hang."""
+    right after shutdown, or after 10 s should a shutdown step hang.
+    ``quiet``: a worker whose supervisor says the message instead."""
 
     def leave() -> None:
         out = sys.__stdout__ or sys.stdout
-        out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
+        if not quiet:
+            out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 if stream is not None:
@@ -565,7 +567,8 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         TimerService(0.1, metrics.refresh).setServiceParent(gateway)
     if config.etcd is not None:
         # listeners accept once etcd is loaded; exit 1 if it never is
-        StartupGate(store, reactor).setServiceParent(gateway)
+        exit = worker.fail if worker is not None else exit_while_running
+        StartupGate(store, reactor, exit).setServiceParent(gateway)
     return gateway
 
 

@@ -90,6 +90,13 @@ class Ready(amp.Command):
     response: ClassVar[list] = []
 
 
+class Failed(amp.Command):
+    """A worker could not start; ``message`` is why (the gateway's last line)."""
+
+    arguments: ClassVar[list] = [(b"worker", amp.Integer()), (b"message", amp.Unicode())]
+    response: ClassVar[list] = []
+
+
 # -- the plan and the outcome on the wire ------------------------------------
 
 
@@ -152,11 +159,14 @@ class SharedStateServer(_QuietAMP):
     the concurrency gates it took, so :meth:`connectionLost` can release
     them when the worker goes away without settling."""
 
-    def __init__(self, limiter: Any, history: Any, on_ready: Any = None) -> None:
+    def __init__(
+        self, limiter: Any, history: Any, on_ready: Any = None, on_failed: Any = None
+    ) -> None:
         super().__init__()
         self.limiter = limiter
         self.history = history
         self.on_ready = on_ready
+        self.on_failed = on_failed
         self.held: dict[str, list[Concurrency]] = {}
 
     @Acquire.responder
@@ -195,6 +205,12 @@ class SharedStateServer(_QuietAMP):
     def ready(self, worker: int) -> dict:
         if self.on_ready is not None:
             self.on_ready(worker)
+        return {}
+
+    @Failed.responder
+    def failed(self, worker: int, message: str) -> dict:
+        if self.on_failed is not None:
+            self.on_failed(worker, message)
         return {}
 
     def connectionLost(self, reason: Any) -> None:

@@ -142,6 +142,7 @@ class SupervisorService(Service):
         self._signalled = False
         self._all_exited: defer.Deferred | None = None
         self._restarts: dict[int, Any] = {}
+        self._failures: dict[int, str] = {}
 
     # -- start --------------------------------------------------------------
 
@@ -182,7 +183,9 @@ class SupervisorService(Service):
             max_entries=self.config.history_max_entries,
             max_age=self.config.history_max_age,
         )
-        factory = Factory.forProtocol(lambda: SharedStateServer(limiter, history, self.ready))
+        factory = Factory.forProtocol(
+            lambda: SharedStateServer(limiter, history, self.ready, self.failed)
+        )
         factory.noisy = False
         self._amp_port = self.reactor.listenUNIX(os.path.join(self._dir, "shared.sock"), factory)
 
@@ -248,6 +251,10 @@ class SupervisorService(Service):
     def ready(self, worker_id: int) -> None:
         self._ever_ready = True
 
+    def failed(self, worker_id: int, message: str) -> None:
+        """A worker's start-up failed: why, for the gateway's last line."""
+        self._failures[worker_id] = message
+
     def ended(self, relay: _Relay, reason: Failure) -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
@@ -273,8 +280,10 @@ class SupervisorService(Service):
             log.error(
                 "worker {id} (pid {pid}) {how} while starting", id=worker_id, pid=pid, how=how
             )
-            exit_while_running(self.reactor, f"worker {worker_id} could not start ({how})")
+            message = self._failures.pop(worker_id, f"worker {worker_id} could not start ({how})")
+            exit_while_running(self.reactor, message)
             return
+        self._failures.pop(worker_id, None)
         lived = self.reactor.seconds() - relay.started
         quick = self._quick_deaths.get(worker_id, 0) + 1 if lived < STABLE_AFTER else 0
         self._quick_deaths[worker_id] = quick

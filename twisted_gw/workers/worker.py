@@ -35,6 +35,15 @@ class WorkerSetup:
     amp: Any
     metrics_dir: str | None
 
+    def fail(self, reactor: Any, message: str) -> None:
+        """Start-up failed (a StartupGate's ``exit``): the supervisor says
+        ``message`` as the gateway's last line, and this worker exits 1."""
+        from twisted_gw.service import exit_while_running
+        from twisted_gw.workers.shared import Failed
+
+        d = self.amp.callRemote(Failed, worker=self.id, message=message)
+        d.addBoth(lambda _: exit_while_running(reactor, message, quiet=True))
+
 
 def parse_fds(text: str) -> dict[str, int]:
     """``"Proxy=3,Admin=4"`` -> ``{"Proxy": 3, "Admin": 4}``."""
@@ -53,7 +62,8 @@ async def serve(reactor: Any) -> None:
 
     from twisted_gw.config.embedded import StoreFileError
     from twisted_gw.config.file import ConfigError, load_config
-    from twisted_gw.service import build, exit_while_running
+    from twisted_gw.config.interfaces import StoreError
+    from twisted_gw.service import build
     from twisted_gw.workers.shared import Ready, WorkerAMP
 
     log = Logger(namespace="twisted_gw.workers")
@@ -61,22 +71,25 @@ async def serve(reactor: Any) -> None:
     factory = Factory.forProtocol(lambda: WorkerAMP(reactor, worker_id))
     factory.noisy = False
     protocol = await UNIXClientEndpoint(reactor, os.environ[ENV_SHARED]).connect(factory)
+    setup = WorkerSetup(
+        worker_id,
+        parse_fds(os.environ.get(ENV_FDS, "")),
+        protocol,
+        os.environ.get(ENV_METRICS) or None,
+    )
     try:
         config = load_config(os.environ.get(ENV_CONFIG) or None)
-        setup = WorkerSetup(
-            worker_id,
-            parse_fds(os.environ.get(ENV_FDS, "")),
-            protocol,
-            os.environ.get(ENV_METRICS) or None,
-        )
         gateway = build(config, reactor, setup)
     except (ConfigError, StoreFileError) as e:
-        exit_while_running(reactor, str(e))
+        setup.fail(reactor, str(e))
         return
     gateway.privilegedStartService()
     gateway.startService()
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
-    await gateway.store.when_loaded()
+    try:
+        await gateway.store.when_loaded()
+    except StoreError:
+        return  # the store gave up: its StartupGate reports it (WorkerSetup.fail)
     log.info("worker {id} (pid {pid}) serving", id=worker_id, pid=os.getpid())
     await protocol.callRemote(Ready, worker=worker_id)
 
