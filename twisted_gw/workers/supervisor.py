@@ -205,9 +205,10 @@ class SupervisorService(Service):
                 continue
 
             def handler(number: int, frame: Any, previous: Any = previous) -> None:
-                self._signalled = True
                 self._signal_all(number)
-                previous(number, frame)
+                if not self._signalled:  # the reactor stops once (a second stop is an error)
+                    self._signalled = True
+                    previous(number, frame)
 
             signal.signal(signum, handler)
 

@@ -12,6 +12,7 @@ away, so no worker outlives its gateway.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,9 @@ def main() -> None:
     """The worker's entry point (its own process group: a terminal's Ctrl-C
     reaches the supervisor, which forwards it once, not twice)."""
     os.setpgrp()
+    # until the reactor installs its handlers: a signal ends the worker quietly
+    # (the supervisor forwards them, while this worker may still be importing)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     from twisted.internet import defer, reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
