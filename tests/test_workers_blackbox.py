@@ -636,3 +636,29 @@ def test_workers_that_cannot_start_fail_start_up_as_one_process(tmp_path):
     assert out.rstrip().splitlines()[-1] == (
         "twisted-gw: error: failed to connect to etcd and retry exhausted"
     ), out
+
+
+def test_tls_listeners_are_served_by_every_worker(tmp_path):
+    from tests.support.gateway import make_self_signed_cert
+
+    cert, key = make_self_signed_cert(tmp_path)
+    tls = {"tls": {"enabled": True, "cert_file": str(cert), "key_file": str(key)}}
+    gw = start(tmp_path, extra={"server": {"proxy": tls, "admin": tls}})
+    try:
+        workers = set()
+        deadline = time.monotonic() + 20
+        while len(workers) < 2:  # fresh TLS connections until both workers answered
+            assert time.monotonic() < deadline, workers
+            status, headers, body = http(
+                "POST",
+                f"https://127.0.0.1:{gw.proxy_port}{CHAT}",
+                headers={"Authorization": "Bearer sk-demo-key"},
+                json_body={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+                cafile=cert,
+            )
+            assert status == 200, body
+            workers.add(worker_of(gw, headers["x-request-id"]))
+        status, _, _ = http("GET", f"https://127.0.0.1:{gw.admin_port}/metrics", cafile=cert)
+        assert status == 200
+    finally:
+        gw.process.stop()
