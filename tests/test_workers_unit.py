@@ -247,3 +247,30 @@ def test_an_access_line_names_its_worker_only_with_workers():
     doc = json.loads(AccessLogHook(clock, "json", worker=2)._line(ctx, 11.0))
     assert doc["worker"] == 2
     assert "worker" not in json.loads(AccessLogHook(clock, "json")._line(ctx, 11.0))
+
+
+# -- the twistd plugin's options ---------------------------------------------------------------
+
+
+def test_the_twistd_plugin_takes_workers_and_makes_the_supervisor(tmp_path):
+    import importlib.util
+
+    from tests.support.gateway import REPO_ROOT
+    from twisted_gw.workers.supervisor import SupervisorService
+
+    spec = importlib.util.spec_from_file_location(
+        "checkout_plugin", REPO_ROOT / "twistd_plugins" / "twisted_gw_plugin.py"
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "server: {proxy: {listen: '127.0.0.1:0'}, admin: {listen: '127.0.0.1:0'}, workers: 1}\n"
+    )
+    options = plugin.Options()
+    options.parseOptions(["--config", str(config), "--workers", "3"])
+    service = plugin.serviceMaker.makeService(options)
+    assert isinstance(service, SupervisorService) and service.config.workers == 3
+    options = plugin.Options()
+    options.parseOptions(["--config", str(config)])
+    assert not isinstance(plugin.serviceMaker.makeService(options), SupervisorService)
