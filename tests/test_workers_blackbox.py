@@ -662,3 +662,18 @@ def test_tls_listeners_are_served_by_every_worker(tmp_path):
         assert status == 200
     finally:
         gw.process.stop()
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
+    gw = start(tmp_path)
+    pids = list(serving(gw).values())
+    environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    (socket_path,) = [
+        v.split(b"=", 1)[1] for v in environ if v.startswith(b"TWISTED_GW_WORKER_SHARED=")
+    ]
+    os.kill(gw.process.pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in pids), 20, "the workers gone")
+    assert not is_listening(gw.proxy_port)
+    # the supervisor's temporary directory (its socket, the metrics) does not outlive them
+    assert not os.path.exists(os.path.dirname(socket_path))
+    gw.process.stop()

@@ -312,10 +312,12 @@ class WorkerAMP(_QuietAMP):
     while the worker is not already stopping, the supervisor is gone (killed)
     and the worker stops too, draining like one process does."""
 
-    def __init__(self, reactor: Any, worker: int) -> None:
+    def __init__(self, reactor: Any, worker: int, leftovers: str | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.worker = worker
+        #: the supervisor's directory (socket, metrics), removed if it cannot
+        self.leftovers = leftovers
         self._stopping = False
         reactor.addSystemEventTrigger("before", "shutdown", self._stop_requested)
 
@@ -326,4 +328,8 @@ class WorkerAMP(_QuietAMP):
         super().connectionLost(reason)
         if not self._stopping and self.reactor.running:
             log.warn("worker {id}: the supervisor went away; stopping", id=self.worker)
+            if self.leftovers is not None:
+                import shutil
+
+                shutil.rmtree(self.leftovers, ignore_errors=True)
             self.reactor.stop()

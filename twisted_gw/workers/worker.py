@@ -69,7 +69,8 @@ async def serve(reactor: Any) -> None:
 
     log = Logger(namespace="twisted_gw.workers")
     worker_id = int(os.environ[ENV_ID])
-    factory = Factory.forProtocol(lambda: WorkerAMP(reactor, worker_id))
+    leftovers = os.path.dirname(os.environ[ENV_SHARED])
+    factory = Factory.forProtocol(lambda: WorkerAMP(reactor, worker_id, leftovers))
     factory.noisy = False
     protocol = await UNIXClientEndpoint(reactor, os.environ[ENV_SHARED]).connect(factory)
     setup = WorkerSetup(
