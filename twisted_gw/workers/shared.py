@@ -225,6 +225,21 @@ class SharedStateServer(_QuietAMP):
 # -- the worker's side -------------------------------------------------------
 
 
+def send_now(protocol: amp.AMP) -> None:
+    """Write what ``protocol`` has buffered to the supervisor now, not at the
+    reactor's next write pass.
+
+    A settle or a history put happens as a request ends, in the same turn
+    that buffers the end of the client's answer. Sent at once, it reaches the
+    supervisor before the client can even read that answer, so the client's
+    next request (through another worker, say) finds the slot given back and
+    the response stored, as with one process. Otherwise the two buffers
+    would go out in either order."""
+    transport = protocol.transport
+    if transport is not None and getattr(transport, "connected", False):
+        transport.doWrite()
+
+
 @implementer(IRateLimitStore)
 class RemoteRateLimitStore:
     """The supervisor's in-memory limiter, one AMP round trip per check.
@@ -253,6 +268,7 @@ class RemoteRateLimitStore:
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
         self._slots -= len(plan.concurrency)
         d = self.protocol.callRemote(Settle, plan=plan_bytes(plan), member=member, tokens=tokens)
+        send_now(self.protocol)  # given back before the client can see its answer end
         self._settling.add(d)
 
         def done(result: Any) -> None:
@@ -286,9 +302,7 @@ class RemoteResponseHistory:
         worker, must find it (the transport would otherwise send it with
         the answer, in either order)."""
         self.protocol.callRemote(HistoryPut, rid=response_id, owner=owner, messages=dumps(messages))
-        transport = self.protocol.transport
-        if transport is not None and hasattr(transport, "doWrite"):
-            transport.doWrite()
+        send_now(self.protocol)
 
     def get(self, response_id: str, owner: str) -> defer.Deferred:
         d = self.protocol.callRemote(HistoryGet, rid=response_id, owner=owner)

@@ -58,6 +58,7 @@ def parse_fds(text: str) -> dict[str, int]:
 async def serve(reactor: Any) -> None:
     """Connect to the supervisor, build and start the gateway, say when it serves."""
     from twisted.internet.endpoints import UNIXClientEndpoint
+    from twisted.internet.error import ConnectionClosed
     from twisted.internet.protocol import Factory
     from twisted.logger import Logger
 
@@ -93,7 +94,10 @@ async def serve(reactor: Any) -> None:
     except StoreError:
         return  # the store gave up: its StartupGate reports it (WorkerSetup.fail)
     log.info("worker {id} (pid {pid}) serving", id=worker_id, pid=os.getpid())
-    await protocol.callRemote(Ready, worker=worker_id)
+    try:
+        await protocol.callRemote(Ready, worker=worker_id)
+    except ConnectionClosed:
+        pass  # stopping already (a signal right after start), or the supervisor is gone
 
 
 def main() -> None:
@@ -110,9 +114,16 @@ def main() -> None:
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
 
+    stopping: list[bool] = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+
+    def failed(failure: Any) -> None:
+        if stopping:  # a start cut short by a stop is a stop, not a failure
+            return
+        exit_while_running(reactor, f"worker failed: {failure.getErrorMessage()}")
+
     def start() -> None:
-        d = defer.Deferred.fromCoroutine(serve(reactor))
-        d.addErrback(lambda f: exit_while_running(reactor, f"worker failed: {f.getErrorMessage()}"))
+        defer.Deferred.fromCoroutine(serve(reactor)).addErrback(failed)
 
     reactor.callWhenRunning(start)
     reactor.run()
