@@ -27,6 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT."""
     args = parse_args(argv)
+    from twisted_gw.reactor import install_if_none
+
+    install_if_none()  # before anything imports the default reactor
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 

@@ -117,6 +117,23 @@ class LimitedRequest(Request):
         except BadHost:  # werkzeug cannot IDNA-encode it (".", "a..b"); nothing is written yet
             self._answer(invalid_host())
 
+    def _cleanup(self) -> None:
+        super()._cleanup()
+        self._drop_adapters()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self._drop_adapters()
+
+    def _drop_adapters(self) -> None:
+        # Klein's IKleinRequest adapter is cached on the request and points
+        # back at it: a cycle per request, left to the garbage collector
+        # (with its headers, its werkzeug MapAdapter...). Dropped once the
+        # request is over, the request is freed by its refcount.
+        cache = getattr(self, "_adapterCache", None)
+        if cache:
+            cache.clear()
+
     def _check_path(self) -> None:
         if not _is_utf8(b"/".join(self.postpath)):
             self.url_undecodable = True
@@ -160,6 +177,10 @@ class GatewayChannel(HTTPChannel):
     on_close: Callable[[], None] | None = None
 
     _head_deadline: Any = None
+    #: the connection's local address and TLS-ness, asked once per connection
+    #: (twisted.web asks for every request: a getsockname and an adaptation)
+    _host: Any = None
+    _secure: bool | None = None
     #: an error was answered: the rest of the input is dropped
     _refused = False
     #: the request's body is over the bound and will never be read
@@ -168,6 +189,18 @@ class GatewayChannel(HTTPChannel):
     def __init__(self) -> None:
         super().__init__()
         self.error_body: ErrorBody = GatewayError.body
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
+    def isSecure(self) -> bool:
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = super().isSecure()
+        return secure
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused or self._dropping_body:
