@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import unittest
 
+import pytest
 from twisted.internet.test import (
     test_core,
     test_fdset,
@@ -22,6 +23,12 @@ from twisted.internet.test import (
 )
 
 _OURS = ["twisted_gw.reactor.GatewayReactor"]
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temp_dir(tmp_path, monkeypatch):
+    """Twisted's tests make their temp files under the working directory."""
+    monkeypatch.chdir(tmp_path)
 
 
 def setup_module(module: object) -> None:

@@ -31,12 +31,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     install_if_none()  # before anything imports the default reactor
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
+    from twisted_gw.observability.logfile import TurnBufferedLogObserver
     from twisted_gw.service import makeService
 
     service = makeService(args.config, reactor)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    observer = TurnBufferedLogObserver(sys.stdout, reactor)  # twistd's text format, a write a turn
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
