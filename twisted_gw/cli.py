@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``sys.argv[1:]`` by default); ``--help`` and
+    ``--version`` print and exit."""
     return build_parser().parse_args(argv)
 
 
