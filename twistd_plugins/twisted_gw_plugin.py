@@ -12,11 +12,13 @@ from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
+from twisted_gw.options import OPTIONS, twistd_longdesc
+
 
 class Options(usage.Options):
-    optParameters: ClassVar[list] = [
-        ["config", "c", None, "YAML or JSON config file (default: ./config.yaml if present)."],
-    ]
+    # the same table as the console script's (twisted_gw.options.OPTIONS)
+    optParameters: ClassVar[list] = [[o.long, o.short, o.default, o.help] for o in OPTIONS]
+    longdesc = twistd_longdesc()
 
     def opt_version(self) -> None:
         """Print the twisted-gw version and exit."""
