@@ -39,7 +39,9 @@ from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
 
 CHAT = "/v1/chat/completions"
-MOCK_USAGE = {"prompt": 5, "completion": 33, "total": 38}  # the mock provider's usage
+# the mock provider's usage for chat_doc's "hi" (twisted_gw.tokens): the message's JSON
+# is 32 characters, ceil(32 / 4) + 4 = 12 prompt tokens; "hi" answered, 1
+MOCK_USAGE = {"prompt": 12, "completion": 1, "total": 13}
 
 _ACCESS = re.compile(r"^(\S+) \[[^\]]+\] access (.*)$", re.MULTILINE)
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -427,7 +429,7 @@ async def test_every_way_a_request_ends_writes_one_access_line(gw, env, fresh_up
     elif ended.end != "empty":  # see test_an_empty_stream_has_no_first_token
         assert line["first_token_ms"] == "-"
     if ended.end == "done":  # the mock provider's usage chunk
-        assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["5", "33", "38"]
+        assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["12", "1", "13"]
     elif ended.end != "ok":
         assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["0", "0", "0"]
     # streams are counted by how they ended; other requests are not
@@ -558,5 +560,5 @@ def test_json_access_log_has_one_object_per_line_with_the_same_fields(tmp_path):
         else:
             assert record["first_token_ms"] is None
         tokens = [record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]]
-        assert tokens == ([0, 0, 0] if end == "rejected" else [5, 33, 38])
+        assert tokens == ([0, 0, 0] if end == "rejected" else [12, 1, 13])
     assert key not in gateway.process.output
