@@ -226,8 +226,14 @@ def test_a_timeout_writes_one_access_line(gw, streamed):
     if streamed:
         assert "[DONE]" not in response.data and len(response.data) == 1
     line = access_fields_of(gw)  # one finalize: one line
-    assert list(line) == FIELDS
+    assert list(line) == [*FIELDS, "error", "upstream", "cause"]
     assert (line["end"], line["status"]) == ("timeout", "200" if streamed else "504")
+    # CONTRACT 5.4: the line says why, and where (s-fast times out after 300 ms)
+    assert line["error"] == "request_timeout"
+    assert line["upstream"] == "api.openai.com"  # an openai model without api_base
+    assert line["cause"] == (
+        "timeout after 300 ms without a chunk" if streamed else "timeout after 300 ms"
+    )
     assert line["rid"] == response.headers["x-request-id"]
     assert line["method"] == "POST" and line["path"] == CHAT
     assert line["client"] == "127.0.0.1"
