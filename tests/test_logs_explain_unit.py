@@ -321,3 +321,29 @@ def test_a_retried_attempt_gets_one_warning_and_the_success_none(gw):
     ]
     (ctx,) = gw.recorder.finalized
     assert failure_fields(ctx) == []  # it succeeded: the line says nothing of attempt 1
+
+
+# -- warnings elsewhere that quote text from outside ----------------------------------------------
+
+
+def test_an_unknown_config_key_warning_is_one_escaped_line():
+    from twisted_gw.config.file import _unknown
+
+    text = _unknown("deployment.admin\r\n\x1b[31mforged", "forged", ["admin_key"])
+    assert text.splitlines() == [text] and "\x1b" not in text
+    assert "deployment.admin\\r\\n\\x1b[31mforged" in text
+
+
+def test_a_responses_history_warning_escapes_the_store_error():
+    from twisted.python.failure import Failure
+
+    from twisted_gw.errors import GatewayError
+    from twisted_gw.proxy.history import RedisResponseHistory
+
+    def run() -> None:
+        with pytest.raises(GatewayError):
+            RedisResponseHistory._unavailable(Failure(ConnectionError("down\r\n\x1b[2Jforged")))
+
+    (line,) = logged(run)
+    assert line.splitlines() == [line] and "\x1b" not in line
+    assert line.endswith("down\\r\\n\\x1b[2Jforged")
