@@ -831,5 +831,7 @@ async def test_each_api_counts_under_its_endpoint_with_one_access_line(gw, env, 
             "7",
         )
     (line,) = logfmt_lines(gw.process, error.response.headers["x-request-id"])
-    # an unknown model's name is never logged (it could be a pasted key)
-    assert (line["path"], line["status"], line["model"]) == (MESSAGES, "404", "-")
+    # CONTRACT 5.4: an unknown model is logged as sent (a key in its place would be
+    # [redacted]: tests/test_logs_explain_blackbox.py), with the 4.1 code of the answer
+    assert (line["path"], line["status"], line["model"]) == (MESSAGES, "404", "fx-nope")
+    assert line["error"] == "model_not_found"
