@@ -126,7 +126,9 @@ def failure_fields(ctx: RequestContext) -> list[tuple[str, str | None]]:
 def access_line(ctx: RequestContext, now: float) -> str:
     """The access-log line of a finished request (pure)."""
     usage = ctx.usage if isinstance(ctx.usage, dict) else {}
-    model = logged_model(ctx)
+    model = ctx.model_name  # logged_model, inline: this runs for every request
+    if model is not None and model not in ctx.snapshot.models_by_name:
+        model = client_model(ctx.snapshot, model)
     finished = ctx.finished_at if ctx.finished_at is not None else now
     first = None if ctx.first_token_at is None else ctx.first_token_at - ctx.started
     line = " ".join(

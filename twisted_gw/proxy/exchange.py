@@ -149,7 +149,7 @@ def write_json(
             message=escape(ctx.snapshot.redact(error.message)),
             upstream=""
             if failure is None or failure.attempt != ctx.attempts
-            else escape(f" (upstream {failure.host or '-'}: {failure.cause})"),
+            else escape(ctx.snapshot.redact(f" (upstream {failure.host or '-'}: {failure.cause})")),
         )
     request.write(prepare_json(request, ctx, body, error, wire))
     request.finish()
