@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from twisted_gw.observability.logsafe import escape
+
 DEFAULT_PROXY_LISTEN = "0.0.0.0:3000"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:3001"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -397,7 +399,7 @@ def _unknown(path: str, name: Any, known: Iterable[str]) -> str:
     """The warning for a key the table does not know, with the nearest known one."""
     close = difflib.get_close_matches(str(name), list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown config key '{path}'{hint}"
+    return escape(f"unknown config key '{path}'{hint}")  # a file's key: one line, uncoloured
 
 
 def _tls_section(name: str) -> Section:
