@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted_gw.config.entities import ApiKey, Model
 from twisted_gw.config.snapshot import Snapshot
+from twisted_gw.errors import GatewayError
+from twisted_gw.hooks.interfaces import IRequestTrace
 
 
 @dataclass
@@ -53,3 +55,8 @@ class RequestContext:
     target: str | None = None
     attempt_outcomes: list[tuple[str, str]] = field(default_factory=list)
     cooldowns: list[str] = field(default_factory=list)
+    #: the error the client was answered with, if it was one
+    error: GatewayError | None = None
+    #: this request's trace (CONTRACT 5.3); None when tracing is off, and
+    #: then nothing on the request's path does any tracing work
+    trace: IRequestTrace | None = None
