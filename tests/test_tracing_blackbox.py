@@ -42,13 +42,17 @@ FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
 
 
 def start_traced_gateway(
-    directory: Any, tracing: dict[str, Any] | None, env: dict[str, str] | None = None
+    directory: Any,
+    tracing: dict[str, Any] | None,
+    env: dict[str, str] | None = None,
+    fast: bool = True,
 ) -> Gateway:
     """A real gateway whose ``observability.tracing`` is ``tracing``."""
     proxy_port, admin_port = free_port(), free_port()
     extra = {"observability": {"tracing": tracing}} if tracing is not None else None
     config = write_config(directory, proxy_port, admin_port, extra=extra)
-    process = GatewayProcess(config, env={**FAST_EXPORT, **(env or {})}).start()
+    process = GatewayProcess(config, env={**(FAST_EXPORT if fast else {}), **(env or {})})
+    process.start()
     SESSION_LOGS.append(process)
     process.wait_ready([proxy_port, admin_port])
     return Gateway(process, proxy_port, admin_port, config)
@@ -102,6 +106,20 @@ def stop(gw: Gateway, within: float = 10.0) -> float:
     started = time.monotonic()
     code = gw.process.stop(timeout=within)
     assert code in (0, -signal.SIGTERM), gw.process.output
+    return time.monotonic() - started
+
+
+async def astop(gw: Gateway, within: float = 10.0) -> float:
+    """:func:`stop` for a reactor that must keep serving meanwhile (it hosts
+    the collector the gateway flushes to); polls the other process's exit."""
+    from twisted.internet import reactor, task
+
+    started = time.monotonic()
+    os.kill(gw.process.pid, signal.SIGTERM)
+    while gw.process.returncode is None:
+        assert time.monotonic() - started < within, gw.process.output
+        await task.deferLater(reactor, 0.02, lambda: None)
+    assert gw.process.returncode in (0, -signal.SIGTERM), gw.process.output
     return time.monotonic() - started
 
 
@@ -545,3 +563,51 @@ async def test_without_tracing_nothing_is_sent_upstream_or_counted(tmp_path, up)
         assert DROPPED not in {name for name, _ in await scrape(gw)}
     finally:
         stop(gw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_attempt_that_timed_out_says_so(gw, receiver, up):
+    up.set_delay(CHAT, 2.0)
+    name = await new_model(gw, up.base_url, timeout=200)
+    key = await gw.add_key([name])
+    status, headers, _ = await gw.chat(key, chat_doc(name))
+    assert status == 504
+    server, (attempt,) = await receiver.trace_of(headers["x-request-id"], 2)
+    assert attempt.attributes["error.type"] == "timeout"
+    assert attempt.status == 2
+    assert server.attributes["error.type"] == "request_timeout"
+    assert server.attributes["twisted_gw.end"] == "timeout"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_messages_request_is_a_chat_span(gw, receiver, up):
+    name = await new_model(gw, up.base_url)
+    key = await gw.add_key([name])
+    doc = {"model": name, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+    status, headers, body = await gw.chat(key, doc, path="/v1/messages")
+    assert status == 200, body
+    server, (attempt,) = await receiver.trace_of(headers["x-request-id"], 2)
+    assert server.name == f"chat {name}"
+    assert server.attributes["http.route"] == "/v1/messages"
+    assert server.attributes["gen_ai.request.max_tokens"] == 32
+    assert server.attributes["gen_ai.usage.output_tokens"] == DEFAULT_USAGE["completion_tokens"]
+    assert attempt.name == "chat gpt-up"
+
+
+@pytest_twisted.ensureDeferred
+async def test_spans_still_queued_are_flushed_when_the_gateway_stops(tmp_path, receiver, up):
+    # the SDK's default 5 s between exports: only the shutdown can send these
+    gw = start_traced_gateway(tmp_path, {"endpoint": receiver.endpoint}, fast=False)
+    try:
+        name = await new_model(gw, up.base_url)
+        key = await gw.add_key([name])
+        status, headers, _ = await gw.chat(key, chat_doc(name))
+        assert status == 200
+        assert receiver.request_spans(headers["x-request-id"]) == []
+        # SIGTERM without blocking this reactor: the receiver must answer the flush
+        took = await astop(gw)
+    finally:
+        stop(gw)
+    server, (_,) = await receiver.trace_of(headers["x-request-id"], 2, timeout=1)
+    assert server.name == f"chat {name}"
+    assert took < 1.4  # the flush was answered, not given up at the 1.5 s bound

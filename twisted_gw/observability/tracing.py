@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -51,6 +52,7 @@ from twisted_gw.errors import GatewayError
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook, IRequestTrace
 from twisted_gw.jsonutil import dumps, read
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -202,9 +204,8 @@ class RequestTrace:
         self.span = span
         self.ctx = ctx
         self._parent: Any = None
-        #: the attempt now running (its CLIENT span) and its deployment
+        #: the attempt now running (its CLIENT span)
         self._attempt: Span | None = None
-        self._deployment: Model | None = None
         #: the provider of the last attempt, for the server span
         self._provider: str | None = None
         self.response_model: str | None = None
@@ -227,7 +228,6 @@ class RequestTrace:
         operation = self.operation or "chat"
         provider = provider_name(deployment.provider)
         self._provider = provider
-        self._deployment = deployment
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": provider,
@@ -260,7 +260,8 @@ class RequestTrace:
             return
         if not isinstance(doc, dict):
             return
-        self._response(doc)
+        if self.operation != "embeddings":  # its model is the client's name (CONTRACT 4.2)
+            self._response(doc)
         choices = doc.get("choices")
         if isinstance(choices, list):  # chat
             for choice in choices:
@@ -572,6 +573,7 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=self.config.endpoint)
+        _route_sdk_logs()
         self.export = BoundedExport(exporter, self.config.max_queue_size, self._dropped)
         self.provider.add_span_processor(self.export)
 
@@ -654,6 +656,29 @@ class Tracing:
             return result
 
         return done.addBoth(settled)
+
+
+class _ToGatewayLog(logging.Handler):
+    """The SDK's own warnings (a collector that refuses, an export given up)
+    as the gateway's log lines, escaped (CONTRACT 5.4), not bare stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed SDK message still says something
+            message = str(record.msg)
+        _sdk_log.warn("tracing: {message}", message=escape(message[:1000]))
+
+
+_sdk_log = Logger(namespace="twisted_gw.observability.tracing.sdk")
+
+
+def _route_sdk_logs() -> None:
+    logger = logging.getLogger("opentelemetry")
+    if not any(isinstance(h, _ToGatewayLog) for h in logger.handlers):
+        handler = _ToGatewayLog(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _drop_counter(registry: Any) -> Any:
