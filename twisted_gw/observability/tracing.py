@@ -302,56 +302,60 @@ class RequestTrace:
 
     @_safe()
     def end(self) -> None:
-        """Set what is known at the end and end the open spans (once)."""
+        """Set what is known at the end and end the open spans (once); each
+        span's attributes go in one call (the SDK takes a lock per call)."""
         if self.ended:
             return
         self.ended = True
         ctx = self.ctx
         end = ctx.end_reason or "-"
+        answer = self._answer_attributes()
         attempt = self._attempt
         if attempt is not None:
             self._attempt = None
-            answered = bool(ctx.attempt_outcomes) and ctx.attempt_outcomes[-1][1] == "ok"
-            if answered:
-                attempt.set_attribute("http.response.status_code", 200)
-                self._answer_attributes(attempt)
+            extra: dict[str, Any] = {}
+            if ctx.attempt_outcomes and ctx.attempt_outcomes[-1][1] == "ok":  # it answered
+                extra = {"http.response.status_code": 200, **answer}
             if end not in _CLEAN_ENDS:
-                attempt.set_attribute("error.type", end)
+                extra["error.type"] = end
                 attempt.set_status(Status(StatusCode.ERROR))
+            attempt.set_attributes(extra)
             attempt.end()
         span = self.span
         operation = self.operation
         model = self._model_name()
+        attributes: dict[str, Any] = {}
         if operation is not None:
             span.update_name(f"{operation} {model}" if model else operation)
-            span.set_attribute("gen_ai.operation.name", operation)
+            attributes["gen_ai.operation.name"] = operation
         else:
             route = ctx.endpoint
             span.update_name(ctx.method if route == "-" else f"{ctx.method} {route}")
         if model:
-            span.set_attribute("gen_ai.request.model", model)
+            attributes["gen_ai.request.model"] = model
         provider = self._provider
         if provider is None and ctx.model is not None and ctx.model.provider:
             provider = provider_name(ctx.model.provider)
         if provider is not None:
-            span.set_attribute("gen_ai.provider.name", provider)
+            attributes["gen_ai.provider.name"] = provider
         max_tokens = self._max_tokens()
         if max_tokens is not None:
-            span.set_attribute("gen_ai.request.max_tokens", max_tokens)
-        self._answer_attributes(span)
+            attributes["gen_ai.request.max_tokens"] = max_tokens
+        attributes.update(answer)
         if ctx.status:
-            span.set_attribute("http.response.status_code", ctx.status)
+            attributes["http.response.status_code"] = ctx.status
         error_type = self._error_type()
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
+            attributes["error.type"] = error_type
         if ctx.status >= 500 or end in _FAILED_ENDS:
             span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("twisted_gw.end", end)
-        span.set_attribute("twisted_gw.attempts", ctx.attempts)
+        attributes["twisted_gw.end"] = end
+        attributes["twisted_gw.attempts"] = ctx.attempts
         if ctx.target is not None:
-            span.set_attribute("twisted_gw.target", ctx.target)
+            attributes["twisted_gw.target"] = ctx.target
         if self.tracing.capture_content:
-            self._content(span)
+            self._content(attributes)
+        span.set_attributes(attributes)
         span.end()
 
     # -- helpers --------------------------------------------------------------------
@@ -362,9 +366,10 @@ class RequestTrace:
             return
         self._attempt = None
         if error is not None:
-            span.set_attribute("error.type", str(error.attempt_outcome))
+            attributes: dict[str, Any] = {"error.type": str(error.attempt_outcome)}
             if error.upstream_status is not None:
-                span.set_attribute("http.response.status_code", error.upstream_status)
+                attributes["http.response.status_code"] = error.upstream_status
+            span.set_attributes(attributes)
             message = self.ctx.snapshot.redact(error.message)[:256]
             span.set_status(Status(StatusCode.ERROR, message))
         else:
@@ -391,13 +396,15 @@ class RequestTrace:
         output.append(text)
         self._output_len += len(text)
 
-    def _answer_attributes(self, span: Span) -> None:
+    def _answer_attributes(self) -> dict[str, Any]:
+        """What the answer said, for the server span and the attempt that gave it."""
+        attributes: dict[str, Any] = {}
         if self.response_model is not None:
-            span.set_attribute("gen_ai.response.model", self.response_model)
+            attributes["gen_ai.response.model"] = self.response_model
         if self.response_id is not None:
-            span.set_attribute("gen_ai.response.id", self.response_id)
+            attributes["gen_ai.response.id"] = self.response_id
         if self.finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", tuple(self.finish_reasons))
+            attributes["gen_ai.response.finish_reasons"] = tuple(self.finish_reasons)
         usage = self.ctx.usage
         if isinstance(usage, dict):
             for attribute, name in (
@@ -406,7 +413,8 @@ class RequestTrace:
             ):
                 count = _int(usage.get(name))
                 if count is not None:
-                    span.set_attribute(attribute, count)
+                    attributes[attribute] = count
+        return attributes
 
     def _model_name(self) -> str | None:
         """The client's model name as the access log would show it (cut, and
@@ -434,7 +442,7 @@ class RequestTrace:
             return ctx.end_reason
         return None
 
-    def _content(self, span: Span) -> None:
+    def _content(self, attributes: dict[str, Any]) -> None:
         body = self.ctx.body
         messages = body.get("messages") if isinstance(body, dict) else None
         if isinstance(messages, list):
@@ -443,12 +451,12 @@ class RequestTrace:
                 for m in messages
                 if isinstance(m, dict)
             ]
-            span.set_attribute("gen_ai.input.messages", self._redact(bounded_messages(entries)))
+            attributes["gen_ai.input.messages"] = self._redact(bounded_messages(entries))
         if self._output:
             finish = self.finish_reasons[0] if self.finish_reasons else None
             text = "".join(self._output)
             output = bounded_messages([("assistant", text, finish)])
-            span.set_attribute("gen_ai.output.messages", self._redact(output))
+            attributes["gen_ai.output.messages"] = self._redact(output)
 
     def _redact(self, text: str) -> str:
         return self.ctx.snapshot.redact(text)
