@@ -513,6 +513,14 @@ class BoundedExport(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batch.force_flush(timeout_millis)
 
+    def taken(self, count: int) -> None:
+        """The exporter took ``count`` spans off the queue (its thread)."""
+        self._taken += count
+
+    def failed(self, count: int) -> None:
+        """An export of ``count`` spans failed: they are lost, and counted."""
+        self._dropped("export_failed").inc(count)
+
 
 class _CountingExporter(SpanExporter):
     """The real exporter; tells the gate what it took and what failed."""
@@ -522,14 +530,14 @@ class _CountingExporter(SpanExporter):
         self.gate = gate
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.gate._taken += len(spans)
+        self.gate.taken(len(spans))
         try:
             result = self.exporter.export(spans)
         except Exception:
-            self.gate._dropped("export_failed").inc(len(spans))
-            raise
+            self.gate.failed(len(spans))
+            raise  # the SDK logs it
         if result is not SpanExportResult.SUCCESS:
-            self.gate._dropped("export_failed").inc(len(spans))
+            self.gate.failed(len(spans))
         return result
 
     def shutdown(self) -> None:
