@@ -611,3 +611,47 @@ async def test_spans_still_queued_are_flushed_when_the_gateway_stops(tmp_path, r
     server, (_,) = await receiver.trace_of(headers["x-request-id"], 2, timeout=1)
     assert server.name == f"chat {name}"
     assert took < 1.4  # the flush was answered, not given up at the 1.5 s bound
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fallback_is_an_attempt_span_of_the_same_server_span(gw, receiver, refused, up):
+    backup = await new_model(gw, up.base_url, "openai/gpt-backup")
+    name = await new_model(gw, refused, "openai/gpt-main", fallbacks=[backup])
+    key = await gw.add_key([name, backup])
+    status, headers, _ = await gw.chat(key, chat_doc(name))
+    assert (status, headers["x-gateway-attempts"]) == (200, "2")
+    server, (first, second) = await receiver.trace_of(headers["x-request-id"], 3)
+    assert server.name == f"chat {name}"  # the client's model, whoever answered
+    assert (first.name, first.attributes["twisted_gw.target"]) == ("chat gpt-main", "0")
+    assert first.attributes["error.type"] == "connect"
+    assert (second.name, second.attributes["twisted_gw.target"]) == (
+        "chat gpt-backup",
+        f"{backup}#0",
+    )
+    assert server.attributes["twisted_gw.target"] == f"{backup}#0"
+    assert upstream_traceparent(up.requests[0]) == (server.trace_id, second.span_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_caller_that_did_not_sample_is_followed(gw, receiver, up):
+    name = await new_model(gw, up.base_url)
+    key = await gw.add_key([name])
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/json",
+        "traceparent": f"00-{trace_id}-{span_id}-00",
+    }
+    status, unsampled, _ = await treq_json(
+        "POST", gw.proxy + CHAT, headers=headers, json_body=chat_doc(name)
+    )
+    assert status == 200
+    # the trace goes on upstream, still unsampled, under a span id of ours
+    upstream_trace, upstream_span, flags = up.requests[0].headers["traceparent"].split("-")[1:]
+    assert (upstream_trace, int(flags, 16) & 1) == (trace_id, 0)
+    assert upstream_span != span_id
+    # a sampled request after it: once its spans came, the first would have too
+    status, sampled, _ = await gw.chat(key, chat_doc(name))
+    await receiver.trace_of(sampled["x-request-id"], 2)
+    assert receiver.request_spans(unsampled["x-request-id"]) == []
+    assert not [s for s in receiver.spans if s.trace_id == trace_id]
