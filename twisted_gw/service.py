@@ -28,6 +28,7 @@ from twisted_gw.config.file import ConfigError, GatewayConfig, ListenConfig, loa
 
 if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
+    from twisted_gw.observability.tracing import Tracing
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
 
 log = Logger()
@@ -342,6 +343,7 @@ class GatewayService(MultiService):
         upstream: Any,
         limiter: IRateLimitStore | None = None,
         proxy: Any = None,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -349,6 +351,7 @@ class GatewayService(MultiService):
         self.upstream = upstream
         self.limiter = limiter
         self.proxy = proxy
+        self.tracing = tracing
 
     def privilegedStartService(self) -> None:
         """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
@@ -376,6 +379,8 @@ class GatewayService(MultiService):
         from twisted.internet import defer
 
         super().startService()
+        if self.tracing is not None:
+            self.tracing.start()  # its export thread, in the process that serves
         # The collector, tuned for a server (measured under bench/, issue 15):
         # everything built so far (modules, the app, the config) lives as long
         # as the process, so it is frozen out of the collector's sight and a
@@ -405,6 +410,10 @@ class GatewayService(MultiService):
         limiter = self.limiter
         if limiter is not None:
             d.addBoth(lambda _: limiter.close())
+        tracing = self.tracing
+        if tracing is not None:
+            # last, so the spans of requests ended above go too; bounded
+            d.addBoth(lambda _: tracing.close())
         return d
 
 
@@ -463,11 +472,20 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         )
     else:
         limiter = MemoryRateLimitStore(reactor)
+    tracing: Any = None
+    traced: list[Any] = []
+    if config.tracing is not None:
+        from twisted_gw.observability.tracing import Tracing, TracingHook
+
+        tracing = Tracing(config.tracing, reactor, metrics.registry)
+        upstream.inject = tracing.inject
+        traced.append(TracingHook())
     hooks = HookManager(
         [
             RateLimitHook(limiter),
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
+            *traced,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
         ]
@@ -487,6 +505,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
         history=history,
+        tracing=tracing,
     )
     admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
     metrics.watch(
@@ -514,7 +533,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     proxy_site = site(proxy.app.resource(), config.proxy)
     admin_site = site(admin.app.resource(), config.admin, error_body=admin_error_body)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy)
+    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:

@@ -43,6 +43,11 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
 STORE_FILE_NAME = "twisted-gw-store.json"
+#: spans a gateway holds for export before it drops (CONTRACT 5.3)
+DEFAULT_TRACE_QUEUE = 2048
+#: the OpenTelemetry variables that name a traces endpoint, in their order of precedence
+TRACES_ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 
 class ConfigError(Exception):
@@ -101,6 +106,18 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces (CONTRACT 5.3); present only when an endpoint is known."""
+
+    #: the OTLP/HTTP traces URL (config, else the OTEL_EXPORTER_OTLP_* variables)
+    endpoint: str
+    capture_content: bool
+    #: None: OTEL_SERVICE_NAME if set, else twisted-gw
+    service_name: str | None
+    max_queue_size: int
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole config file, checked and with defaults filled in."""
 
@@ -124,6 +141,8 @@ class GatewayConfig:
     #: the Responses API's history bounds (CONTRACT-NEXT 3.4 **[ours]**)
     history_max_entries: int = 10_000
     history_max_age: float = 86_400.0
+    #: OpenTelemetry tracing (CONTRACT 5.3); None: off
+    tracing: TracingConfig | None = None
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
 
@@ -618,6 +637,38 @@ SCHEMA = Section(
                 "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
             }
         ),
+        "observability": Section(
+            {
+                "tracing": Section(
+                    {
+                        "endpoint": Key(
+                            URL(("http://", "https://")),
+                            None,
+                            "OTLP/HTTP traces URL (e.g. http://127.0.0.1:4318/v1/traces); absent:"
+                            " OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT"
+                            " + /v1/traces, else tracing is off",
+                        ),
+                        "capture_content": Key(
+                            Flag(),
+                            False,
+                            "record prompts and completions on the spans (bounded in size)",
+                        ),
+                        "service_name": Key(
+                            Text(),
+                            None,
+                            "the traces' service.name",
+                            shown="OTEL_SERVICE_NAME, else twisted-gw",
+                        ),
+                        "max_queue_size": Key(
+                            Integer(1),
+                            DEFAULT_TRACE_QUEUE,
+                            "spans waiting for export; more are dropped and counted"
+                            " in twisted_gw_trace_spans_dropped_total",
+                        ),
+                    }
+                ),
+            }
+        ),
         "hooks": Key(
             DottedPaths(),
             (),
@@ -713,6 +764,34 @@ def _redis(values: dict[str, Any] | None) -> RedisConfig | None:
     )
 
 
+def _tracing(values: dict[str, Any], environ: Mapping[str, str]) -> TracingConfig | None:
+    """Tracing is on when an endpoint is known: the config's, else the
+    standard OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT is a base
+    URL, ``/v1/traces`` appended as the OTLP spec says); OTEL_SDK_DISABLED
+    turns it off, as it does every OpenTelemetry SDK."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    endpoint = values["endpoint"]
+    if endpoint is None:
+        for variable in (TRACES_ENDPOINT_VARIABLE, ENDPOINT_VARIABLE):
+            endpoint = environ.get(variable, "").strip() or None
+            if endpoint is None:
+                continue
+            if not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(f"{variable} must start with http:// or https://")
+            if variable == ENDPOINT_VARIABLE:
+                endpoint = endpoint.rstrip("/") + "/v1/traces"
+            break
+    if endpoint is None:
+        return None
+    return TracingConfig(
+        endpoint=endpoint,
+        capture_content=values["capture_content"],
+        service_name=values["service_name"],
+        max_queue_size=values["max_queue_size"],
+    )
+
+
 def read_file(path: str) -> Any:
     """Parse ``path`` as JSON (``.json``) or YAML (anything else)."""
     try:
@@ -733,11 +812,12 @@ def read_file(path: str) -> Any:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
 
 
-def load_config(path: str | None) -> GatewayConfig:
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and check the config file; ``None`` means ``./config.yaml`` or defaults.
 
-    Pure apart from reading the file and checking that referenced files exist:
-    unknown keys are returned in ``warnings``, not printed.
+    Pure apart from reading the file, checking that referenced files exist and
+    reading the OpenTelemetry variables of ``environ`` (default: the
+    process's): unknown keys are returned in ``warnings``, not printed.
     """
     if path is None and os.path.isfile("config.yaml"):
         path = "config.yaml"
@@ -770,5 +850,8 @@ def load_config(path: str | None) -> GatewayConfig:
         plugin_hooks=values["plugin_hooks"],
         history_max_entries=proxy_values["responses_history"]["max_entries"],
         history_max_age=proxy_values["responses_history"]["max_age"],
+        tracing=_tracing(
+            values["observability"]["tracing"], os.environ if environ is None else environ
+        ),
         warnings=tuple(warnings),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from twisted_gw.config.entities import ApiKey, Model
 from twisted_gw.config.snapshot import Snapshot
 from twisted_gw.errors import GatewayError
+from twisted_gw.hooks.interfaces import IRequestTrace
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class RequestContext:
     target: str | None = None
     attempt_outcomes: list[tuple[str, str]] = field(default_factory=list)
     cooldowns: list[str] = field(default_factory=list)
+    #: this request's trace (CONTRACT 5.3); None when tracing is off, and
+    #: then nothing on the request's path does any tracing work
+    trace: IRequestTrace | None = None
     #: the error the request was answered with (a JSON error), None otherwise
     error: GatewayError | None = None
     #: the last upstream attempt that failed, and how (CONTRACT 5.4)

@@ -13,6 +13,7 @@ cancelled (a timeout, a client gone).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hyperlink import EncodedURL
@@ -82,6 +83,9 @@ class UpstreamClient:
         # (a gateway must not keep upstream cookies anyway), ask for gzip and
         # wrap the response; the answers are still read with treq.collect
         self._agent = Agent.usingEndpointFactory(reactor, EndpointFactory(reactor), pool=pool)
+        #: adds the current attempt's ``traceparent`` to a request's headers
+        #: (CONTRACT 5.3: ``Tracing.inject``); None when tracing is off
+        self.inject: Callable[[str, dict[bytes, list[bytes]]], None] | None = None
 
     def post(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
         """POST ``body``; the Deferred fires with (status, Headers, body bytes).
@@ -100,6 +104,8 @@ class UpstreamClient:
         return self._request(url, headers, body).addErrback(self._transport_error)
 
     def _request(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
+        if self.inject is not None:
+            self.inject(url, headers)
         return self._agent.request(b"POST", self._url(url), Headers(headers), BytesProducer(body))
 
     def _url(self, url: str) -> bytes:

@@ -311,7 +311,13 @@ class Exchange:
         if ctx.upstream_started is None:
             ctx.upstream_started = now
         self._timer = self.reactor.callLater(self._timeout, self._timed_out, gen)
-        self._pending = d = self.wire.call(provider, deployment, ctx, self.reactor)
+        trace = ctx.trace
+        if trace is None:
+            d = self.wire.call(provider, deployment, ctx, self.reactor)
+        else:
+            with trace.attempt(deployment, self._target):  # current: its traceparent goes upstream
+                d = self.wire.call(provider, deployment, ctx, self.reactor)
+        self._pending = d
         d.addCallbacks(
             self._answered, self._attempt_failed, callbackArgs=(gen,), errbackArgs=(gen,)
         ).addErrback(self._crashed)
@@ -338,6 +344,8 @@ class Exchange:
         routing = routed.routing
         retryable = outcome in routing.retry_on and outcome not in NEVER_RETRIED
         self.ctx.attempt_outcomes.append((self._target, str(outcome)))
+        if self.ctx.trace is not None:
+            self.ctx.trace.attempt_failed(error)
         state, self._dstate = self._dstate, None
         retry_after = retry_after_seconds(error.retry_after, self.reactor.seconds())
         if retryable or retry_after is not None:
@@ -437,6 +445,8 @@ class Exchange:
             self._succeeded()
             ctx.upstream_finished = self.reactor.seconds()
             ctx.usage = answer.usage
+            if ctx.trace is not None:
+                ctx.trace.answered(answer.body)
             try:
                 body = self.wire.answer(ctx, answer.body)
             except GatewayError as e:  # an answer the client's API cannot carry
@@ -449,7 +459,8 @@ class Exchange:
             return
         self.state = WAITING
         self._source = answer
-        self._relay = StreamRelay(self.request, ctx, self, self.wire.framer(ctx))
+        tap = None if ctx.trace is None else ctx.trace.chunk
+        self._relay = StreamRelay(self.request, ctx, self, self.wire.framer(ctx), tap)
         answer.start(self._relay)
 
     def _succeeded(self) -> None:
