@@ -200,12 +200,12 @@ def test_unknown_keys_do_not_stop_the_rest_from_loading(tmp_path):
     config = load_yaml(
         tmp_path,
         "observability: {otlp: {endpoint: x}}\n"  # a whole unknown section: one warning
-        "server:\n  proxy:\n    listen: 127.0.0.1:4000\n    cors: {enabled: true}\n",
+        "server:\n  proxy:\n    listen: 127.0.0.1:4000\n    gzip: {enabled: true}\n",
     )
     assert config.proxy.port == 4000
     assert config.warnings == (
         "unknown config key 'observability'",
-        "unknown config key 'server.proxy.cors'",
+        "unknown config key 'server.proxy.gzip'",
     )
 
 
