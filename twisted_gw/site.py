@@ -443,7 +443,7 @@ class GatewaySite(Site):
     def close_idle(self) -> None:
         """Close every connection that has no request in progress."""
         for channel in list(self._channels):
-            if not channel.busy:
+            if not channel.busy and not channel.transport.disconnecting:
                 channel.loseConnection()
 
     def cut(self) -> None:

@@ -350,6 +350,28 @@ class GatewayProcess:
         self._close_files()
         return process.returncode
 
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` and return at once (a shutdown test watches what follows)."""
+        self._require_started().send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """Wait for the process to exit by itself; its exit code.
+
+        Kills it if it is still running after ``timeout`` seconds and raises
+        :class:`GatewayTimeout` with its output."""
+        process = self._require_started()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            self._close_files()
+            raise GatewayTimeout(
+                self._describe(f"gateway still running after {timeout}s")
+            ) from None
+        self._close_files()
+        return process.returncode
+
     def run_to_exit(self, timeout: float = 5.0) -> tuple[int, str, str, float]:
         """Start (if needed), wait for the process to exit by itself.
 
