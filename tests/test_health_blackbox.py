@@ -141,8 +141,8 @@ def test_readiness_is_503_before_etcds_first_load_and_healthz_answers(tmp_path):
 def test_readiness_is_503_while_etcd_is_down_and_200_once_it_is_back(tmp_path):
     server = EtcdServer(tmp_path / "etcd").start()
     gw = etcd_gateway(tmp_path / "gw", server)
-    try:
-        assert probe(gw.proxy, "/readyz") == READY
+    try:  # the ports accept before the first load ends: ready a moment later
+        eventually(lambda: probe(gw.proxy, "/readyz") == READY, timeout=5, what="ready")
         server.kill()  # the watch's connection closes: seen at once
         unreachable = (503, {"status": "not_ready", "reason": "etcd unreachable"})
         eventually(lambda: probe(gw.proxy, "/readyz") == unreachable, timeout=3, what="503")
