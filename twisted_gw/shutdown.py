@@ -158,7 +158,7 @@ class Shutdown:
     # -- internals -----------------------------------------------------------------
 
     def _busy(self) -> int:
-        return sum(site.busy() for site in self.sites)
+        return sum(site.in_progress() for site in self.sites)
 
     def _request_ended(self) -> None:
         """Once nothing is in progress: close the idle connections and end

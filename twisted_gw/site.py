@@ -26,6 +26,13 @@
   writes no twisted.web access log line: the gateway's own access-log hook
   writes one line per request, without the query string (where a key may be).
 
+- Before any route, the request answers a CORS preflight from an allowed
+  origin and marks the response of one (``cors``, :mod:`twisted_gw.cors`),
+  answers the probes ``GET /healthz`` and ``GET /readyz`` (``health``,
+  :mod:`twisted_gw.health`), and waits while the site holds requests (the
+  etcd start-up gate: :meth:`GatewaySite.hold`). A shutdown drains the site
+  (:meth:`GatewaySite.drain`; the policy is :mod:`twisted_gw.shutdown`).
+
 HTTP/2 is not offered (the listeners' TLS options advertise no ALPN), so the
 site's protocol is the HTTP/1.1 channel itself rather than twisted.web's
 HTTP/1.1-or-2 switch.
@@ -431,7 +438,7 @@ class GatewaySite(Site):
             if channel.busy:
                 channel.close_after_response()
 
-    def busy(self) -> int:
+    def in_progress(self) -> int:
         """How many connections have a request in progress (see GatewayChannel.busy)."""
         return sum(1 for channel in self._channels if channel.busy)
 
