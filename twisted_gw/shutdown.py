@@ -83,18 +83,18 @@ class Shutdown:
         self._done = defer.Deferred()
         for site in self.sites:
             site.drain(self._request_ended)
-        busy = self._busy()
-        if busy:
-            log.info(
-                "shutting down: {busy} requests in progress may finish within {grace:g} s",
-                busy=busy,
-                grace=self.grace,
-            )
         if self._cut_asked is not None:
             self.cut(self._cut_asked)
         elif self.grace <= 0:
             self.cut("shutdown_grace is 0")
         else:
+            busy = self._busy()
+            if busy:
+                log.info(
+                    "shutting down: {busy} requests in progress may finish within {grace:g} s",
+                    busy=busy,
+                    grace=self.grace,
+                )
             self._timer = self.reactor.callLater(self.grace, self.cut, "the shutdown grace is over")
             self._request_ended()
         return self._done
