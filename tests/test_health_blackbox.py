@@ -25,6 +25,7 @@ from tests.support.access_log import LOGFMT
 from tests.support.etcd import EtcdServer
 from tests.support.gateway import free_port, http, is_listening, treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
+from tests.test_etcd_store import eventually
 
 CHAT = "/v1/chat/completions"
 READY = (200, {"status": "ready"})
@@ -39,17 +40,6 @@ def access_lines(out: str) -> list[dict[str, str]]:
 def probe(base: str, path: str) -> tuple[int, dict]:
     status, _, body = http("GET", base + path, timeout=3)
     return status, json.loads(body)
-
-
-def eventually(check, timeout: float, what: str):
-    """Poll another process until ``check()`` is truthy (nothing to await)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 class KeepAlive:

@@ -382,20 +382,10 @@ class GatewayProcess:
         """
         if self._process is None:
             self.start()
-        process = self._require_started()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            self._close_files()
-            raise GatewayTimeout(
-                self._describe(f"gateway still running after {timeout}s")
-            ) from None
+        code = self.wait(timeout)
         assert self._started_at is not None
         elapsed = time.monotonic() - self._started_at
-        self._close_files()
-        return process.returncode, self.stdout, self.stderr, elapsed
+        return code, self.stdout, self.stderr, elapsed
 
     def __enter__(self) -> Self:
         if self._process is None:
