@@ -15,7 +15,7 @@ import gc
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
     from twisted_gw.observability.tracing import Tracing
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
+    from twisted_gw.shutdown import Shutdown
+    from twisted_gw.site import GatewaySite
 
 log = Logger()
 
@@ -291,40 +293,42 @@ def exit_while_running(reactor: Any, message: str, code: int = 1) -> None:
 
 
 class StartupGate(Service):
-    """Holds the listeners while a store's first load runs (etcd).
+    """Holds the listeners' requests while a store's first load runs (etcd).
 
     The ports are bound before (so a taken port still fails start-up at
-    once), but they accept no connection until the snapshot is loaded:
-    clients that connect early wait in the listen backlog and are then served
+    once) and accept connections, but their sites hold every request until
+    the snapshot is loaded: clients that come early wait and are then served
     with the real config, instead of getting 401/404 answers from an empty
-    one. When the store gives up (``when_loaded`` fails), the process ends
-    with exit code 1 and the store's reason on stdout, like every start-up
-    failure (``exit`` is :func:`exit_while_running`; tests pass their own)."""
+    one. Only the probes (``/healthz`` 200, ``/readyz`` 503 ``config not
+    loaded yet``; CONTRACT 5.2) and CORS preflights are answered meanwhile,
+    so an orchestrator's liveness probe does not kill a gateway that waits
+    for etcd. When the store gives up (``when_loaded`` fails), the process
+    ends with exit code 1 and the store's reason on stdout, like every
+    start-up failure (``exit`` is :func:`exit_while_running`; tests pass
+    their own)."""
 
     def __init__(
         self,
         store: IConfigStore,
         reactor: Any,
         exit: Callable[[Any, str], None] = exit_while_running,
+        sites: Sequence[GatewaySite] = (),
     ) -> None:
         self.store = store
         self.reactor = reactor
         self._exit = exit
-        self._ports: list[Any] = []
+        self.sites = tuple(sites)
         self.setName("etcd-startup")
 
     def startService(self) -> None:
         super().startService()
-        parent: Any = self.parent
-        self._ports = [s.port for s in parent if isinstance(s, ListenerService) and s.port]
-        for port in self._ports:
-            port.stopReading()
+        for site in self.sites:
+            site.hold()
         self.store.when_loaded().addCallbacks(self._open, self._give_up)
 
     def _open(self, snapshot: Any) -> None:
-        for port in self._ports:
-            if port.connected:  # still listening (not stopped meanwhile)
-                port.startReading()
+        for site in self.sites:
+            site.release()
 
     def _give_up(self, failure: Failure) -> None:
         self._exit(self.reactor, failure.getErrorMessage())
@@ -344,6 +348,7 @@ class GatewayService(MultiService):
         limiter: IRateLimitStore | None = None,
         proxy: Any = None,
         tracing: Tracing | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -352,6 +357,8 @@ class GatewayService(MultiService):
         self.limiter = limiter
         self.proxy = proxy
         self.tracing = tracing
+        #: the drain of CONTRACT 5.2 (None: what is in flight is ended at once)
+        self.shutdown = shutdown
 
     def privilegedStartService(self) -> None:
         """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
@@ -397,13 +404,21 @@ class GatewayService(MultiService):
         defer.maybeDeferred(self.store.start).addErrback(lambda _: None)
 
     def stopService(self) -> Any:
+        """Drain (CONTRACT 5.2), then close the store, upstream pool and limiter.
+
+        The Deferred delays the reactor's shutdown until the requests in
+        flight are answered or cut (see :mod:`twisted_gw.shutdown`): they end
+        while the limiter can still hear about it (their finalize gives back
+        shared Redis slots and spends their tokens); its close waits for that."""
         from twisted.internet import defer
 
+        shutdown = self.shutdown
+        if shutdown is not None:
+            shutdown.begin()  # /readyz is 503 from now on
         d = defer.maybeDeferred(super().stopService)  # the listeners stop accepting
-        if self.proxy is not None:
-            # end what is still in flight now, while the limiter can still hear
-            # about it: their finalize gives back shared (Redis) slots and
-            # spends their tokens; the limiter's close waits for that
+        if shutdown is not None:
+            d.addBoth(lambda _: shutdown.drain())
+        elif self.proxy is not None:
             d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
@@ -422,6 +437,8 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.admin.app import error_body as admin_error_body
     from twisted_gw.config.embedded import EmbeddedStore
+    from twisted_gw.cors import CorsPolicy
+    from twisted_gw.health import Health
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
@@ -432,6 +449,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.proxy.app import ProxyApp
     from twisted_gw.proxy.history import RedisResponseHistory, ResponseHistory
     from twisted_gw.ratelimit.memory import MemoryRateLimitStore
+    from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
 
     tls = {}
@@ -520,26 +538,38 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             limiter.slots_held,
         )
 
-    def site(resource: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
+    health = Health(store)  # one for both listeners
+
+    def site(app: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
         return GatewaySite(
-            resource,
+            app.resource(),
             config.max_body_bytes,
             header_timeout=listen.header_timeout,
             max_connections=listen.max_connections,
             reactor=reactor,
+            health=health,
+            cors=None if listen.cors is None else CorsPolicy(listen.cors, _route_methods(app)),
             **shape,
         )
 
-    proxy_site = site(proxy.app.resource(), config.proxy)
-    admin_site = site(admin.app.resource(), config.admin, error_body=admin_error_body)
+    proxy_site = site(proxy.app, config.proxy)
+    admin_site = site(admin.app, config.admin, error_body=admin_error_body)
+    sites = (proxy_site, admin_site)
+    shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing)
+    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:
-        # listeners accept once etcd is loaded; exit 1 if it never is
-        StartupGate(store, reactor).setServiceParent(gateway)
+        # requests wait until etcd is loaded (probes are answered); exit 1 if it never is
+        StartupGate(store, reactor, sites=sites).setServiceParent(gateway)
     return gateway
+
+
+def _route_methods(app: Any) -> list[str]:
+    """The methods a Klein app's routes answer, for a CORS preflight's answer."""
+    methods = {m for rule in app.url_map.iter_rules() for m in rule.methods or ()}
+    return sorted(methods - {"HEAD", "OPTIONS"})
 
 
 def makeService(
@@ -578,4 +608,7 @@ def makeService(
     except (ConfigError, StoreFileError) as e:
         launch.fail_before_start(str(e))
     gateway.launch = launch
+    if gateway.shutdown is not None:
+        # the process's SIGTERM/SIGINT are the gateway's: drain, cut on a second
+        reactor.callWhenRunning(gateway.shutdown.take_signals)
     return gateway

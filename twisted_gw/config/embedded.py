@@ -98,6 +98,10 @@ class EmbeddedStore:
     def stop(self) -> defer.Deferred:
         return defer.succeed(None)
 
+    def not_ready(self) -> str | None:
+        """Never: the file is read in build, and the state is this process's own."""
+        return None
+
     def seed_demo(self) -> None:
         """Create the demo model and key of the README on a brand-new store."""
         self._write_entry(

@@ -42,6 +42,10 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
+#: seconds requests in flight may go on after SIGTERM/SIGINT (CONTRACT 5.2)
+DEFAULT_SHUTDOWN_GRACE = 30.0
+#: the request headers a CORS preflight allows unless told otherwise (CONTRACT 5.6)
+DEFAULT_CORS_HEADERS = ("authorization", "content-type")
 STORE_FILE_NAME = "twisted-gw-store.json"
 #: spans a gateway holds for export before it drops (CONTRACT 5.3)
 DEFAULT_TRACE_QUEUE = 2048
@@ -66,6 +70,19 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class CorsConfig:
+    """A listener's CORS policy (CONTRACT 5.6); absent means CORS is off.
+
+    Origins are lowercased (browsers send them so); ``"*"`` among them allows
+    every origin. Header names are lowercased; ``"*"`` among them allows what
+    a preflight asks for."""
+
+    allow_origins: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    max_age: int
+
+
+@dataclass(frozen=True)
 class ListenConfig:
     """One listener: a literal address, a port and optional TLS."""
 
@@ -75,6 +92,7 @@ class ListenConfig:
     tls: TLSConfig
     header_timeout: float
     max_connections: int
+    cors: CorsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,8 @@ class GatewayConfig:
     history_max_age: float = 86_400.0
     #: OpenTelemetry tracing (CONTRACT 5.3); None: off
     tracing: TracingConfig | None = None
+    #: seconds requests in flight may finish in after SIGTERM/SIGINT (CONTRACT 5.2)
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
 
@@ -334,6 +354,46 @@ class DottedPaths:
         return tuple(_items(value, _nonblank))
 
 
+def _origin(item: str) -> bool:
+    """``"*"`` or ``scheme://host[:port]`` exactly as a browser's Origin header has it:
+    a trailing ``/`` or a path would never match one."""
+    scheme, sep, rest = item.partition("://")
+    return item == "*" or (
+        bool(sep and scheme.isalpha() and rest) and not any(c in rest for c in "/?# ")
+    )
+
+
+def _header_name(item: str) -> bool:
+    return item == "*" or (bool(item) and all(c.isalnum() or c in "-_" for c in item))
+
+
+@dataclass(frozen=True)
+class Words:
+    """A list of strings each of which ``fits`` (lowercased, as HTTP compares them)."""
+
+    fits: Callable[[str], bool]
+    expected: str
+    #: what an entry that does not fit is, for the message (never the entry itself)
+    misfit: str
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, ...]:
+        for item in _items(value, lambda item: isinstance(item, str)):
+            if not self.fits(item):
+                raise _Refused(f"a list holding {self.misfit}")
+        return tuple(item.lower() for item in value)
+
+
+#: CORS origins: ``https://app.example``, ``http://localhost:5173`` or ``"*"``
+ORIGINS = Words(
+    _origin,
+    'a list of origins (scheme://host[:port]) or "*"',
+    "an entry that is not an origin (a path, a trailing '/' or no scheme)",
+)
+HEADER_NAMES = Words(
+    _header_name, 'a list of header names or "*"', "an entry that is not a header name"
+)
+
+
 @dataclass(frozen=True)
 class AdminKeys:
     """``[{key: ...}, ...]``; a bare string entry is taken as the key (as it always was)."""
@@ -455,6 +515,26 @@ def _listener_section(
             ),
             "max_connections": Key(
                 Integer(1), max_connections, "connections open at once on this listener"
+            ),
+            "cors": Section(
+                {
+                    "allow_origins": Key(
+                        ORIGINS,
+                        (),
+                        "origins whose browser pages may call this listener",
+                        shown="[]",
+                    ),
+                    "allow_headers": Key(
+                        HEADER_NAMES,
+                        DEFAULT_CORS_HEADERS,
+                        'request headers a preflight allows; "*": those it asks for',
+                    ),
+                    "max_age": Key(
+                        Integer(0), 600, "seconds a browser may cache a preflight's answer"
+                    ),
+                },
+                optional=True,
+                doc="answer CORS preflights and mark responses for the allowed origins",
             ),
             **more,
         }
@@ -635,6 +715,12 @@ SCHEMA = Section(
                     ),
                 ),
                 "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
+                "shutdown_grace": Key(
+                    Seconds(zero_is_off=True),
+                    DEFAULT_SHUTDOWN_GRACE,
+                    "seconds requests in flight may finish in after SIGTERM/SIGINT;"
+                    " then they are cut (0: at once)",
+                ),
             }
         ),
         "observability": Section(
@@ -722,6 +808,7 @@ def _tls(name: str, values: dict[str, Any]) -> TLSConfig:
 
 def _listener(name: str, values: dict[str, Any]) -> ListenConfig:
     host, port = values["listen"]
+    cors = values["cors"]
     return ListenConfig(
         name,
         host,
@@ -729,6 +816,7 @@ def _listener(name: str, values: dict[str, Any]) -> ListenConfig:
         _tls(name, values["tls"]),
         header_timeout=values["header_timeout"],
         max_connections=values["max_connections"],
+        cors=None if cors is None else CorsConfig(**cors),
     )
 
 
@@ -853,5 +941,6 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> G
         tracing=_tracing(
             values["observability"]["tracing"], os.environ if environ is None else environ
         ),
+        shutdown_grace=server["shutdown_grace"],
         warnings=tuple(warnings),
     )
