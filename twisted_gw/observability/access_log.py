@@ -57,7 +57,7 @@ def logfmt_value(value: Any) -> str:
     text = str(value)
     if len(text) > 200:
         text = text[:200] + "..."
-    if all(c in _PLAIN for c in text):
+    if _PLAIN.issuperset(text):
         return text
     escaped = escape(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
