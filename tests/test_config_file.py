@@ -8,6 +8,7 @@ import pytest
 from twisted_gw.config.file import (
     SCHEMA,
     ConfigError,
+    CorsConfig,
     Key,
     Section,
     load_config,
@@ -199,13 +200,13 @@ def test_unknown_keys_are_one_warning_each_with_the_nearest_known_key(tmp_path, 
 def test_unknown_keys_do_not_stop_the_rest_from_loading(tmp_path):
     config = load_yaml(
         tmp_path,
-        "observability: {otlp: {endpoint: x}}\n"  # a whole unknown section: one warning
-        "server:\n  proxy:\n    listen: 127.0.0.1:4000\n    cors: {enabled: true}\n",
+        "telemetry: {otlp: {endpoint: x}}\n"  # a whole unknown section: one warning
+        "server:\n  proxy:\n    listen: 127.0.0.1:4000\n    gzip: {enabled: true}\n",
     )
     assert config.proxy.port == 4000
     assert config.warnings == (
-        "unknown config key 'observability'",
-        "unknown config key 'server.proxy.cors'",
+        "unknown config key 'telemetry'",
+        "unknown config key 'server.proxy.gzip'",
     )
 
 
@@ -404,6 +405,50 @@ def test_admin_key_entries_are_mappings_or_strings(tmp_path):
                 " got a list holding an empty string"
             ),
         ),
+        # shutdown (CONTRACT 5.2) and CORS (5.6)
+        (
+            "server:\n  shutdown_grace: -1\n",
+            "server.shutdown_grace must be a number of seconds >= 0, got -1",
+        ),
+        (
+            "server:\n  shutdown_grace: soon\n",
+            "server.shutdown_grace must be a number of seconds >= 0, got a string",
+        ),
+        ("server:\n  proxy:\n    cors: []\n", "server.proxy.cors must be a mapping, got a list"),
+        (
+            "server:\n  admin:\n    cors: {allow_origins: https://app.example}\n",
+            (
+                "server.admin.cors.allow_origins must be a list of origins (scheme://host[:port])"
+                ' or "*", got a string'
+            ),
+        ),
+        (
+            "server:\n  proxy:\n    cors: {allow_origins: ['https://app.example/']}\n",
+            (
+                "server.proxy.cors.allow_origins must be a list of origins (scheme://host[:port])"
+                ' or "*", got a list holding an entry that is not an origin'
+                " (a path, a trailing '/' or no scheme)"
+            ),
+        ),
+        (
+            "server:\n  proxy:\n    cors: {allow_origins: [app.example]}\n",
+            (
+                "server.proxy.cors.allow_origins must be a list of origins (scheme://host[:port])"
+                ' or "*", got a list holding an entry that is not an origin'
+                " (a path, a trailing '/' or no scheme)"
+            ),
+        ),
+        (
+            "server:\n  proxy:\n    cors: {allow_origins: ['*'], allow_headers: ['x y']}\n",
+            (
+                'server.proxy.cors.allow_headers must be a list of header names or "*",'
+                " got a list holding an entry that is not a header name"
+            ),
+        ),
+        (
+            "server:\n  proxy:\n    cors: {max_age: -1}\n",
+            "server.proxy.cors.max_age must be a non-negative integer, got -1",
+        ),
     ],
 )
 def test_wrong_type_or_range_is_an_error_naming_the_path_and_what_was_expected(
@@ -460,6 +505,22 @@ def _leaves(section, path=""):
         else:
             assert isinstance(spec, Key)
             yield where
+
+
+def test_shutdown_grace_and_cors_are_read_with_their_defaults(tmp_path):
+    config = load_yaml(tmp_path, "server: {}\n")
+    assert config.shutdown_grace == 30.0  # CONTRACT 5.2's default
+    assert config.proxy.cors is None and config.admin.cors is None  # CORS is off by default
+    config = load_yaml(
+        tmp_path,
+        "server:\n  shutdown_grace: 0\n  proxy:\n"
+        "    cors: {allow_origins: ['https://App.example', '*'], allow_headers: [X-Api-Key]}\n"
+        "  admin:\n    cors: {}\n",
+    )
+    assert config.shutdown_grace == 0.0  # 0 cuts at once, it is not "the default"
+    assert config.proxy.cors == CorsConfig(("https://app.example", "*"), ("x-api-key",), 600)
+    assert config.admin.cors == CorsConfig((), ("authorization", "content-type"), 600)
+    assert config.warnings == ()
 
 
 def test_the_reference_lists_every_key_with_what_it_accepts_and_means():

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from klein import Klein
 from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface.verify import verifyObject
 
 from tests.conftest import Gateway, secret, start_gateway
@@ -38,9 +39,11 @@ from tests.support.gateway import (
 from twisted_gw.config.embedded import EmbeddedStore
 from twisted_gw.config.etcd_client import EtcdClient
 from twisted_gw.config.etcd_store import STARTUP_FAILED, EtcdStartupError, EtcdStore
-from twisted_gw.config.file import ConfigError, ListenConfig, TLSConfig, load_config
+from twisted_gw.config.file import ConfigError, load_config
 from twisted_gw.config.interfaces import IConfigStore
-from twisted_gw.service import ListenerService, StartupGate, exit_while_running
+from twisted_gw.health import Health
+from twisted_gw.service import StartupGate, exit_while_running
+from twisted_gw.site import GatewaySite
 
 CHAT = "/v1/chat/completions"
 
@@ -541,33 +544,52 @@ def test_etcd_arriving_during_the_start_retries_is_used(tmp_path):
         server.stop()
 
 
-def listening() -> ListenerService:
-    """A bound listener of the gateway, on any free port."""
-    listen = ListenConfig("Proxy", "127.0.0.1", 0, TLSConfig(), 10.0, 100)
-    listener = ListenerService(listen, Factory.forProtocol(Protocol), reactor)
-    listener.bind()
-    return listener
+class _Answer:
+    """A Klein app standing in for a listener's: 200 on every path."""
+
+    app = Klein()
+
+    @app.route("/", branch=True)
+    def any_path(self, request):
+        return b"served"
+
+
+def _connected(site: GatewaySite) -> StringTransport:
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_start_up_gate_holds_the_listeners_until_the_first_load(etcd):
+async def test_the_start_up_gate_holds_requests_but_answers_probes_until_the_first_load(etcd):
+    """Requests wait for the config; /healthz and /readyz answer meanwhile
+    (a liveness probe must not kill a gateway that waits for etcd)."""
     store = EtcdStore(EtcdClient([etcd.url], timeout=2.0), unique_prefix())
+    site = GatewaySite(_Answer().app.resource(), 1000, reactor=reactor, health=Health(store))
     gateway = MultiService()
-    listener = listening()
-    listener.setServiceParent(gateway)
     exits: list[str] = []
-    StartupGate(store, reactor, exit=lambda _, message: exits.append(message)).setServiceParent(
-        gateway
-    )
+    StartupGate(
+        store, reactor, exit=lambda _, message: exits.append(message), sites=[site]
+    ).setServiceParent(gateway)
     try:
         gateway.startService()
-        assert listener.port not in reactor.getReaders()  # bound, but not accepting
+        early, early_out = _connected(site)
+        early.dataReceived(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        probe, probe_out = _connected(site)
+        probe.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        probe.dataReceived(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert early_out.value() == b""  # held
+        answers = probe_out.value()
+        assert b"HTTP/1.1 200 " in answers and b'{"status": "ok"}' in answers
+        assert b"HTTP/1.1 503 " in answers
+        assert b'{"status": "not_ready", "reason": "config not loaded yet"}' in answers
         await store.start()
-        assert listener.port in reactor.getReaders()
+        assert early_out.value().startswith(b"HTTP/1.1 200 ") and b"served" in early_out.value()
+        assert store.not_ready() is None
         assert exits == []
     finally:
         await store.stop()
-        await listener.port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

@@ -290,8 +290,11 @@ async def test_sdk_message_on_the_mock_model_echoes(gw, env):
     message, headers = await create(env["anthropic"], model="fx-echo", messages=user("ping pong"))
     assert [(b.type, b.text) for b in message.content] == [("text", "ping pong")]
     assert message.stop_reason == "end_turn" and message.model == "echo"
-    assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 33)
-    assert await finalized(gw, headers) == ("ok", "200", 38)
+    # the mock's estimate of the chat it ran (twisted_gw.tokens): the messages' JSON,
+    # '[{"role":"user","content":"ping pong"}]', is 39 characters, ceil(39 / 4) + 4
+    # = 14; "ping pong" answered, 3
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (14, 3)
+    assert await finalized(gw, headers) == ("ok", "200", 17)
 
 
 # -- 2. messages.stream via chat -----------------------------------------------------------
@@ -346,7 +349,8 @@ async def test_message_stream_via_chat_is_anthropic_s_event_sequence_on_the_wire
 async def test_sdk_message_stream_on_the_mock_model(gw, env):
     final, headers = await streamed(env["anthropic"], model="fx-echo", messages=user("a b c"))
     assert final.content[0].text == "a b c" and final.stop_reason == "end_turn"
-    assert await finalized(gw, headers) == ("done", "200", 38)
+    # the estimate as above: 35 characters of messages, 9 + 4; "a b c", 2
+    assert await finalized(gw, headers) == ("done", "200", 15)
 
 
 # -- 3. errors through the SDK -------------------------------------------------------------
@@ -827,5 +831,7 @@ async def test_each_api_counts_under_its_endpoint_with_one_access_line(gw, env, 
             "7",
         )
     (line,) = logfmt_lines(gw.process, error.response.headers["x-request-id"])
-    # an unknown model's name is never logged (it could be a pasted key)
-    assert (line["path"], line["status"], line["model"]) == (MESSAGES, "404", "-")
+    # CONTRACT 5.4: an unknown model is logged as sent (a key in its place would be
+    # [redacted]: tests/test_logs_explain_blackbox.py), with the 4.1 code of the answer
+    assert (line["path"], line["status"], line["model"]) == (MESSAGES, "404", "fx-nope")
+    assert line["error"] == "model_not_found"

@@ -560,8 +560,8 @@ def check_admin_answer(answer: Answer, method: str, target: str, sent_host: str 
     check_location(answer, sent_host)
     assert status < 500, f"the admin listener answered a 5xx:{answer}"
     if 300 <= status < 400:
-        assert path == "/ui", f"a redirect from a path other than /ui:{answer}"
-        assert answer.header("location") == "/ui/", f"/ui redirects elsewhere than /ui/:{answer}"
+        assert path in ("/", "/ui"), f"a redirect from a path other than / or /ui:{answer}"
+        assert answer.header("location") == "/ui/", f"{path} redirects elsewhere than /ui/:{answer}"
         return
     assert 200 <= status < 300 or 400 <= status < 500, f"unexpected status:{answer}"
     if method == "HEAD":

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 
+from tests.support.access_log import LOGFMT
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.errors import GatewayError, model_not_found
 from twisted_gw.hooks.context import RequestContext
@@ -162,10 +163,27 @@ def test_access_line_names_key_by_id_and_never_logs_secrets():
         "key_id=k1 latency_ms=12.5 first_token_ms=- prompt_tokens=3 completion_tokens=4 "
         "total_tokens=7 end=ok attempts=0 target=-"
     )
-    # a model name that is not configured (maybe a pasted key) is not logged
-    ctx.model_name = "sk-pasted-by-mistake"
-    assert "sk-pasted" not in access_line(ctx, now=200.0)
     assert "sk-client-secret" not in line and "sk-provider-secret" not in line
+
+
+def test_access_line_names_the_model_the_client_sent_but_never_a_key():
+    """CONTRACT 5.4: an unknown model is logged as sent (cut to 128
+    characters); a configured client or provider key in it is ``[redacted]``."""
+    snap = snapshot_with([MODEL], [KEY])
+    ctx = context(snap, api_key=snap.keys_by_key["sk-client-secret"])
+    ctx.status, ctx.end_reason, ctx.finished_at = 400, "rejected", 100.0125
+
+    def model_of(name: str) -> str:
+        ctx.model_name = name
+        return dict(LOGFMT.findall(access_line(ctx, now=200.0)))["model"]
+
+    assert model_of("gtp-4o-typo") == "gtp-4o-typo"
+    assert model_of("sk-client-secret") == "[redacted]"  # a key pasted into "model"
+    assert model_of("sk-provider-secret") == "[redacted]"
+    assert model_of("x-sk-client-secret-y") == "x-[redacted]-y"
+    assert model_of("m" * 300) == "m" * 128
+    # redacted before the cut: no prefix of a key survives it
+    assert model_of("m" * 120 + "sk-client-secret") == "m" * 120 + "[redacte"
 
 
 def test_logfmt_quotes_only_when_needed():

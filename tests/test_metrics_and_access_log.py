@@ -19,8 +19,9 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
@@ -39,7 +40,9 @@ from tests.support.gateway import treq_json, treq_stream
 from tests.support.mock_upstream import chat_chunk, sse_event
 
 CHAT = "/v1/chat/completions"
-MOCK_USAGE = {"prompt": 5, "completion": 33, "total": 38}  # the mock provider's usage
+# the mock provider's usage for chat_doc's "hi" (twisted_gw.tokens): the message's JSON
+# is 32 characters, ceil(32 / 4) + 4 = 12 prompt tokens; "hi" answered, 1
+MOCK_USAGE = {"prompt": 12, "completion": 1, "total": 13}
 
 _ACCESS = re.compile(r"^(\S+) \[[^\]]+\] access (.*)$", re.MULTILINE)
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -273,6 +276,9 @@ class Ended:
     stream: bool
     model: str | None  # the configured model name the line must name, else None
     first_token: bool = False  # whether a first chunk reached the client
+    #: the fields after ``target`` that say why it failed (CONTRACT 5.4);
+    #: ``upstream`` is written ``UP`` for the mock upstream's host:port
+    why: dict[str, str] = field(default_factory=dict)
 
 
 Case = Callable[[Any, Any, dict[str, str]], Awaitable[Ended]]
@@ -290,17 +296,20 @@ async def _ok(gw, up, env):
 
 async def _rejected_no_key(gw, up, env):
     status, headers, _ = await gw.chat(None, chat_doc(env["mock"]))
-    return Ended(headers["x-request-id"], status, "rejected", False, None)  # auth comes first
+    why = {"error": "missing_api_key"}
+    return Ended(headers["x-request-id"], status, "rejected", False, None, why=why)  # auth first
 
 
 async def _rejected_bad_key(gw, up, env):
     status, headers, _ = await gw.chat(secret(), chat_doc(env["mock"]))
-    return Ended(headers["x-request-id"], status, "rejected", False, None)
+    why = {"error": "invalid_api_key"}
+    return Ended(headers["x-request-id"], status, "rejected", False, None, why=why)
 
 
 async def _rejected_forbidden(gw, up, env):
     status, headers, _ = await gw.chat(env["key"], chat_doc(env["forbidden"]))
-    return Ended(headers["x-request-id"], status, "rejected", False, env["forbidden"])
+    why = {"error": "model_access_forbidden"}
+    return Ended(headers["x-request-id"], status, "rejected", False, env["forbidden"], why=why)
 
 
 async def _rejected_rate_limit(gw, up, env):
@@ -310,25 +319,30 @@ async def _rejected_rate_limit(gw, up, env):
         await task.deferLater(reactor, left + 0.05, lambda: None)
     assert (await gw.chat(key, chat_doc(env["mock"], stream=True)))[0] == 200
     status, headers, _ = await gw.chat(key, chat_doc(env["mock"], stream=True))
-    return Ended(headers["x-request-id"], status, "rejected", True, env["mock"])
+    why = {"error": "rate_limit_exceeded", "limit": "rpm"}
+    return Ended(headers["x-request-id"], status, "rejected", True, env["mock"], why=why)
 
 
 async def _upstream_error(gw, up, env):
     up.set_json(CHAT, {"error": {"message": "boom"}}, status=500)
     status, headers, _ = await gw.chat(env["key"], chat_doc(env["up"]))
-    return Ended(headers["x-request-id"], status, "upstream_error", False, env["up"])
+    why = {"error": "provider_error", "upstream": "UP", "cause": "status 500"}
+    return Ended(headers["x-request-id"], status, "upstream_error", False, env["up"], why=why)
 
 
 async def _upstream_4xx(gw, up, env):
     up.set_json(CHAT, {"error": {"message": "too long", "code": "context_length"}}, status=400)
     status, headers, _ = await gw.chat(env["key"], chat_doc(env["up"]))
-    return Ended(headers["x-request-id"], status, "upstream_error", False, env["up"])
+    why = {"error": "context_length", "upstream": "UP", "cause": "status 400"}  # its code
+    return Ended(headers["x-request-id"], status, "upstream_error", False, env["up"], why=why)
 
 
 async def _stream_upstream_error(gw, up, env):
     up.set_json(CHAT, {"error": {"message": "boom"}}, status=503)
     result = await stream(gw, env["key"], env["up"])
-    return Ended(result.headers["x-request-id"], result.status, "upstream_error", True, env["up"])
+    why = {"error": "provider_error", "upstream": "UP", "cause": "status 503"}
+    rid = result.headers["x-request-id"]
+    return Ended(rid, result.status, "upstream_error", True, env["up"], why=why)
 
 
 async def _done(gw, up, env):
@@ -348,7 +362,12 @@ async def _upstream_cut(gw, up, env):
     up.set_sse(CHAT, [_first()], end="cut")
     result = await stream(gw, env["key"], env["up"])
     assert "[DONE]" not in result.data
-    return Ended(result.headers["x-request-id"], 200, "upstream_cut", True, env["up"], True)
+    why = {
+        "error": "provider_error",
+        "upstream": "UP",
+        "cause": "stream cut: upstream connection lost mid-stream",
+    }
+    return Ended(result.headers["x-request-id"], 200, "upstream_cut", True, env["up"], True, why)
 
 
 async def _client_gone(gw, up, env):
@@ -414,7 +433,11 @@ async def test_every_way_a_request_ends_writes_one_access_line(gw, env, fresh_up
     lines = logfmt_lines(gw.process, rid)
     assert len(lines) == 1, f"{len(lines)} access lines for {rid}"
     line = lines[0]
-    assert list(line) == FIELDS
+    assert list(line) == FIELDS + list(ended.why)
+    up = urlsplit(fresh_upstream.base_url).netloc
+    assert {k: line[k] for k in ended.why} == {
+        k: up if v == "UP" else v for k, v in ended.why.items()
+    }
     assert (line["end"], line["status"]) == (ended.end, str(ended.status))
     assert line["method"] == "POST" and line["path"] == CHAT
     assert line["client"] == "127.0.0.1"
@@ -427,7 +450,7 @@ async def test_every_way_a_request_ends_writes_one_access_line(gw, env, fresh_up
     elif ended.end != "empty":  # see test_an_empty_stream_has_no_first_token
         assert line["first_token_ms"] == "-"
     if ended.end == "done":  # the mock provider's usage chunk
-        assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["5", "33", "38"]
+        assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["12", "1", "13"]
     elif ended.end != "ok":
         assert [line[f"{k}_tokens"] for k in MOCK_USAGE] == ["0", "0", "0"]
     # streams are counted by how they ended; other requests are not
@@ -467,7 +490,9 @@ async def test_the_log_never_holds_a_key_or_the_prompt(gw, fresh_upstream):
     await send(key, chat_doc(mock, stream=True, prompt=prompt))
     await send(stranger, chat_doc(mock, prompt=prompt))
     await send(key, chat_doc(key, prompt=prompt))  # a key pasted into "model"
-    await send(key, chat_doc(stranger, prompt=prompt))
+    await send(key, chat_doc(provider_key, prompt=prompt))  # the provider's, too
+    unknown = f"no-such-model-{uuid.uuid4().hex[:8]}"
+    await send(key, chat_doc(unknown, prompt=prompt))  # not a key: logged as sent
     await send(key, {"model": mock, "messages": prompt})  # wrong type: 400 invalid_json
     for status in (400, 500):
         fresh_upstream.set_json(
@@ -476,13 +501,20 @@ async def test_the_log_never_holds_a_key_or_the_prompt(gw, fresh_upstream):
         await send(key, chat_doc(model, prompt=prompt))
     fresh_upstream.set_sse(CHAT, [_first()], end="hang")
     await stream(gw, key, model, prompt, stop_when=lambda body: b"data:" in body)
-    assert [s for s, _ in sent] == [200, 200, 401, 400, 400, 400, 400, 502]
+    assert [s for s, _ in sent] == [200, 200, 401, 400, 400, 400, 400, 400, 502]
     await task.deferLater(reactor, 0.2, lambda: None)  # the client_gone line comes a moment later
     log = gw.process.output
     assert "access " in log
     assert prompt not in log and prompt.split()[-1] not in log
     for value in (key, stranger, provider_key):
         assert value not in log
+    # CONTRACT 5.4: an unknown model is named as sent, a key in its place is not
+    models = [
+        fields.get("model")
+        for _, text in access_lines(gw.process)
+        for fields in [dict(LOGFMT.findall(text))]
+    ]
+    assert unknown in models and models.count("[redacted]") >= 2
 
 
 @pytest_twisted.ensureDeferred
@@ -543,7 +575,10 @@ def test_json_access_log_has_one_object_per_line_with_the_same_fields(tmp_path):
     assert set(records) == set(rids)
     for rid, (end, status) in rids.items():
         record = records[rid]
-        assert list(record) == ["time", *FIELDS]  # JSON lines carry their own time too
+        why = ["error"] if end == "rejected" else []  # CONTRACT 5.4: the 401's code
+        assert list(record) == ["time", *FIELDS, *why]  # JSON lines carry their own time too
+        if why:
+            assert record["error"] == "missing_api_key"
         assert _TIME.match(record["time"].replace("+00:00", "+0000")), record["time"]
         assert (record["end"], record["status"]) == (end, status)
         assert record["method"] == "POST" and record["path"] == CHAT
@@ -558,5 +593,5 @@ def test_json_access_log_has_one_object_per_line_with_the_same_fields(tmp_path):
         else:
             assert record["first_token_ms"] is None
         tokens = [record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]]
-        assert tokens == ([0, 0, 0] if end == "rejected" else [5, 33, 38])
+        assert tokens == ([0, 0, 0] if end == "rejected" else [12, 1, 13])
     assert key not in gateway.process.output

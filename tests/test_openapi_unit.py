@@ -46,6 +46,7 @@ DOCUMENTED = {
     ("GET", "/openapi"),
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
+    ("GET", "/"),
     ("GET", "/ui"),
     ("GET", "/ui/"),
     ("GET", "/ui/catalog.json"),
@@ -365,8 +366,9 @@ def test_status_codes_and_body_shapes_follow_the_contract(doc, segment, entity):
 
 
 def test_ui_redirect_is_a_303_to_ui_slash(doc):
-    response = doc["paths"]["/ui"]["get"]["responses"]["303"]
-    assert response["headers"]["Location"]["schema"]["const"] == "/ui/"
+    for path in ("/", "/ui"):
+        response = doc["paths"][path]["get"]["responses"]["303"]
+        assert response["headers"]["Location"]["schema"]["const"] == "/ui/"
     assert "text/html" in doc["paths"]["/openapi"]["get"]["responses"]["200"]["content"]
     assert "text/html" in doc["paths"]["/ui/{path}"]["get"]["responses"]["200"]["content"]
 

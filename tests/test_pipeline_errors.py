@@ -119,7 +119,9 @@ def test_mock_chat_echoes_the_last_user_message(gw):
     doc = response.json()
     assert response.code == 200 and doc["object"] == "chat.completion"
     assert doc["choices"][0]["message"] == {"role": "assistant", "content": "echo me"}
-    assert doc["usage"] == {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
+    # the gateway's estimate (twisted_gw.tokens): the messages' JSON is 106
+    # characters, ceil(106 / 4) + 4 per message = 27 + 12; "echo me" is 7: 2
+    assert doc["usage"] == {"prompt_tokens": 39, "completion_tokens": 2, "total_tokens": 41}
     again = post(gw, request).json()
     assert again["id"] == doc["id"]  # deterministic
     assert gw.ends == ["ok", "ok"]
@@ -135,6 +137,23 @@ def test_mock_embeddings_are_16_dimension_and_deterministic(gw):
     assert again["data"][0]["embedding"] == vectors[0]
     b64 = post(gw, {"model": "demo", "input": "a", "encoding_format": "base64"}, path=EMB).json()
     assert len(base64.b64decode(b64["data"][0]["embedding"])) == 16 * 4
+
+
+def test_mock_embeddings_usage_counts_the_text_of_each_input(gw):
+    # one token per 4 characters, rounded up, at least 1 an input: 1 + 1, then 3 + 1 + 1
+    doc = post(gw, {"model": "demo", "input": ["a", "b"]}, path=EMB).json()
+    assert doc["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    doc = post(gw, {"model": "demo", "input": ["twelve chars", "", "abcd"]}, path=EMB).json()
+    assert doc["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+
+
+def test_mock_chat_usage_grows_with_what_was_sent_and_answered(gw):
+    short = post(gw, {"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+    long = post(gw, {"model": "demo", "messages": [{"role": "user", "content": "hi" * 40}]})
+    short_usage, long_usage = short.json()["usage"], long.json()["usage"]
+    assert short_usage == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    # 78 more characters of prompt (+20 tokens: 110 / 4 rounds up to 28), 80 echoed
+    assert long_usage == {"prompt_tokens": 32, "completion_tokens": 20, "total_tokens": 52}
 
 
 # -- upstream errors (the 4.1 table) ------------------------------------------------------------

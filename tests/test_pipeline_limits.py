@@ -19,7 +19,9 @@ from twisted_gw.errors import provider_error
 from twisted_gw.testing import MemoryGateway
 
 CHAT = "/v1/chat/completions"
-MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
+# the mock provider's usage for chat_doc's one message "hi" (twisted_gw.tokens):
+# prompt ceil(len('[{"role":"user","content":"hi"}]') / 4) + 4 = 8 + 4, completion 1
+MOCK_TOTAL_TOKENS = 13
 ANSWER = {
     "id": "chatcmpl-up",
     "object": "chat.completion",
@@ -42,7 +44,7 @@ def gw() -> MemoryGateway:
 
 
 def mock_model(gw: MemoryGateway, name: str, rate_limit: dict | None = None) -> str:
-    """A ``mock`` provider model (answers at once, usage 5/33/38); its store id."""
+    """A ``mock`` provider model (answers at once, usage 12/1/13 for "hi"); its store id."""
     extra = {"rate_limit": rate_limit} if rate_limit is not None else {}
     return gw.add_model(name, "mock/echo", **extra)
 
@@ -204,9 +206,9 @@ def test_a_request_rejected_before_the_limiter_spends_nothing(gw):
 @pytest.mark.parametrize("streaming", [False, True], ids=["non-stream", "stream"])
 @pytest.mark.parametrize("scope", ["key", "model"])
 def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
-    # check at pre-call rejects only when nothing remains: 0 < 50, 38 < 50, 76 >= 50
-    model_id = mock_model(gw, "m", {"tpm": 50} if scope == "model" else None)
-    key, key_id = new_key(gw, ["m"], {"tpm": 50} if scope == "key" else None)
+    # check at pre-call rejects only when nothing remains: 0 < 20, 13 < 20, 26 >= 20
+    model_id = mock_model(gw, "m", {"tpm": 20} if scope == "model" else None)
+    key, key_id = new_key(gw, ["m"], {"tpm": 20} if scope == "key" else None)
     seen = []
     for _ in range(2):
         response = chat(gw, key, "m", stream=streaming)
@@ -214,12 +216,12 @@ def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
             assert json_chunks(response)[-1]["usage"]["total_tokens"] == MOCK_TOTAL_TOKENS
         assert response.code == 200
         seen.append(response.headers["x-ratelimit-remaining-tokens"])
-        assert gw.recorder.finalized[-1].usage["total_tokens"] == 38
-    assert seen == ["50", str(50 - MOCK_TOTAL_TOKENS)]
+        assert gw.recorder.finalized[-1].usage["total_tokens"] == 13
+    assert seen == ["20", str(20 - MOCK_TOTAL_TOKENS)]
     response = chat(gw, key, "m")
     assert response.code == 429
     assert error_of(response) == window_429(
-        scope, key_id if scope == "key" else model_id, "tpm", 50
+        scope, key_id if scope == "key" else model_id, "tpm", 20
     )
     assert_retry_after(response.headers)
 

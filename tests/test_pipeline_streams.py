@@ -168,8 +168,11 @@ def test_mock_provider_streams_offline(gw):
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "stream me please"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 38
-    assert finalized(gw) == ("done", 200, 38)
+    # the estimate of twisted_gw.tokens, as a whole answer would report it: the
+    # message's JSON is 46 characters, ceil(46 / 4) + 4 = 16; the 16 echoed, 4
+    usage = {"prompt_tokens": 16, "completion_tokens": 4, "total_tokens": 20}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == usage
+    assert finalized(gw) == ("done", 200, 20)
 
 
 # -- what the metrics and the access log are told (CONTRACT 4.6) ---------------------------
@@ -223,8 +226,14 @@ def test_a_timeout_writes_one_access_line(gw, streamed):
     if streamed:
         assert "[DONE]" not in response.data and len(response.data) == 1
     line = access_fields_of(gw)  # one finalize: one line
-    assert list(line) == FIELDS
+    assert list(line) == [*FIELDS, "error", "upstream", "cause"]
     assert (line["end"], line["status"]) == ("timeout", "200" if streamed else "504")
+    # CONTRACT 5.4: the line says why, and where (s-fast times out after 300 ms)
+    assert line["error"] == "request_timeout"
+    assert line["upstream"] == "api.openai.com"  # an openai model without api_base
+    assert line["cause"] == (
+        "timeout after 300 ms without a chunk" if streamed else "timeout after 300 ms"
+    )
     assert line["rid"] == response.headers["x-request-id"]
     assert line["method"] == "POST" and line["path"] == CHAT
     assert line["client"] == "127.0.0.1"

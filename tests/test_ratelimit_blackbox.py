@@ -1,6 +1,6 @@
 """CONTRACT 4.5 and the 429 rows of 4.1, black-box: rate limits and
 concurrency against the real gateway process, the local ``mock`` provider
-(usage 5/33/38) and a real mock upstream for streams that must stay open, be
+(usage 12/1/13 for a "hi") and a real mock upstream for streams that must stay open, be
 cut or time out.
 
 One test per bullet here, against the real process; the limiter's other
@@ -37,7 +37,9 @@ from tests.support.ratelimit import (
 )
 
 CHAT = "/v1/chat/completions"
-MOCK_TOTAL_TOKENS = 38  # the mock provider's usage: 5 prompt + 33 completion
+# the mock provider's usage for chat_doc's one message "hi" (twisted_gw.tokens):
+# prompt ceil(len('[{"role":"user","content":"hi"}]') / 4) + 4 = 8 + 4, completion 1
+MOCK_TOTAL_TOKENS = 13
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +211,10 @@ async def test_rate_limit_headers_on_streaming_responses(gw):
 @pytest.mark.parametrize("scope", ["key"])
 @pytest_twisted.ensureDeferred
 async def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
-    # check at pre-call rejects only when nothing remains: 0 < 50, 38 < 50, 76 >= 50
+    # check at pre-call rejects only when nothing remains: 0 < 20, 13 < 20, 26 >= 20
     await steady_window()
-    model, model_id = await mock_model(gw, {"tpm": 50} if scope == "model" else None)
-    key, key_id = await new_key(gw, [model], {"tpm": 50} if scope == "key" else None)
+    model, model_id = await mock_model(gw, {"tpm": 20} if scope == "model" else None)
+    key, key_id = await new_key(gw, [model], {"tpm": 20} if scope == "key" else None)
     seen = []
     for _ in range(2):
         if streaming:
@@ -223,11 +225,11 @@ async def test_tpm_is_reached_after_usage_is_settled(gw, scope, streaming):
             status, headers, _ = await chat(gw, key, model)
         assert status == 200
         seen.append(headers["x-ratelimit-remaining-tokens"])
-        assert (await wait_finalized(gw.process, headers["x-request-id"]))[2] == 38
-    assert seen == ["50", str(50 - MOCK_TOTAL_TOKENS)]
+        assert (await wait_finalized(gw.process, headers["x-request-id"]))[2] == 13
+    assert seen == ["20", str(20 - MOCK_TOTAL_TOKENS)]
     status, headers, body = await chat(gw, key, model)
     assert status == 429
-    assert error_of(body) == window_429(scope, key_id if scope == "key" else model_id, "tpm", 50)
+    assert error_of(body) == window_429(scope, key_id if scope == "key" else model_id, "tpm", 20)
     assert_retry_after(headers)
 
 

@@ -152,10 +152,13 @@ async def test_redis_away_can_be_configured_to_reject():
 # -- black-box: several gateways -------------------------------------------------------
 
 
-def redis_gateway(tmp_path_factory, url, name):
+def redis_gateway(tmp_path_factory, url, name, **server):
     return start_gateway(
         tmp_path_factory.mktemp(name),
-        extra={"deployment": {"redis": {"url": url, "prefix": "bb", "timeout": 0.5}}},
+        extra={
+            "deployment": {"redis": {"url": url, "prefix": "bb", "timeout": 0.5}},
+            "server": server,
+        },
     )
 
 
@@ -267,7 +270,8 @@ async def test_a_shutdown_gives_back_the_shared_slots_of_requests_in_flight(
     from tests.support.gateway import treq_stream
     from tests.support.mock_upstream import chat_chunk, sse_event
 
-    gw = redis_gateway(tmp_path_factory, redis.url, "gw-shutdown")
+    # the stream never ends: the shutdown's grace (CONTRACT 5.2) cuts it
+    gw = redis_gateway(tmp_path_factory, redis.url, "gw-shutdown", shutdown_grace=0.3)
     stopped = False
     try:
         await gw.add_model(

@@ -436,3 +436,68 @@ def test_a_percent_encoded_utf8_path_is_routed_as_usual(clock):
     [(s1, _, b1), (s2, _, b2)] = responses(transport)
     assert (s1, json.loads(b1)["too_large"]) == (200, False)
     assert (s2, json.loads(b2)) == (404, {"undecodable": False})
+
+
+# -- the start-up hold, the probes and CORS before any route -------------------------------
+
+
+class _Ready:
+    def not_ready(self) -> str | None:
+        return "config not loaded yet"
+
+
+def test_held_requests_wait_for_release_and_one_whose_client_left_is_not_dispatched(clock):
+    from twisted_gw.health import Health
+
+    site, _ = make_site(clock, health=Health(_Ready()))  # type: ignore[arg-type]
+    site.hold()
+    waiting, waiting_out = connect(site, 1)
+    waiting.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    gone, gone_out = connect(site, 2)
+    gone.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    probe, probe_out = connect(site, 3)
+    probe.dataReceived(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert waiting_out.value() == gone_out.value() == b""
+    status, _, body = only_response(probe_out)
+    assert (status, body) == (503, {"status": "not_ready", "reason": "config not loaded yet"})
+    close(gone)
+    site.release()
+    assert only_response(waiting_out)[0] == 200
+    assert gone_out.value() == b""
+    assert site.held is None
+
+
+def test_a_drain_drops_the_requests_still_held(clock):
+    site, _ = make_site(clock)
+    site.hold()
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    site.drain(lambda: None)
+    assert transport.disconnecting and transport.value() == b""
+
+
+def test_cors_marks_every_answer_of_an_allowed_origin_and_answers_its_preflight(clock):
+    from twisted_gw.config.file import CorsConfig
+    from twisted_gw.cors import CorsPolicy
+
+    cors = CorsPolicy(CorsConfig(("https://a.example",), ("authorization",), 5), ["GET", "POST"])
+    site, _ = make_site(clock, cors=cors)
+    channel, transport = connect(site)
+    channel.dataReceived(
+        b"OPTIONS /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://A.example\r\n"
+        b"Access-Control-Request-Method: POST\r\n\r\n"
+    )
+    channel.dataReceived(b"GET /nowhere HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\n\r\n")
+    channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://b.example\r\n\r\n")
+    [(preflight, headers, _), (missing, marked, _), (other, plain, _)] = responses(transport)
+    assert preflight == 204
+    assert headers["access-control-allow-origin"] == "https://A.example"  # as it was sent
+    assert headers["access-control-allow-methods"] == "GET, POST"
+    assert headers["access-control-allow-headers"] == "authorization"
+    assert headers["access-control-max-age"] == "5"
+    assert (missing, marked["access-control-allow-origin"], marked["vary"]) == (
+        404,
+        "https://a.example",
+        "Origin",
+    )
+    assert other == 200 and "access-control-allow-origin" not in plain and "vary" not in plain

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -314,12 +315,20 @@ async def test_models_are_created_through_the_form_and_listed_with_masked_keys(
         assert provider_key not in preview and provider_key[-4:] in preview
         b.click("#model-form button[type=submit]")
         panel = b.visible("#form-error")
-        assert 'property "/timeout" validation failed' in panel.text
-        assert "-5 is less than the minimum of 0" in panel.text
+        # a sentence naming the field as the form labels it, not the validator's text ...
+        assert b.css("#form-error-text").text == "Timeout (ms) must be at least 0."
+        assert "validation failed" not in panel.text
         timeout = b.css("#m-timeout")
         assert timeout.get_attribute("aria-invalid") == "true"
         assert "form-error" in timeout.get_attribute("aria-describedby")
         assert b.js("return document.activeElement.id") == "m-timeout"
+        # ... and the Admin API's own text stays one click away, exactly as it came
+        assert b.css("#form-error-raw").get_attribute("open") is None
+        b.click("#form-error-raw > summary")
+        assert b.visible("#form-error-raw-text").text == (
+            'JSON schema validation error: property "/timeout" validation failed: '
+            "-5 is less than the minimum of 0"
+        )
         assert b.driver.current_url.endswith("/ui/models/create")  # still on the form
         b.shot("04-model-form-schema-error")
 
@@ -351,6 +360,39 @@ async def test_models_are_created_through_the_form_and_listed_with_masked_keys(
     }
     state["model_id"] = entry["key"].rsplit("/", 1)[1]
     state["echo_id"] = entry_named(gw, "models", "name", ECHO)["key"].rsplit("/", 1)[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_schema_errors_are_said_as_sentences_never_as_the_schema_s_pattern(gw, browser):
+    """An empty upstream model id makes the document's model "openai/", which the
+    Admin API refuses by quoting the model pattern, a regular expression; the
+    form says what is wrong with which field instead, one sentence per field."""
+    before = len(admin_list(gw, "models"))
+
+    def steps():
+        b = browser
+        b.go("/ui/models/create")
+        b.wait(lambda: b.heading() == "Add model")
+        b.select("#m-provider", "openai")
+        b.fill("#m-api-key", secret("sk-provider"))
+        b.click("#model-form button[type=submit]")  # no name, no upstream model id
+        panel = b.visible("#form-error")
+        sentences = b.css("#form-error-text").text.split("\n")
+        raw = b.css("#form-error-raw-text").get_attribute("textContent")
+        b.shot("04b-model-form-sentences")
+        for selector in ("#m-upstream", "#m-name"):
+            assert b.css(selector).get_attribute("aria-invalid") == "true", selector
+        return panel.text, sentences, raw
+
+    text, sentences, raw = await in_thread(steps)
+    assert sentences == [
+        "Upstream model cannot be empty: “openai/” needs the model's id after the /.",
+        "Name cannot be empty.",
+    ]
+    assert "^(" not in text and "validation failed" not in text
+    assert raw.startswith('JSON schema validation error: property "/model" validation failed: ')
+    assert '"openai/" does not match "^(openai|' in raw  # AISIX's text, kept as it came
+    assert len(admin_list(gw, "models")) == before  # nothing was saved
 
 
 @pytest_twisted.ensureDeferred
@@ -401,8 +443,8 @@ async def test_a_generated_api_key_is_shown_once_with_a_copy_button(gw, browser,
         boxes[MODEL].click()
         b.fill("#k-rpm", "1.5")
         b.click("#apikey-form button[type=submit]")
-        panel = b.visible("#form-error")
-        assert 'property "/rate_limit/rpm" validation failed' in panel.text
+        b.visible("#form-error")
+        assert b.css("#form-error-text").text == "Requests/minute (rpm) must be a whole number."
         assert b.css("#k-rpm").get_attribute("aria-invalid") == "true"
         b.fill("#k-rpm", "")
         b.click("#apikey-form button[type=submit]")
@@ -631,6 +673,49 @@ async def test_playground_shows_the_proxy_s_errors(gw, browser, upstream, state)
     upstream.clear("/v1/chat/completions")
 
 
+@pytest_twisted.ensureDeferred
+async def test_playground_starts_with_a_key_that_may_use_a_model_and_short_keys_are_masked(
+    gw, browser, state
+):
+    """A key listed first that may use no configured model (its one model is
+    gone) is not the one the playground starts with; it is listed, said to
+    have no usable model, and a short key shows its last characters like a
+    long one (never more than half of it)."""
+    short = f"k{uuid.uuid4().hex[:5]}"  # 6 characters: shown as its last 3
+    SESSION_SECRETS.add(short)
+    unusable = "0000-unusable"  # listed first: the store lists entries in key order
+    status, body = gw.admin_call(
+        "PUT", f"/aisix/admin/apikeys/{unusable}", {"key": short, "allowed_models": ["ui-gone"]}
+    )
+    assert status == 201, body
+
+    def steps():
+        b = browser
+        b.go("/ui/playground")  # a fresh page: no key picked before
+        b.wait(lambda: len(b.all("#pg-key option")) >= 2, what="the keys")
+        options = [(o.get_attribute("value"), o.text) for o in b.all("#pg-key option")]
+        chosen = b.css("#pg-key").get_attribute("value")
+        models = [o.get_attribute("value") for o in b.all("#pg-model option")]
+        ready = b.css("#pg-model").is_enabled()
+        b.shot("12b-playground-key-choice")
+        b.select("#pg-key", unusable)
+        b.wait(lambda: not b.css("#pg-model").is_enabled(), what="no model for that key")
+        help_text = b.css("#pg-model-help").text
+        b.go("/ui/apikeys")
+        row = b.visible(f"#apikeys-table tr[data-id='{unusable}']")
+        return options, chosen, models, ready, help_text, row.text, b.driver.page_source
+
+    options, chosen, models, ready, help_text, row, page = await in_thread(steps)
+    assert options[0][0] == unusable
+    assert options[0][1] == f"••••{short[-3:]} (ID {unusable[:8]}), no usable model"
+    assert chosen == state["key_id"] and ready
+    assert set(models) == {MODEL, ECHO}
+    assert help_text == "This key allows no configured model."
+    assert f"••••{short[-3:]}" in row and short not in page
+    status, _ = gw.admin_call("DELETE", f"/aisix/admin/apikeys/{unusable}")
+    assert status == 200
+
+
 # -- overview ----------------------------------------------------------------------------
 
 
@@ -716,8 +801,9 @@ async def test_a_model_with_a_target_and_a_fallback_routes_and_the_overview_show
 
         # the Admin API judges the target's fields; its error points at the input
         b.click("#model-form button[type=submit]")
-        panel = b.visible("#form-error")
-        assert 'property "/targets/0/weight" validation failed' in panel.text
+        b.visible("#form-error")
+        # deployment 0 is the model's own upstream: targets/0 is the form's "Deployment 1"
+        assert b.css("#form-error-text").text == "Deployment 1: Weight must be at least 1."
         assert b.css("#m-t1-weight").get_attribute("aria-invalid") == "true"
         assert b.js("return document.activeElement.id") == "m-t1-weight"
         b.shot("20-model-form-routing-error")
@@ -1134,7 +1220,8 @@ async def test_metrics_and_sse_modules(gw, browser):
         const deployments = sum.deployments.map(d => ({...d, failures: [...d.failures]}));
         done({requests: sum.requests, errors: sum.errors, rate: sum.errorRate, deployments,
               tokens: sum.tokens.total, latency: sum.meanLatencyMs, events,
-              keys: keys.size, mask: [schema.mask('sk-abcdefgh1234'), schema.mask('short')],
+              keys: keys.size, mask: [schema.mask('sk-abcdefgh1234'), schema.mask('short'),
+                     schema.mask('abcdef'), schema.mask('a'), schema.mask('')],
               pointers: schema.errorPointers(
                 'JSON schema validation error: property "/name" validation failed: x\\n' +
                 'property "/rate_limit/rpm" validation failed: y')});
@@ -1167,9 +1254,78 @@ async def test_metrics_and_sse_modules(gw, browser):
         ],
         "events": ['{"a":1}', "x\ny", "[DONE]"],
         "keys": 50,
-        "mask": ["••••1234", "••••"],
+        # short keys too show their last characters, never more than half of them
+        "mask": ["••••1234", "••••rt", "••••def", "••••", ""],
         "pointers": ["/name", "/rate_limit/rpm"],
     }
+
+
+SCHEMA_ERRORS = {
+    '"/" validation failed: "name" is a required property': "Name is required.",
+    '"/provider_config" validation failed: "api_key" is a required property': (
+        "Provider API key is required."
+    ),
+    '"/model" validation failed: "gpt" does not match "^(openai|mock)/.+$"': (
+        "Model must be a provider and the upstream model's id, as provider/model-id, "
+        "with a provider among openai, mock."
+    ),
+    '"/timeout" validation failed: 4000000 is greater than the maximum of 3600000': (
+        "Timeout (ms) must be at most 3,600,000."
+    ),
+    '"/rate_limit/concurrency" validation failed: -1 is less than the minimum of 0': (
+        "In flight (concurrency) must be at least 0."
+    ),
+    '"/allowed_models" validation failed: "demo" is not of type "array"': (
+        "Allowed models must be a list."
+    ),
+    "\"/\" validation failed: Additional properties are not allowed ('colour' was unexpected)": (
+        "This document has no field “colour”: remove it."
+    ),
+    '"/routing/strategy" validation failed: "fast" is not one of ["weighted","least_busy"]': (
+        "Strategy must be one of weighted, least_busy."
+    ),
+    '"/routing/cooldown/window_ms" validation failed: 0 is less than the minimum of 1': (
+        "Cooldown window (ms) must be at least 1."
+    ),
+    '"/routing/retry_on/1" validation failed: 404 is a client error, which is never retried': (
+        "Retry on, item 2: 404 is the client's own mistake, which is never retried."
+    ),
+    '"/targets/1/provider_config" validation failed: "api_key" is a required property': (
+        "Deployment 2: Provider API key is required."
+    ),
+    '"/fallbacks/0" validation failed: "" is shorter than 1 character': (
+        "Fallback 1 cannot be empty."
+    ),
+    '"/config" validation failed: "access_key_id" is a required property': (
+        "Access key ID is required."
+    ),
+}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_errors_module_says_each_kind_of_schema_error_as_a_sentence(gw, browser):
+    """errors.js, pure: each validator message the Admin API gives (CONTRACT 3,
+    AISIX's texts) becomes a sentence about the field as the forms label it;
+    any other error text is left to be shown as it is."""
+    script = """
+    const [lines, done] = arguments;
+    import('/ui/errors.js').then(e => done({
+      each: lines.map(l => e.schemaSentences(
+        'JSON schema validation error: property ' + l)),
+      joined: e.schemaSentences('JSON schema validation error: property ' + lines.join(
+        '\\nproperty ')),
+      other: e.schemaSentences('Model name already exists'),
+    }), err => done({error: String(err)}));
+    """
+
+    def steps():
+        browser.go("/ui/")
+        return browser.driver.execute_async_script(script, list(SCHEMA_ERRORS))
+
+    result = await in_thread(steps)
+    assert result["each"] == [[s] for s in SCHEMA_ERRORS.values()]
+    assert result["joined"] == list(SCHEMA_ERRORS.values())  # one per line of a 400
+    assert result["other"] is None
 
 
 # -- delete both -------------------------------------------------------------------------

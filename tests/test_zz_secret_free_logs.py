@@ -8,6 +8,7 @@ this test session started for every client, admin and provider key used.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest_twisted
 
@@ -40,7 +41,14 @@ async def test_no_key_in_any_log_line_or_error_body(tmp_path, upstream):
         wrong = secret()
         bodies.append((await gw.chat(wrong, {"model": "leaky", "messages": []}))[2])
         bodies.append((await gw.chat(client_key, None, body=f'{{"model": "{wrong}"'.encode()))[2])
-        bodies.append((await gw.chat(client_key, {"model": wrong, "messages": []}))[2])
+        # CONTRACT 5.4: the log names an unknown model as sent, so a key pasted
+        # into "model" (the client's own, another client's, the provider's, or
+        # one inside a longer name) must come out [redacted]
+        other_key = await gw.add_key(["leaky"])
+        for pasted in (client_key, other_key, provider_key, f"gpt-{client_key}"):
+            got, _, body = await gw.chat(client_key, {"model": pasted, "messages": []})
+            assert got == 400
+            bodies.append(body)  # "Model '[redacted]' not found": redacted there too
         wrong_admin = secret("admin")
         status, _, body = await treq_json(
             "GET",
@@ -56,6 +64,8 @@ async def test_no_key_in_any_log_line_or_error_body(tmp_path, upstream):
         bodies.append(json.dumps(body).encode())
     finally:
         gw.process.stop()
+    models = re.findall(r" access .*? model=(\S+)", gw.process.output)
+    assert models.count("[redacted]") == 3 and "gpt-[redacted]" in models
 
     leaked_in_bodies = [s for s in SESSION_SECRETS - {wrong} for b in bodies if s.encode() in b]
     assert not leaked_in_bodies

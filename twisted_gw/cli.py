@@ -7,38 +7,52 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from twisted_gw import __version__
+from twisted_gw import __version__, options
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The console script's parser: every row of ``twisted_gw.options.OPTIONS``,
+    ``--version``, and the examples after the options."""
     parser = argparse.ArgumentParser(
         prog="twisted-gw",
         description="OpenAI-compatible LLM gateway on Twisted (AISIX wire-compatible).",
+        epilog=options.console_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        help="YAML or JSON config file (default: ./config.yaml if present, else defaults)",
-    )
-    parser.add_argument(
-        "--workers",
-        metavar="N",
-        help="processes serving the listeners, 1 to 256 (overrides server.workers)",
-    )
+    for option in options.OPTIONS:
+        flags = [f"-{option.short}"] if option.short else []
+        parser.add_argument(
+            *flags,
+            f"--{option.long}",
+            metavar=option.metavar,
+            default=option.default,
+            help=option.help,
+        )
     parser.add_argument("--version", action="version", version=f"twisted-gw {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``sys.argv[1:]`` by default); ``--help`` and
+    ``--version`` print and exit."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the gateway in the foreground until SIGTERM/SIGINT."""
     args = parse_args(argv)
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted_gw.reactor import install_if_none
 
+    install_if_none()  # before anything imports the default reactor
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from twisted_gw.observability.logfile import TurnBufferedLogObserver
     from twisted_gw.service import makeService
 
     service = makeService(args.config, reactor, workers=args.workers)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    observer = TurnBufferedLogObserver(sys.stdout, reactor)  # twistd's text format, a write a turn
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -31,6 +31,7 @@ class GatewayError(Exception):
         reason: str = "rejected",
         outcome: str | int | None = None,
         retry_after: str | None = None,
+        log_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -49,6 +50,9 @@ class GatewayError(Exception):
         self.retry_after = retry_after
         #: the status of the upstream answer this error reports, if one did
         self.upstream_status: int | None = None
+        #: the access log's ``error=`` (CONTRACT 5.4): the code, or a name
+        #: where the wire's code is null (the two 401s), else the type
+        self.log_code = log_code or code or self.type
 
     @property
     def attempt_outcome(self) -> str | int:
@@ -77,11 +81,11 @@ class GatewayError(Exception):
 
 
 def missing_api_key() -> GatewayError:
-    return GatewayError(401, "Missing API key in request")
+    return GatewayError(401, "Missing API key in request", log_code="missing_api_key")
 
 
 def invalid_api_key() -> GatewayError:
-    return GatewayError(401, "Invalid API key")
+    return GatewayError(401, "Invalid API key", log_code="invalid_api_key")
 
 
 def invalid_json(parser_text: str) -> GatewayError:

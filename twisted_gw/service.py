@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -34,7 +35,10 @@ from twisted_gw.config.file import (
 
 if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
+    from twisted_gw.observability.tracing import Tracing
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
+    from twisted_gw.shutdown import Shutdown
+    from twisted_gw.site import GatewaySite
     from twisted_gw.workers.worker import WorkerSetup
 
 log = Logger()
@@ -323,40 +327,42 @@ def exit_while_running(reactor: Any, message: str, code: int = 1, quiet: bool = 
 
 
 class StartupGate(Service):
-    """Holds the listeners while a store's first load runs (etcd).
+    """Holds the listeners' requests while a store's first load runs (etcd).
 
     The ports are bound before (so a taken port still fails start-up at
-    once), but they accept no connection until the snapshot is loaded:
-    clients that connect early wait in the listen backlog and are then served
+    once) and accept connections, but their sites hold every request until
+    the snapshot is loaded: clients that come early wait and are then served
     with the real config, instead of getting 401/404 answers from an empty
-    one. When the store gives up (``when_loaded`` fails), the process ends
-    with exit code 1 and the store's reason on stdout, like every start-up
-    failure (``exit`` is :func:`exit_while_running`; tests pass their own)."""
+    one. Only the probes (``/healthz`` 200, ``/readyz`` 503 ``config not
+    loaded yet``; CONTRACT 5.2) and CORS preflights are answered meanwhile,
+    so an orchestrator's liveness probe does not kill a gateway that waits
+    for etcd. When the store gives up (``when_loaded`` fails), the process
+    ends with exit code 1 and the store's reason on stdout, like every
+    start-up failure (``exit`` is :func:`exit_while_running`; tests pass
+    their own)."""
 
     def __init__(
         self,
         store: IConfigStore,
         reactor: Any,
         exit: Callable[[Any, str], None] = exit_while_running,
+        sites: Sequence[GatewaySite] = (),
     ) -> None:
         self.store = store
         self.reactor = reactor
         self._exit = exit
-        self._ports: list[Any] = []
+        self.sites = tuple(sites)
         self.setName("etcd-startup")
 
     def startService(self) -> None:
         super().startService()
-        parent: Any = self.parent
-        self._ports = [s.port for s in parent if isinstance(s, ListenerService) and s.port]
-        for port in self._ports:
-            port.stopReading()
+        for site in self.sites:
+            site.hold()
         self.store.when_loaded().addCallbacks(self._open, self._give_up)
 
     def _open(self, snapshot: Any) -> None:
-        for port in self._ports:
-            if port.connected:  # still listening (not stopped meanwhile)
-                port.startReading()
+        for site in self.sites:
+            site.release()
 
     def _give_up(self, failure: Failure) -> None:
         self._exit(self.reactor, failure.getErrorMessage())
@@ -375,6 +381,8 @@ class GatewayService(MultiService):
         upstream: Any,
         limiter: IRateLimitStore | None = None,
         proxy: Any = None,
+        tracing: Tracing | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -382,6 +390,9 @@ class GatewayService(MultiService):
         self.upstream = upstream
         self.limiter = limiter
         self.proxy = proxy
+        self.tracing = tracing
+        #: the drain of CONTRACT 5.2 (None: what is in flight is ended at once)
+        self.shutdown = shutdown
 
     def privilegedStartService(self) -> None:
         """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
@@ -409,24 +420,49 @@ class GatewayService(MultiService):
         from twisted.internet import defer
 
         super().startService()
+        if self.tracing is not None:
+            self.tracing.start()  # its export thread, in the process that serves
+        # The collector, tuned for a server (measured under bench/, issue 15):
+        # everything built so far (modules, the app, the config) lives as long
+        # as the process, so it is frozen out of the collector's sight and a
+        # full collection scans what requests made, not ~74k start-up objects.
+        # Klein's and werkzeug's per-request closures are reference cycles, so
+        # collections do run under load: a larger first generation lets the
+        # short-lived rest die by refcount first (one ~6 ms young collection
+        # per ~300 requests instead of one per ~7, and no older ones):
+        # ~65 -> ~20 us of collector time per request.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         # A store that loads in the background (etcd) reports a failed load
         # where it is handled (StartupGate: exit 1), not as an unhandled error.
         defer.maybeDeferred(self.store.start).addErrback(lambda _: None)
 
     def stopService(self) -> Any:
+        """Drain (CONTRACT 5.2), then close the store, upstream pool and limiter.
+
+        The Deferred delays the reactor's shutdown until the requests in
+        flight are answered or cut (see :mod:`twisted_gw.shutdown`): they end
+        while the limiter can still hear about it (their finalize gives back
+        shared Redis slots and spends their tokens); its close waits for that."""
         from twisted.internet import defer
 
+        shutdown = self.shutdown
+        if shutdown is not None:
+            shutdown.begin()  # /readyz is 503 from now on
         d = defer.maybeDeferred(super().stopService)  # the listeners stop accepting
-        if self.proxy is not None:
-            # end what is still in flight now, while the limiter can still hear
-            # about it: their finalize gives back shared (Redis) slots and
-            # spends their tokens; the limiter's close waits for that
+        if shutdown is not None:
+            d.addBoth(lambda _: shutdown.drain())
+        elif self.proxy is not None:
             d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
         limiter = self.limiter
         if limiter is not None:
             d.addBoth(lambda _: limiter.close())
+        tracing = self.tracing
+        if tracing is not None:
+            # last, so the spans of requests ended above go too; bounded
+            d.addBoth(lambda _: tracing.close())
         return d
 
 
@@ -441,6 +477,8 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.admin.app import error_body as admin_error_body
     from twisted_gw.config.embedded import EmbeddedStore
+    from twisted_gw.cors import CorsPolicy
+    from twisted_gw.health import Health
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
@@ -451,6 +489,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     from twisted_gw.proxy.app import ProxyApp
     from twisted_gw.proxy.history import RedisResponseHistory, ResponseHistory
     from twisted_gw.ratelimit.memory import MemoryRateLimitStore
+    from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
 
     tls = {}
@@ -498,6 +537,14 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         limiter = RemoteRateLimitStore(worker.amp)
     else:
         limiter = MemoryRateLimitStore(reactor)
+    tracing: Any = None
+    traced: list[Any] = []
+    if config.tracing is not None:
+        from twisted_gw.observability.tracing import Tracing, TracingHook
+
+        tracing = Tracing(config.tracing, reactor, metrics.registry)
+        upstream.inject = tracing.inject
+        traced.append(TracingHook())
     hooks = HookManager(
         [
             RateLimitHook(limiter),
@@ -505,6 +552,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
             AccessLogHook(
                 reactor, config.access_log_format, worker.id if worker is not None else None
             ),
+            *traced,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
         ]
@@ -528,6 +576,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         upstream_timeout=config.upstream_timeout,
         max_body_bytes=config.max_body_bytes,
         history=history,
+        tracing=tracing,
     )
     admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
     metrics.watch(
@@ -542,20 +591,26 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
             limiter.slots_held,
         )
 
-    def site(resource: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
+    health = Health(store)  # one for both listeners
+
+    def site(app: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
         return GatewaySite(
-            resource,
+            app.resource(),
             config.max_body_bytes,
             header_timeout=listen.header_timeout,
             max_connections=listen.max_connections,
             reactor=reactor,
+            health=health,
+            cors=None if listen.cors is None else CorsPolicy(listen.cors, _route_methods(app)),
             **shape,
         )
 
-    proxy_site = site(proxy.app.resource(), config.proxy)
-    admin_site = site(admin.app.resource(), config.admin, error_body=admin_error_body)
+    proxy_site = site(proxy.app, config.proxy)
+    admin_site = site(admin.app, config.admin, error_body=admin_error_body)
+    sites = (proxy_site, admin_site)
+    shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy)
+    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown)
     fds = worker.fds if worker is not None else {}
     for listen, listen_site in ((config.proxy, proxy_site), (config.admin, admin_site)):
         ListenerService(
@@ -566,10 +621,16 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
 
         TimerService(0.1, metrics.refresh).setServiceParent(gateway)
     if config.etcd is not None:
-        # listeners accept once etcd is loaded; exit 1 if it never is
+        # requests wait until etcd is loaded (probes are answered); exit 1 if it never is
         exit = worker.fail if worker is not None else exit_while_running
-        StartupGate(store, reactor, exit).setServiceParent(gateway)
+        StartupGate(store, reactor, exit, sites=sites).setServiceParent(gateway)
     return gateway
+
+
+def _route_methods(app: Any) -> list[str]:
+    """The methods a Klein app's routes answer, for a CORS preflight's answer."""
+    methods = {m for rule in app.url_map.iter_rules() for m in rule.methods or ()}
+    return sorted(methods - {"HEAD", "OPTIONS"})
 
 
 def makeService(
@@ -594,6 +655,9 @@ def makeService(
     launch = launch if launch is not None else Launch()
     launch.hold_stdout()
     if reactor is None:
+        from twisted_gw.reactor import install_if_none
+
+        install_if_none()  # twistd without --reactor: ours (see twisted_gw.reactor)
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
@@ -622,4 +686,7 @@ def makeService(
     except (ConfigError, StoreFileError) as e:
         launch.fail_before_start(str(e))
     gateway.launch = launch
+    if gateway.shutdown is not None:
+        # the process's SIGTERM/SIGINT are the gateway's: drain, cut on a second
+        reactor.callWhenRunning(gateway.shutdown.take_signals)
     return gateway

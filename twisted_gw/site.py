@@ -26,6 +26,13 @@
   writes no twisted.web access log line: the gateway's own access-log hook
   writes one line per request, without the query string (where a key may be).
 
+- Before any route, the request answers a CORS preflight from an allowed
+  origin and marks the response of one (``cors``, :mod:`twisted_gw.cors`),
+  answers the probes ``GET /healthz`` and ``GET /readyz`` (``health``,
+  :mod:`twisted_gw.health`), and waits while the site holds requests (the
+  etcd start-up gate: :meth:`GatewaySite.hold`). A shutdown drains the site
+  (:meth:`GatewaySite.drain`; the policy is :mod:`twisted_gw.shutdown`).
+
 HTTP/2 is not offered (the listeners' TLS options advertise no ALPN), so the
 site's protocol is the HTTP/1.1 channel itself rather than twisted.web's
 HTTP/1.1-or-2 switch.
@@ -38,12 +45,14 @@ from http import HTTPStatus
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import BadHost
 
+from twisted_gw.cors import CorsPolicy
 from twisted_gw.errors import (
     GatewayError,
     bad_request,
@@ -52,6 +61,7 @@ from twisted_gw.errors import (
     invalid_host,
     too_many_connections,
 )
+from twisted_gw.health import PROBE_METHODS, PROBE_PATHS, Health
 
 log = Logger()
 
@@ -105,9 +115,23 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
     def render(self, resrc: Any) -> None:
-        # the common case costs two byte-string scans and a header lookup
+        # the common case costs two byte-string scans, a set lookup, two
+        # attribute checks and a header lookup
         if b"%" in self.path or not self.path.isascii():
             self._check_path()
+        site = self.site
+        if site.cors is not None and site.cors.apply(self):
+            return  # a preflight, answered
+        if self.path in PROBE_PATHS and self.method in PROBE_METHODS and site.health is not None:
+            site.health.answer(self)
+            return
+        if site.held is not None:  # the config is not loaded yet (etcd start-up)
+            site.held.append((self, resrc))
+            return
+        self.dispatch(resrc)
+
+    def dispatch(self, resrc: Any) -> None:
+        """Hand the request to the listener's resource (the Klein app)."""
         host = self.requestHeaders.getRawHeaders(b"host")
         if host is not None and not host[-1].isascii() and not _is_utf8(host[-1]):
             self._answer(invalid_host())
@@ -116,6 +140,23 @@ class LimitedRequest(Request):
             super().render(resrc)
         except BadHost:  # werkzeug cannot IDNA-encode it (".", "a..b"); nothing is written yet
             self._answer(invalid_host())
+
+    def _cleanup(self) -> None:
+        super()._cleanup()
+        self._drop_adapters()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self._drop_adapters()
+
+    def _drop_adapters(self) -> None:
+        # Klein's IKleinRequest adapter is cached on the request and points
+        # back at it: a cycle per request, left to the garbage collector
+        # (with its headers, its werkzeug MapAdapter...). Dropped once the
+        # request is over, the request is freed by its refcount.
+        cache = getattr(self, "_adapterCache", None)
+        if cache:
+            cache.clear()
 
     def _check_path(self) -> None:
         if not _is_utf8(b"/".join(self.postpath)):
@@ -160,6 +201,10 @@ class GatewayChannel(HTTPChannel):
     on_close: Callable[[], None] | None = None
 
     _head_deadline: Any = None
+    #: the connection's local address and TLS-ness, asked once per connection
+    #: (twisted.web asks for every request: a getsockname and an adaptation)
+    _host: Any = None
+    _secure: bool | None = None
     #: an error was answered: the rest of the input is dropped
     _refused = False
     #: the request's body is over the bound and will never be read
@@ -168,6 +213,18 @@ class GatewayChannel(HTTPChannel):
     def __init__(self) -> None:
         super().__init__()
         self.error_body: ErrorBody = GatewayError.body
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
+    def isSecure(self) -> bool:
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = super().isSecure()
+        return secure
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused or self._dropping_body:
@@ -227,6 +284,35 @@ class GatewayChannel(HTTPChannel):
         self.length = 0  # lineReceived dispatches at once
         self._dropping_body = True
 
+    @property
+    def busy(self) -> bool:
+        """A request is past its head: its body is arriving, or it is being
+        answered. A shutdown waits for it; a connection that is idle, or
+        still sending a head, is closed once nothing is busy (a client that
+        trickles a head cannot hold a shutdown)."""
+        return bool(self.requests) and not self.line_mode
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        # a request that arrives while the gateway drains is answered, then
+        # the connection closes (and says so: Connection: close)
+        if self.site.draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
+    def close_after_response(self) -> None:
+        """Shutdown: close once the request in progress is answered, and tell
+        its client so if its head is not written yet."""
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.site.draining:
+            self.site.request_ended()
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         # twisted.web's own is a bare 400 without a body
         self._refuse(bad_request())
@@ -285,7 +371,13 @@ class GatewaySite(Site):
     """A Site for the gateway's Klein resources; see the module docstring.
 
     ``error_body`` writes the errors the site answers itself in the
-    listener's shape (default: the proxy's OpenAI shape of CONTRACT 4.1)."""
+    listener's shape (default: the proxy's OpenAI shape of CONTRACT 4.1).
+    ``health`` answers the probes (CONTRACT 5.2) and ``cors`` is the
+    listener's CORS policy (CONTRACT 5.6; None: off, and no cost).
+
+    The site also keeps what a start-up gate and a shutdown need: it can
+    hold requests (:meth:`hold`, :meth:`release`) and it knows its
+    connections (:meth:`drain`, :meth:`close_idle`, :meth:`cut`)."""
 
     noisy = False
     displayTracebacks = False
@@ -299,6 +391,8 @@ class GatewaySite(Site):
         max_connections: int = 4096,
         reactor: object = None,
         error_body: ErrorBody = GatewayError.body,
+        health: Health | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         super().__init__(
             resource,
@@ -309,23 +403,101 @@ class GatewaySite(Site):
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self.error_body = error_body
+        self.health = health
+        self.cors = cors
+        #: requests waiting for the config (None: requests are dispatched)
+        self.held: list[tuple[LimitedRequest, Any]] | None = None
+        #: a shutdown began: every answer closes its connection
+        self.draining = False
+        self._on_request_ended: Callable[[], None] | None = None
         #: connections open now (refused ones are not counted)
-        self.open_connections = 0
+        self._channels: set[GatewayChannel] = set()
+        self._all_closed: list[Deferred[None]] = []
         self._refused_since_warning = 0
         self._last_cap_warning: float | None = None
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (refused ones are not counted)."""
+        return len(self._channels)
+
     def buildProtocol(self, addr: Any) -> Any:
-        if self.open_connections >= self.max_connections:
+        if len(self._channels) >= self.max_connections:
             return _Refusal(self)
         channel = super().buildProtocol(addr)
         channel.header_timeout = self.header_timeout
         channel.error_body = self.error_body
-        channel.on_close = self._connection_closed
-        self.open_connections += 1
+        channel.on_close = lambda: self._connection_closed(channel)
+        self._channels.add(channel)
         return channel
 
-    def _connection_closed(self) -> None:
-        self.open_connections -= 1
+    def _connection_closed(self, channel: GatewayChannel) -> None:
+        self._channels.discard(channel)
+        if not self.draining:
+            return
+        if self._on_request_ended is not None:
+            self._on_request_ended()  # a busy connection may be the one that went
+        if not self._channels:
+            waiters, self._all_closed = self._all_closed, []
+            for d in waiters:
+                d.callback(None)
+
+    # -- the start-up gate -------------------------------------------------
+
+    def hold(self) -> None:
+        """Hold every request but the probes and preflights until :meth:`release`."""
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """Dispatch the held requests whose client is still there, in order."""
+        held, self.held = self.held or [], None
+        for request, resrc in held:
+            if request.channel is not None:
+                request.dispatch(resrc)
+
+    # -- shutdown ------------------------------------------------------------
+
+    def drain(self, on_request_ended: Callable[[], None]) -> None:
+        """Begin a shutdown: every answer from now on closes its connection,
+        requests still held are dropped (they will never be served), and
+        ``on_request_ended`` is called each time a request ends."""
+        self.draining = True
+        self._on_request_ended = on_request_ended
+        held, self.held = self.held or [], None
+        for request, _ in held:
+            request.loseConnection()
+        for channel in list(self._channels):
+            if channel.busy:
+                channel.close_after_response()
+
+    def in_progress(self) -> int:
+        """How many connections have a request in progress (see GatewayChannel.busy)."""
+        return sum(1 for channel in self._channels if channel.busy)
+
+    def request_ended(self) -> None:
+        """A channel finished a request while draining (GatewayChannel.requestDone)."""
+        if self._on_request_ended is not None:
+            self._on_request_ended()
+
+    def close_idle(self) -> None:
+        """Close every connection that has no request in progress."""
+        for channel in list(self._channels):
+            if not channel.busy and not channel.transport.disconnecting:
+                channel.loseConnection()
+
+    def cut(self) -> None:
+        """Drop every connection now (shutdown's grace is over)."""
+        for channel in list(self._channels):
+            channel.transport.abortConnection()
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires once no connection is open (while draining)."""
+        if not self._channels:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._all_closed.append(d)
+        return d
 
     def _note_refusal(self, transport: Any) -> None:
         """Count a refused connection; warn at most once a minute."""

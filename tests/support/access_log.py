@@ -23,5 +23,10 @@ FIELDS = [
     "target",
 ]
 
+#: what follows them on the line of a request that failed (CONTRACT 5.4), in
+#: order, each only when it applies: its error code, the limit that refused
+#: it, the host its last upstream attempt went to and what happened there
+FAILURE_FIELDS = ["error", "limit", "upstream", "cause"]
+
 #: one ``key=value`` of a logfmt line; the value is bare or a quoted string
 LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')

@@ -350,16 +350,15 @@ class GatewayProcess:
         self._close_files()
         return process.returncode
 
-    def run_to_exit(self, timeout: float = 5.0) -> tuple[int, str, str, float]:
-        """Start (if needed), wait for the process to exit by itself.
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` and return at once (a shutdown test watches what follows)."""
+        self._require_started().send_signal(sig)
 
-        For start-up failure tests: returns ``(exit_code, stdout, stderr,
-        elapsed_seconds)``, elapsed counted from launching the process.  If it
-        is still running after ``timeout`` it is killed and
-        :class:`GatewayTimeout` is raised with its output.
-        """
-        if self._process is None:
-            self.start()
+    def wait(self, timeout: float = 10.0) -> int:
+        """Wait for the process to exit by itself; its exit code.
+
+        Kills it if it is still running after ``timeout`` seconds and raises
+        :class:`GatewayTimeout` with its output."""
         process = self._require_started()
         try:
             process.wait(timeout)
@@ -370,10 +369,23 @@ class GatewayProcess:
             raise GatewayTimeout(
                 self._describe(f"gateway still running after {timeout}s")
             ) from None
+        self._close_files()
+        return process.returncode
+
+    def run_to_exit(self, timeout: float = 5.0) -> tuple[int, str, str, float]:
+        """Start (if needed), wait for the process to exit by itself.
+
+        For start-up failure tests: returns ``(exit_code, stdout, stderr,
+        elapsed_seconds)``, elapsed counted from launching the process.  If it
+        is still running after ``timeout`` it is killed and
+        :class:`GatewayTimeout` is raised with its output.
+        """
+        if self._process is None:
+            self.start()
+        code = self.wait(timeout)
         assert self._started_at is not None
         elapsed = time.monotonic() - self._started_at
-        self._close_files()
-        return process.returncode, self.stdout, self.stderr, elapsed
+        return code, self.stdout, self.stderr, elapsed
 
     def __enter__(self) -> Self:
         if self._process is None:

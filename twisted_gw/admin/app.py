@@ -114,7 +114,7 @@ def _providers_named(doc: dict) -> list[str]:
 
 
 class AdminApp:
-    """Admin listener: /aisix/admin/*, /openapi(.json), /ui."""
+    """Admin listener: /aisix/admin/*, /openapi(.json), /ui (and / leading to it)."""
 
     app = routes()  # no redirects, ever (see twisted_gw.site.routes)
 
@@ -336,8 +336,12 @@ class AdminApp:
             return b""
         return self.chat(request)
 
+    @app.route("/", methods=["GET"])
     @app.route("/ui", methods=["GET"], strict_slashes=False)
     def ui_redirect(self, request: Request) -> bytes:
+        """``/ui`` and the listener's root lead to the UI: someone who opens
+        the admin address in a browser lands on it, not on an empty 404. The
+        Location is fixed, never built from the request."""
         request.setResponseCode(303)
         request.setHeader(b"location", b"/ui/")
         return b""

@@ -189,6 +189,10 @@ class EmbeddedStore:
         finally:
             os.close(fd)  # releases the lock
 
+    def not_ready(self) -> str | None:
+        """Never: the file is read in build, and the state is this process's own."""
+        return None
+
     def seed_demo(self) -> None:
         """Create the demo model and key of the README on a brand-new store."""
         with self._latest():

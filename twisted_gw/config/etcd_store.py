@@ -101,6 +101,11 @@ class EtcdStore:
         self.snapshot = Snapshot()
         #: whether the watch is live (False while loading or reconnecting)
         self.watching = False
+        #: failed attempts of the first load so far (readiness says why it waits)
+        self._failed_loads = 0
+        #: whether the last contact with etcd worked: a load, or the watch
+        #: open; False from a failed call or a lost watch until one works again
+        self._reachable = False
         self._root = self.prefix + "/"
         # last valid version of each key ("/models/<id>") and its entity
         self._entries: dict[str, StoredEntry] = {}
@@ -162,6 +167,18 @@ class EtcdStore:
             self._running.cancel()
         return self.client.close()
 
+    def not_ready(self) -> str | None:
+        """``"config not loaded yet"`` (with ``(etcd unreachable)`` once an
+        attempt failed) until the first load; then ``"etcd unreachable"``
+        from a lost watch until it is open again: a closed or reset
+        connection is seen at once, a silent partition by the liveness probe
+        within ``probe_interval`` + ``timeout``."""
+        if self._loaded is None:
+            return "config not loaded yet" + (" (etcd unreachable)" if self._failed_loads else "")
+        if isinstance(self._loaded, Failure) or not self._reachable:
+            return "etcd unreachable"
+        return None
+
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:
         self._listeners.append(callback)
 
@@ -193,6 +210,7 @@ class EtcdStore:
             try:
                 await self._load()
             except EtcdError as e:
+                self._failed_loads += 1
                 if attempt == attempts:
                     log.error(
                         "failed to connect to etcd (attempt {attempt} of {attempts}): "
@@ -249,6 +267,7 @@ class EtcdStore:
                 reload = self._compacted(e)
                 continue
             except EtcdError as e:
+                self._reachable = False
                 attempt += 1
                 log.warn(
                     "etcd watch: cannot connect ({reason}); serving the last snapshot "
@@ -268,7 +287,7 @@ class EtcdStore:
             attempt = 0
             backoff = self.backoff_initial
             self._watch = watch
-            self.watching = True
+            self.watching = self._reachable = True
             probe = self._start_probe(watch)
             try:
                 await watch.done
@@ -285,6 +304,7 @@ class EtcdStore:
                 self._watch = None
             if self._stopping:
                 return
+            self._reachable = False
             attempt = 1
             log.warn(
                 "etcd watch lost ({reason}); serving the last snapshot (revision {revision}), "
@@ -402,6 +422,7 @@ class EtcdStore:
                 entries[rel], entities[rel] = self._entries[rel], self._entities[rel]
         self._entries, self._entities = entries, entities
         self._revision = max(self._revision, result.revision)
+        self._reachable = True
         self._swap()
 
     def _on_watch(self, response: WatchResponse) -> None:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from twisted_gw.observability.logsafe import escape
+
 DEFAULT_PROXY_LISTEN = "0.0.0.0:3000"
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:3001"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -42,7 +44,16 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_HEADER_TIMEOUT = 30.0
 #: ``server.workers``: processes serving the listeners (1: today's single process)
 MAX_WORKERS = 256
+#: seconds requests in flight may go on after SIGTERM/SIGINT (CONTRACT 5.2)
+DEFAULT_SHUTDOWN_GRACE = 30.0
+#: the request headers a CORS preflight allows unless told otherwise (CONTRACT 5.6)
+DEFAULT_CORS_HEADERS = ("authorization", "content-type")
 STORE_FILE_NAME = "twisted-gw-store.json"
+#: spans a gateway holds for export before it drops (CONTRACT 5.3)
+DEFAULT_TRACE_QUEUE = 2048
+#: the OpenTelemetry variables that name a traces endpoint, in their order of precedence
+TRACES_ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 
 class ConfigError(Exception):
@@ -61,6 +72,19 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class CorsConfig:
+    """A listener's CORS policy (CONTRACT 5.6); absent means CORS is off.
+
+    Origins are lowercased (browsers send them so); ``"*"`` among them allows
+    every origin. Header names are lowercased; ``"*"`` among them allows what
+    a preflight asks for."""
+
+    allow_origins: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    max_age: int
+
+
+@dataclass(frozen=True)
 class ListenConfig:
     """One listener: a literal address, a port and optional TLS."""
 
@@ -70,6 +94,7 @@ class ListenConfig:
     tls: TLSConfig
     header_timeout: float
     max_connections: int
+    cors: CorsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,18 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces (CONTRACT 5.3); present only when an endpoint is known."""
+
+    #: the OTLP/HTTP traces URL (config, else the OTEL_EXPORTER_OTLP_* variables)
+    endpoint: str
+    capture_content: bool
+    #: None: OTEL_SERVICE_NAME if set, else twisted-gw
+    service_name: str | None
+    max_queue_size: int
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole config file, checked and with defaults filled in."""
 
@@ -126,6 +163,10 @@ class GatewayConfig:
     history_max_age: float = 86_400.0
     #: processes serving the listeners (``server.workers``; 1: one process, as ever)
     workers: int = 1
+    #: OpenTelemetry tracing (CONTRACT 5.3); None: off
+    tracing: TracingConfig | None = None
+    #: seconds requests in flight may finish in after SIGTERM/SIGINT (CONTRACT 5.2)
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
 
@@ -320,6 +361,46 @@ class DottedPaths:
         return tuple(_items(value, _nonblank))
 
 
+def _origin(item: str) -> bool:
+    """``"*"`` or ``scheme://host[:port]`` exactly as a browser's Origin header has it:
+    a trailing ``/`` or a path would never match one."""
+    scheme, sep, rest = item.partition("://")
+    return item == "*" or (
+        bool(sep and scheme.isalpha() and rest) and not any(c in rest for c in "/?# ")
+    )
+
+
+def _header_name(item: str) -> bool:
+    return item == "*" or (bool(item) and all(c.isalnum() or c in "-_" for c in item))
+
+
+@dataclass(frozen=True)
+class Words:
+    """A list of strings each of which ``fits`` (lowercased, as HTTP compares them)."""
+
+    fits: Callable[[str], bool]
+    expected: str
+    #: what an entry that does not fit is, for the message (never the entry itself)
+    misfit: str
+
+    def check(self, value: Any, path: str, warn: Callable[[str], None]) -> tuple[str, ...]:
+        for item in _items(value, lambda item: isinstance(item, str)):
+            if not self.fits(item):
+                raise _Refused(f"a list holding {self.misfit}")
+        return tuple(item.lower() for item in value)
+
+
+#: CORS origins: ``https://app.example``, ``http://localhost:5173`` or ``"*"``
+ORIGINS = Words(
+    _origin,
+    'a list of origins (scheme://host[:port]) or "*"',
+    "an entry that is not an origin (a path, a trailing '/' or no scheme)",
+)
+HEADER_NAMES = Words(
+    _header_name, 'a list of header names or "*"', "an entry that is not a header name"
+)
+
+
 @dataclass(frozen=True)
 class AdminKeys:
     """``[{key: ...}, ...]``; a bare string entry is taken as the key (as it always was)."""
@@ -417,7 +498,7 @@ def _unknown(path: str, name: Any, known: Iterable[str]) -> str:
     """The warning for a key the table does not know, with the nearest known one."""
     close = difflib.get_close_matches(str(name), list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown config key '{path}'{hint}"
+    return escape(f"unknown config key '{path}'{hint}")  # a file's key: one line, uncoloured
 
 
 def _tls_section(name: str) -> Section:
@@ -454,6 +535,26 @@ def _listener_section(
             ),
             "max_connections": Key(
                 Integer(1), max_connections, "connections open at once on this listener"
+            ),
+            "cors": Section(
+                {
+                    "allow_origins": Key(
+                        ORIGINS,
+                        (),
+                        "origins whose browser pages may call this listener",
+                        shown="[]",
+                    ),
+                    "allow_headers": Key(
+                        HEADER_NAMES,
+                        DEFAULT_CORS_HEADERS,
+                        'request headers a preflight allows; "*": those it asks for',
+                    ),
+                    "max_age": Key(
+                        Integer(0), 600, "seconds a browser may cache a preflight's answer"
+                    ),
+                },
+                optional=True,
+                doc="answer CORS preflights and mark responses for the allowed origins",
             ),
             **more,
         }
@@ -639,6 +740,44 @@ SCHEMA = Section(
                     1,
                     "processes serving both listeners (see Workers); --workers N overrides it",
                 ),
+                "shutdown_grace": Key(
+                    Seconds(zero_is_off=True),
+                    DEFAULT_SHUTDOWN_GRACE,
+                    "seconds requests in flight may finish in after SIGTERM/SIGINT;"
+                    " then they are cut (0: at once)",
+                ),
+            }
+        ),
+        "observability": Section(
+            {
+                "tracing": Section(
+                    {
+                        "endpoint": Key(
+                            URL(("http://", "https://")),
+                            None,
+                            "OTLP/HTTP traces URL (e.g. http://127.0.0.1:4318/v1/traces); absent:"
+                            " OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT"
+                            " + /v1/traces, else tracing is off",
+                        ),
+                        "capture_content": Key(
+                            Flag(),
+                            False,
+                            "record prompts and completions on the spans (bounded in size)",
+                        ),
+                        "service_name": Key(
+                            Text(),
+                            None,
+                            "the traces' service.name",
+                            shown="OTEL_SERVICE_NAME, else twisted-gw",
+                        ),
+                        "max_queue_size": Key(
+                            Integer(1),
+                            DEFAULT_TRACE_QUEUE,
+                            "spans waiting for export; more are dropped and counted"
+                            " in twisted_gw_trace_spans_dropped_total",
+                        ),
+                    }
+                ),
             }
         ),
         "hooks": Key(
@@ -694,6 +833,7 @@ def _tls(name: str, values: dict[str, Any]) -> TLSConfig:
 
 def _listener(name: str, values: dict[str, Any]) -> ListenConfig:
     host, port = values["listen"]
+    cors = values["cors"]
     return ListenConfig(
         name,
         host,
@@ -701,6 +841,7 @@ def _listener(name: str, values: dict[str, Any]) -> ListenConfig:
         _tls(name, values["tls"]),
         header_timeout=values["header_timeout"],
         max_connections=values["max_connections"],
+        cors=None if cors is None else CorsConfig(**cors),
     )
 
 
@@ -736,6 +877,34 @@ def _redis(values: dict[str, Any] | None) -> RedisConfig | None:
     )
 
 
+def _tracing(values: dict[str, Any], environ: Mapping[str, str]) -> TracingConfig | None:
+    """Tracing is on when an endpoint is known: the config's, else the
+    standard OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT is a base
+    URL, ``/v1/traces`` appended as the OTLP spec says); OTEL_SDK_DISABLED
+    turns it off, as it does every OpenTelemetry SDK."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    endpoint = values["endpoint"]
+    if endpoint is None:
+        for variable in (TRACES_ENDPOINT_VARIABLE, ENDPOINT_VARIABLE):
+            endpoint = environ.get(variable, "").strip() or None
+            if endpoint is None:
+                continue
+            if not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(f"{variable} must start with http:// or https://")
+            if variable == ENDPOINT_VARIABLE:
+                endpoint = endpoint.rstrip("/") + "/v1/traces"
+            break
+    if endpoint is None:
+        return None
+    return TracingConfig(
+        endpoint=endpoint,
+        capture_content=values["capture_content"],
+        service_name=values["service_name"],
+        max_queue_size=values["max_queue_size"],
+    )
+
+
 def read_file(path: str) -> Any:
     """Parse ``path`` as JSON (``.json``) or YAML (anything else)."""
     try:
@@ -756,11 +925,12 @@ def read_file(path: str) -> Any:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
 
 
-def load_config(path: str | None) -> GatewayConfig:
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and check the config file; ``None`` means ``./config.yaml`` or defaults.
 
-    Pure apart from reading the file and checking that referenced files exist:
-    unknown keys are returned in ``warnings``, not printed.
+    Pure apart from reading the file, checking that referenced files exist and
+    reading the OpenTelemetry variables of ``environ`` (default: the
+    process's): unknown keys are returned in ``warnings``, not printed.
     """
     if path is None and os.path.isfile("config.yaml"):
         path = "config.yaml"
@@ -794,5 +964,9 @@ def load_config(path: str | None) -> GatewayConfig:
         history_max_entries=proxy_values["responses_history"]["max_entries"],
         history_max_age=proxy_values["responses_history"]["max_age"],
         workers=server["workers"],
+        tracing=_tracing(
+            values["observability"]["tracing"], os.environ if environ is None else environ
+        ),
+        shutdown_grace=server["shutdown_grace"],
         warnings=tuple(warnings),
     )

@@ -33,6 +33,16 @@ class IConfigStore(Interface):
         before or after the load ended. What to do about a give-up (the exit
         code, the message) is the service's start-up policy, not the store's."""
 
+    def not_ready():
+        """Why the snapshot cannot be vouched for right now, or None when it can.
+
+        The reason is the text ``/readyz`` answers (CONTRACT 5.2):
+        ``"config not loaded yet"`` before the first load ended, ``"etcd
+        unreachable"`` while a store that follows a server (etcd's watch) is
+        cut off from it and serves its last snapshot. A store that holds its
+        own state (embedded) is always ready once loaded. Cheap: probes call
+        it every few seconds and it does no I/O."""
+
     def seed_demo():
         """Put the README's demo model and API key into a brand-new store
         (``deployment.store.seed_demo``). A store shared with others (etcd,

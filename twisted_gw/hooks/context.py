@@ -7,6 +7,24 @@ from typing import Any
 
 from twisted_gw.config.entities import ApiKey, Model
 from twisted_gw.config.snapshot import Snapshot
+from twisted_gw.errors import GatewayError
+from twisted_gw.hooks.interfaces import IRequestTrace
+
+
+@dataclass(frozen=True)
+class UpstreamFailure:
+    """How one upstream attempt failed, for the log (CONTRACT 5.4): made only
+    when it did, so a request that succeeds builds none.
+
+    ``host`` is ``host[:port]`` of the deployment's URL (never its path, query
+    string or credentials), None for an in-process provider; ``cause`` is
+    what happened (``connection refused``, ``timeout after 30000 ms``,
+    ``status 503``, ``stream cut: ...``), never the upstream's own text."""
+
+    attempt: int  # the attempt's number in the request, from 1
+    target: str  # ``<model name>#<deployment index>``, as ``RequestContext.target``
+    host: str | None
+    cause: str
 
 
 @dataclass
@@ -53,3 +71,10 @@ class RequestContext:
     target: str | None = None
     attempt_outcomes: list[tuple[str, str]] = field(default_factory=list)
     cooldowns: list[str] = field(default_factory=list)
+    #: this request's trace (CONTRACT 5.3); None when tracing is off, and
+    #: then nothing on the request's path does any tracing work
+    trace: IRequestTrace | None = None
+    #: the error the request was answered with (a JSON error), None otherwise
+    error: GatewayError | None = None
+    #: the last upstream attempt that failed, and how (CONTRACT 5.4)
+    upstream_failure: UpstreamFailure | None = None

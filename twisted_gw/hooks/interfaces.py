@@ -39,3 +39,27 @@ class IAdmission(Interface):
 
         True spends what using the model costs (its request counts, a
         concurrency slot), to be settled at finalize; False spends nothing."""
+
+
+class IRequestTrace(Interface):
+    """One request's trace (CONTRACT 5.3), told what the request's owner
+    sees: each upstream attempt, how it failed, what the upstream answered.
+
+    Present on ``ctx.trace`` only when tracing is on; the finalize hook of
+    :mod:`twisted_gw.observability.tracing` ends it. None of its methods
+    may raise into the request."""
+
+    def attempt(deployment, target):
+        """A context manager around one upstream attempt's call: the
+        attempt's span begins, and is current while the call is made (so the
+        upstream request carries its ``traceparent``)."""
+
+    def attempt_failed(error):
+        """The attempt now running failed before anything reached the client
+        (``error``, a GatewayError); its span ends."""
+
+    def answered(body):
+        """The whole (non-stream) upstream answer, as bytes."""
+
+    def chunk(doc):
+        """One parsed upstream stream chunk."""

@@ -27,6 +27,9 @@ log = Logger()
 STATE = "rate_limit"
 #: the plans of the fallbacks a request was admitted to (CONTRACT 5.1)
 FALLBACKS = "rate_limit_fallbacks"
+#: the kind of limit that refused the request (``rpm``... ``concurrency``), for
+#: the metrics and the access log's ``limit=``
+REJECTED = "rate_limit_rejected"
 
 
 def total_tokens(usage: Any) -> int:
@@ -79,7 +82,7 @@ class RateLimitHook:
     def _decided(outcome: Outcome, ctx: RequestContext, plan: Plan) -> None:
         if not outcome.allowed:
             error = rejection(plan, outcome)
-            ctx.state["rate_limit_rejected"] = (
+            ctx.state[REJECTED] = (
                 plan.windows[outcome.rejected_window].kind
                 if outcome.rejected_window is not None
                 else "concurrency"

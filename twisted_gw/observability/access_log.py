@@ -3,9 +3,21 @@
 A finalize hook, so it runs exactly once on every path. The line is logfmt,
 made to be read with ``tail -f | grep``: ``key=value`` pairs, values quoted
 only when they must be. It never holds a key: the API key is named by its
-store id, the model only when it is a configured model name (a client that
-pastes a key into ``model`` must not get it logged), and the path without its
-query string.
+store id, and the path is without its query string. ``model`` is the name
+the client sent, known or not (CONTRACT 5.4), cut to 128 characters, with
+every configured client or provider key in it written ``[redacted]`` (a
+client that pastes a key into ``model`` must not get it logged).
+
+A request that did not succeed says why (CONTRACT 5.4) in fields that follow
+the others, written only then, so a 200 costs nothing more:
+``error=<code>`` (the 4.1 code of its answer, ``missing_api_key`` /
+``invalid_api_key`` for the two 401s, ``provider_error`` /
+``request_timeout`` for a stream cut or stalled after its first chunk),
+``limit=<rpm|rpd|tpm|tpd|concurrency>`` on a 429 of the limiter, and when its
+last upstream attempt failed, ``upstream=<host[:port]>`` and
+``cause=<what happened>`` (``connection refused``, ``timeout after 30000 ms``,
+``status 503``, ``stream cut: ...``). A request the client left
+(``client_gone``) has none of them: its end says it all.
 
 No value can forge or colour a line (CONTRACT 5.4): logfmt values that hold
 anything but plain characters are quoted with every control character
@@ -20,13 +32,17 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_gw.config.snapshot import Snapshot
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.hooks.rate_limit import REJECTED
 from twisted_gw.observability.logsafe import escape, json_line
 
 log = Logger()
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+")
+#: characters a bare value may hold: ``[`` and ``]`` so that ``model=[redacted]``
+#: and an IPv6 ``upstream=[::1]:8080`` read as written
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+[]")
 
 
 def logfmt_value(value: Any) -> str:
@@ -41,7 +57,7 @@ def logfmt_value(value: Any) -> str:
     text = str(value)
     if len(text) > 200:
         text = text[:200] + "..."
-    if all(c in _PLAIN for c in text):
+    if _PLAIN.issuperset(text):
         return text
     escaped = escape(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
@@ -58,13 +74,64 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
+#: the ends whose line has no failure fields: it succeeded, or its client left
+NO_FAILURE_FIELDS = frozenset({"ok", "done", "empty", "client_gone"})
+#: the code of a failure that had no JSON error to answer with (the stream was out)
+_END_CODES = {
+    "upstream_cut": "provider_error",
+    "timeout": "request_timeout",
+    "upstream_error": "internal_error",
+}
+#: the longest model name a line holds (CONTRACT 5.4)
+MODEL_CHARS = 128
+
+
+def client_model(snapshot: Snapshot, name: str) -> str:
+    """A model name the client sent that is not a configured model, as the
+    log may show it (CONTRACT 5.4): every configured client or provider key
+    in it ``[redacted]`` (before the cut, so no part of a key survives it),
+    then cut to 128 characters."""
+    return snapshot.redact(name)[:MODEL_CHARS]
+
+
+def logged_model(ctx: RequestContext) -> str | None:
+    """The line's ``model``: a configured name as it is, any other through
+    :func:`client_model` (only a request that failed sends one)."""
+    name = ctx.model_name
+    if name is None or name in ctx.snapshot.models_by_name:
+        return name
+    return client_model(ctx.snapshot, name)
+
+
+def failure_fields(ctx: RequestContext) -> list[tuple[str, str | None]]:
+    """The fields that say why a request failed, in line order; ``[]`` for
+    one that succeeded (or that its client left), computed for nothing else."""
+    end = ctx.end_reason
+    if end in NO_FAILURE_FIELDS:
+        return []
+    error = ctx.error
+    fields: list[tuple[str, str | None]] = [
+        ("error", error.log_code if error is not None else _END_CODES.get(end or "", end))
+    ]
+    limit = ctx.state.get(REJECTED)
+    if limit is not None:
+        fields.append(("limit", limit))
+    failure = ctx.upstream_failure
+    if failure is not None and failure.attempt == ctx.attempts:  # the last attempt's
+        fields.append(("upstream", failure.host))
+        fields.append(("cause", ctx.snapshot.redact(failure.cause)))
+    return fields
+
+
 def access_line(ctx: RequestContext, now: float) -> str:
     """The access-log line of a finished request (pure)."""
     usage = ctx.usage if isinstance(ctx.usage, dict) else {}
-    model = ctx.model_name if ctx.model_name in ctx.snapshot.models_by_name else None
+    model = ctx.model_name  # logged_model, inline: this runs for every request
+    if model is not None and model not in ctx.snapshot.models_by_name:
+        model = client_model(ctx.snapshot, model)
     finished = ctx.finished_at if ctx.finished_at is not None else now
     first = None if ctx.first_token_at is None else ctx.first_token_at - ctx.started
-    return " ".join(
+    line = " ".join(
         (
             f"rid={logfmt_value(ctx.request_id)}",
             f"client={logfmt_value(ctx.client)}",
@@ -83,20 +150,24 @@ def access_line(ctx: RequestContext, now: float) -> str:
             f"target={logfmt_value(ctx.target)}",
         )
     )
+    if ctx.end_reason in NO_FAILURE_FIELDS:
+        return line
+    failed = " ".join(f"{name}={logfmt_value(value)}" for name, value in failure_fields(ctx))
+    return f"{line} {failed}"
 
 
 def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
     """The access-log fields of a finished request (pure); JSON-lines form."""
     usage = ctx.usage if isinstance(ctx.usage, dict) else {}
     finished = ctx.finished_at if ctx.finished_at is not None else now
-    return {
+    fields = {
         "time": datetime.fromtimestamp(finished, UTC).isoformat(timespec="milliseconds"),
         "rid": ctx.request_id,
         "client": ctx.client,
         "method": ctx.method,
         "path": ctx.path[:200],
         "status": ctx.status,
-        "model": ctx.model_name if ctx.model_name in ctx.snapshot.models_by_name else None,
+        "model": logged_model(ctx),
         "key_id": ctx.api_key.id if ctx.api_key else None,
         "latency_ms": round((finished - ctx.started) * 1000, 1),
         "first_token_ms": None
@@ -109,6 +180,9 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "attempts": ctx.attempts,
         "target": ctx.target,
     }
+    if ctx.end_reason not in NO_FAILURE_FIELDS:
+        fields.update(failure_fields(ctx))
+    return fields
 
 
 def access_json(ctx: RequestContext, now: float) -> str:

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook
+from twisted_gw.hooks.rate_limit import REJECTED
 
 #: milliseconds: from a cache hit to a long generation
 BUCKETS_MS = (
@@ -217,7 +218,7 @@ class MetricsHook:
         count, latency = m.request(ctx.method, ctx.endpoint, ctx.status)
         count.inc()
         latency.observe((finished - ctx.started) * 1000.0)
-        rejected = ctx.state.get("rate_limit_rejected")
+        rejected = ctx.state.get(REJECTED)
         if rejected is not None:
             m.rate_limit_rejections.labels(rejected).inc()
         if ctx.stream:

@@ -38,6 +38,7 @@ from twisted_gw._outbound import discard
 from twisted_gw.config.entities import Model
 from twisted_gw.errors import GatewayError, provider_error, unsupported_endpoint
 from twisted_gw.jsonutil import dumps
+from twisted_gw.observability.logsafe import escape
 from twisted_gw.providers.bedrock_translate import (
     ConverseStreamTranslator,
     from_converse_response,
@@ -252,7 +253,7 @@ class _EventStreamBodyProtocol(SSEBodyProtocol):
             return
         source.sink.flush()
         if error is not None:
-            log.warn("upstream stream cut: {error}", error=error)
+            log.warn("upstream stream cut: {error}", error=escape(error))
             source.fail(error)
 
 

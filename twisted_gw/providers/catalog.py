@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from twisted_gw.providers.interfaces import CHAT, EMBEDDINGS
 
 if TYPE_CHECKING:
+    from twisted_gw.config.entities import Model
     from twisted_gw.providers.http import UpstreamClient
     from twisted_gw.providers.interfaces import IProvider
 
@@ -198,6 +200,38 @@ def default_base(name: str) -> str:
     if family is None or family.default_base is None:
         return BY_NAME["openai"].default_base or ""
     return family.default_base
+
+
+def authority(url: str) -> str | None:
+    """``host[:port]`` of ``url``, for a log line: never its scheme, path,
+    query string or credentials (a key may sit in any of the last three);
+    None when ``url`` has no host one can tell without guessing."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number: maybe a password
+        return None
+    if not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def upstream_host(deployment: Model, endpoint: str = CHAT) -> str | None:
+    """Where a deployment's calls to ``endpoint`` go, as :func:`authority`
+    writes it (CONTRACT 5.4: an upstream failure names its host): its
+    provider entity's URL, else its ``api_base``, else its family's default
+    base. None for a family that calls nothing (``mock``). For failures
+    only: it parses a URL on each call."""
+    urls = deployment.endpoint_urls
+    url = urls.get(endpoint) or next(iter(urls.values()), None) if urls else None
+    if url is None:
+        family = BY_NAME.get(deployment.provider)
+        if not deployment.api_base and family is not None and family.default_base is None:
+            return None
+        url = deployment.api_base or default_base(deployment.provider)
+    return authority(url)
 
 
 def shapes() -> list[tuple[ConfigShape, list[ProviderFamily]]]:

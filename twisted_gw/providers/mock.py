@@ -1,8 +1,18 @@
 """The built-in ``mock`` provider: local, fast and deterministic **[beyond]**.
 
 A demo model works with no network and no key, and tests of everything above
-the provider get stable answers: chat echoes the last user message with usage
-5/33/38; embeddings are 16-dimension vectors derived from a hash of the input.
+the provider get stable answers: chat echoes the last user message;
+embeddings are 16-dimension vectors derived from a hash of the input.
+
+Its usage is the gateway's token estimate (:mod:`twisted_gw.tokens`, one
+token per 4 characters) of what it was sent and what it answered, so a
+demo's token limits, metrics and dashboards move with the traffic as they
+would with a real upstream: ``prompt_tokens`` is
+:func:`~twisted_gw.tokens.prompt_tokens` of the request (its messages and
+tools, 4 per message), ``completion_tokens`` the echoed text's
+:func:`~twisted_gw.tokens.text_tokens`; an embeddings request counts each
+input's text (at least 1 token an input). Streamed and whole answers of the
+same request report the same usage.
 """
 
 from __future__ import annotations
@@ -27,13 +37,25 @@ from twisted_gw.providers.interfaces import (
     last_user_text,
 )
 from twisted_gw.providers.sources import ListSource
+from twisted_gw.tokens import prompt_tokens, text_tokens
 
-USAGE = {"prompt_tokens": 5, "completion_tokens": 33, "total_tokens": 38}
 DIMENSIONS = 16
 
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def mock_usage(body: dict, answer: str) -> dict[str, int]:
+    """The usage the mock reports for a chat ``body`` answered with ``answer``
+    (see the module docstring: the gateway's estimate, not a constant)."""
+    prompt = prompt_tokens(body)
+    completion = text_tokens(answer)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def mock_chat_completion(model: Model, body: dict, created: int) -> dict:
@@ -52,7 +74,7 @@ def mock_chat_completion(model: Model, body: dict, created: int) -> dict:
                 "finish_reason": "stop",
             }
         ],
-        "usage": dict(USAGE),
+        "usage": mock_usage(body, text),
     }
 
 
@@ -78,7 +100,7 @@ def mock_chat_chunks(model: Model, body: dict, created: int) -> list[dict]:
     tail = text[sum(map(len, pieces)) :]
     chunks += [chunk({"content": piece}) for piece in pieces + ([tail] if tail else [])]
     chunks.append(chunk({}, "stop"))
-    chunks.append({**base, "choices": [], "usage": dict(USAGE)})
+    chunks.append({**base, "choices": [], "usage": mock_usage(body, text)})
     return chunks
 
 
@@ -103,7 +125,7 @@ def mock_embeddings(model: Model, body: dict) -> dict:
         if b64:
             vector = base64.b64encode(struct.pack(f"<{DIMENSIONS}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": vector})
-    tokens = sum(max(1, len(t.split())) for t in texts)
+    tokens = sum(max(1, text_tokens(t)) for t in texts)
     return {
         "object": "list",
         "data": data,

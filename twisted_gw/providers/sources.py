@@ -28,6 +28,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from twisted_gw._outbound import BodyCloser
+from twisted_gw.observability.logsafe import escape
 from twisted_gw.providers.interfaces import IChunkSink, IChunkSource
 from twisted_gw.sse import EventTooLarge, SSEEvent, SSEParser
 
@@ -145,7 +146,7 @@ class SSEBodyProtocol(TwistedProtocol):
         if too_large is not None:
             log.warn(
                 "upstream stream cut: {error} (server.proxy.max_event_bytes)",
-                error=str(too_large),
+                error=escape(str(too_large)),
             )
             source.fail(str(too_large))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -53,6 +53,9 @@ from twisted_gw.proxy.wire import (
 )
 from twisted_gw.site import routes
 
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on
+    from twisted_gw.observability.tracing import Tracing
+
 log = Logger()
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
@@ -84,8 +87,11 @@ class ProxyApp:
         max_body_bytes: int = 32 * 1024 * 1024,
         router: Router | None = None,
         history: ResponseHistory | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
+        #: CONTRACT 5.3: None when tracing is off (then a request costs one test of it)
+        self.tracing = tracing
         #: the Responses API's earlier turns (CONTRACT-NEXT 3.4), bounded, per node
         self.history = history if history is not None else ResponseHistory(reactor)
         #: this node's view of every deployment (CONTRACT 5.1: cooldowns are per node)
@@ -298,6 +304,9 @@ class ProxyApp:
             client=getattr(client, "host", "-"),
             snapshot=self.store.snapshot,  # held from here to the end
         )
+        tracing = self.tracing
+        if tracing is not None:
+            ctx.trace = tracing.begin(request, ctx)
         if request not in self._live:
             self._live.add(request)
             request.notifyFinish().addBoth(self._over, request, ctx)

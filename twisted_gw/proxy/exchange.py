@@ -42,9 +42,10 @@ from twisted_gw.errors import (
     request_timeout,
     unsupported_endpoint,
 )
-from twisted_gw.hooks.context import RequestContext
+from twisted_gw.hooks.context import RequestContext, UpstreamFailure
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
+from twisted_gw.providers.catalog import upstream_host
 from twisted_gw.providers.interfaces import (
     CHAT,
     EMBEDDINGS,
@@ -111,6 +112,7 @@ def prepare_json(
     """Set status and headers of a whole JSON answer; the body to write (the
     error's in the wire's shape, every configured secret redacted, when failing)."""
     if error is not None:
+        ctx.error = error  # the access log's error= (CONTRACT 5.4)
         status, body = wire.error_body(ctx, error)
         ctx.status = status
         request.setResponseCode(status, reason_phrase(status))
@@ -138,12 +140,16 @@ def write_json(
     if ctx.client_gone:
         return
     if error is not None and error.status >= 500:
+        failure = ctx.upstream_failure
         log.warn(
-            "request {rid} model {model}: {status} {message}",
+            "request {rid} model {model}: {status} {message}{upstream}",
             rid=ctx.request_id,
             model=escape(ctx.snapshot.redact(ctx.model_name or "-")[:128]),
             status=error.status,
             message=escape(ctx.snapshot.redact(error.message)),
+            upstream=""
+            if failure is None or failure.attempt != ctx.attempts
+            else escape(ctx.snapshot.redact(f" (upstream {failure.host or '-'}: {failure.cause})")),
         )
     request.write(prepare_json(request, ctx, body, error, wire))
     request.finish()
@@ -282,6 +288,8 @@ class Exchange:
     def _attempt(self, deployment: Model) -> None:
         """One attempt on ``deployment``, under its one timer."""
         ctx = self.ctx
+        if self._last_error is not None:  # a retry: the log says why (CONTRACT 5.4)
+            self._retrying(deployment)
         self._gen += 1
         gen = self._gen
         ctx.attempts += 1
@@ -303,7 +311,13 @@ class Exchange:
         if ctx.upstream_started is None:
             ctx.upstream_started = now
         self._timer = self.reactor.callLater(self._timeout, self._timed_out, gen)
-        self._pending = d = self.wire.call(provider, deployment, ctx, self.reactor)
+        trace = ctx.trace
+        if trace is None:
+            d = self.wire.call(provider, deployment, ctx, self.reactor)
+        else:
+            with trace.attempt(deployment, self._target):  # current: its traceparent goes upstream
+                d = self.wire.call(provider, deployment, ctx, self.reactor)
+        self._pending = d
         d.addCallbacks(
             self._answered, self._attempt_failed, callbackArgs=(gen,), errbackArgs=(gen,)
         ).addErrback(self._crashed)
@@ -323,11 +337,15 @@ class Exchange:
     def _failed(self, error: GatewayError) -> None:
         """The attempt failed before anything reached the client: retry, fall
         back, or answer with this error (CONTRACT 5.1)."""
+        if error.reason != "rejected":  # the upstream's doing, not a refusal of ours
+            self._upstream_failed(self._cause(error))
         outcome = error.attempt_outcome
         routed = self._routed
         routing = routed.routing
         retryable = outcome in routing.retry_on and outcome not in NEVER_RETRIED
         self.ctx.attempt_outcomes.append((self._target, str(outcome)))
+        if self.ctx.trace is not None:
+            self.ctx.trace.attempt_failed(error)
         state, self._dstate = self._dstate, None
         retry_after = retry_after_seconds(error.retry_after, self.reactor.seconds())
         if retryable or retry_after is not None:
@@ -427,6 +445,8 @@ class Exchange:
             self._succeeded()
             ctx.upstream_finished = self.reactor.seconds()
             ctx.usage = answer.usage
+            if ctx.trace is not None:
+                ctx.trace.answered(answer.body)
             try:
                 body = self.wire.answer(ctx, answer.body)
             except GatewayError as e:  # an answer the client's API cannot carry
@@ -439,7 +459,8 @@ class Exchange:
             return
         self.state = WAITING
         self._source = answer
-        self._relay = StreamRelay(self.request, ctx, self, self.wire.framer(ctx))
+        tap = None if ctx.trace is None else ctx.trace.chunk
+        self._relay = StreamRelay(self.request, ctx, self, self.wire.framer(ctx), tap)
         answer.start(self._relay)
 
     def _succeeded(self) -> None:
@@ -495,6 +516,7 @@ class Exchange:
             self.wire.stream_done(self.ctx)
             self._close("done")
         else:
+            self._upstream_failed(f"stream cut: {detail}")
             relay.end(done=False, detail=f"stream: {detail}")
             self._close("upstream_cut")
 
@@ -504,8 +526,50 @@ class Exchange:
             self._failed(provider_error("malformed event in the upstream stream"))
         elif self.state == STREAMING:
             log.warn("stream {rid}: malformed upstream event, stream cut", rid=self.ctx.request_id)
+            self._upstream_failed("stream cut: malformed upstream event")
             self._relay.end(done=False, detail="data transform: malformed upstream event")
             self._close("upstream_cut")
+
+    # -- what the log is told of a failed attempt (CONTRACT 5.4) -------------------------
+
+    def _cause(self, error: GatewayError) -> str:
+        """What the upstream did, in a few words of ours: its status, the
+        timeout that ran out, or how the connection failed (never its body)."""
+        if error.upstream_status is not None:
+            return f"status {error.upstream_status}"
+        if error.outcome == "timeout":
+            return f"timeout after {self._timeout * 1000:.0f} ms"
+        return error.message.removeprefix("Provider error: ")
+
+    def _upstream_failed(self, cause: str) -> None:
+        """Note how the running attempt's upstream failed; the access line
+        names it when this attempt was the last (failures only: no cost on
+        a request that succeeds)."""
+        ctx = self.ctx
+        host = upstream_host(self._deployment, self.endpoint)
+        ctx.upstream_failure = UpstreamFailure(ctx.attempts, ctx.target or "-", host, cause)
+
+    def _retrying(self, deployment: Model) -> None:
+        """One warning line per attempt given up for another, so a request's
+        access line (its last attempt's) is not all the log says of it."""
+        ctx = self.ctx
+        failure = ctx.upstream_failure
+        if failure is None or failure.attempt != ctx.attempts:
+            what = f"status {self._last_error.status}"  # not an upstream's failure
+            host = "-"
+        else:
+            what, host = failure.cause, failure.host or "-"
+        log.warn(
+            "request {rid} model {model}: attempt {n} on {target} ({host}) failed: {what};"
+            " trying {next}",
+            rid=ctx.request_id,
+            model=escape(ctx.model.name),
+            n=ctx.attempts,
+            target=escape(ctx.target or "-"),
+            host=escape(host),
+            what=escape(ctx.snapshot.redact(what)),
+            next=escape(f"{self._routed.name}#{deployment.index}"),
+        )
 
     # -- 4. the ways it ends ----------------------------------------------------------
 
@@ -526,6 +590,7 @@ class Exchange:
                 rid=self.ctx.request_id,
                 t=self._timeout,
             )
+            self._upstream_failed(f"timeout after {self._timeout * 1000:.0f} ms without a chunk")
             self._cancel_upstream()
             self._relay.end(done=False)
             self._close("timeout")

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from twisted_gw.errors import GatewayError
 from twisted_gw.jsonutil import dumps, loads
+from twisted_gw.observability.logsafe import escape
 
 log = Logger()
 
@@ -123,8 +124,8 @@ class RedisResponseHistory:
         d.addErrback(
             lambda f: log.warn(
                 "response {rid} not stored in Redis: {error}",
-                rid=response_id,
-                error=f.getErrorMessage(),
+                rid=escape(response_id),
+                error=escape(f.getErrorMessage()),
             )
         )
 
@@ -148,5 +149,7 @@ class RedisResponseHistory:
 
     @staticmethod
     def _unavailable(failure: Any) -> None:
-        log.warn("Responses history lookup failed: {error}", error=failure.getErrorMessage())
+        log.warn(
+            "Responses history lookup failed: {error}", error=escape(failure.getErrorMessage())
+        )
         raise GatewayError(503, "Response history unavailable", "history_unavailable")

@@ -23,6 +23,7 @@ be a JSON error; frames parsed from one upstream read go out as one write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -65,8 +66,11 @@ class StreamRelay:
         ctx: RequestContext,
         owner: RelayOwner,
         framer: Framer | None = None,
+        tap: Callable[[dict], None] | None = None,
     ) -> None:
         self.request = request
+        #: sees each parsed chunk (the request's trace); None: tracing is off
+        self.tap = tap
         self.ctx = ctx
         self.owner = owner
         #: writes the client API's events (Messages, Responses); None: chat as it came
@@ -93,6 +97,8 @@ class StreamRelay:
         usage = doc.get("usage")
         if isinstance(usage, dict):
             self.ctx.usage = usage
+        if self.tap is not None:
+            self.tap(doc)
         if not self.started:
             self.owner.first_chunk()
             self.start_response()

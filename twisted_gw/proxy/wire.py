@@ -29,6 +29,7 @@ from twisted_gw.jsonutil import dumps, read
 from twisted_gw.providers.anthropic import native_usage
 from twisted_gw.providers.interfaces import EMBEDDINGS, IProvider, ProviderResult
 from twisted_gw.proxy.history import RedisResponseHistory, ResponseHistory
+from twisted_gw.tokens import prompt_tokens
 
 
 class Framer(Protocol):
@@ -222,15 +223,12 @@ class MessagesWire(Wire):
 
 
 def estimate_tokens(doc: dict) -> int:
-    """A Messages request's input tokens, estimated without a tokenizer: one
-    token per 4 characters of the text it holds (system, messages, tools,
-    their JSON included), rounded up, plus 4 per message. Good to a few tens
-    of percent for English and code; for providers that cannot count."""
-    parts = [doc.get("system"), doc.get("messages"), doc.get("tools")]
-    text = sum(len(dumps(p)) for p in parts if p is not None)
-    messages_in = doc.get("messages")
-    count = len(messages_in) if isinstance(messages_in, list) else 0
-    return -(-text // 4) + 4 * count
+    """A Messages request's input tokens, estimated without a tokenizer
+    (:func:`twisted_gw.tokens.prompt_tokens`: one token per 4 characters of
+    its system, messages and tools, their JSON included, plus 4 per message).
+    Good to a few tens of percent for English and code; for providers that
+    cannot count."""
+    return prompt_tokens(doc)
 
 
 class CountTokensWire(MessagesWire):

@@ -196,21 +196,28 @@ class SupervisorService(Service):
             self._spawn(worker_id)
 
     def _forward_signals(self) -> None:
-        """SIGTERM/SIGINT go to every worker too (each drains as one process
-        does; a second signal reaches them as a second signal), then to the
-        reactor's own handler, which stops this process's services."""
+        """SIGTERM/SIGINT go to every worker (each drains as one process
+        does, and a second signal reaches them as a second signal: they cut);
+        the first also stops this process's reactor, whose shutdown waits
+        for the workers (:meth:`stopService`). The handlers are ours, as one
+        process's are (twisted_gw.shutdown): twistd does not re-raise the
+        signal at its end, and the supervisor exits 0."""
+
+        def received(number: int, frame: Any) -> None:
+            self._signal_all(number)
+            if not self._signalled:
+                self._signalled = True
+                self.reactor.callFromThread(self._stop_reactor, signal.Signals(number).name)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.getsignal(signum)
-            if not callable(previous):
-                continue
+            signal.signal(signum, received)
 
-            def handler(number: int, frame: Any, previous: Any = previous) -> None:
-                self._signal_all(number)
-                if not self._signalled:  # the reactor stops once (a second stop is an error)
-                    self._signalled = True
-                    previous(number, frame)
+    def _stop_reactor(self, name: str) -> None:
+        from twisted.internet.error import ReactorNotRunning
 
-            signal.signal(signum, handler)
+        log.info("received {name}: stopping the workers", name=name)
+        with contextlib.suppress(ReactorNotRunning):  # stopping already
+            self.reactor.stop()
 
     def _signal_all(self, signum: int) -> None:
         for process in list(self._live.values()):

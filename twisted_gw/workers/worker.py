@@ -89,6 +89,8 @@ async def serve(reactor: Any) -> None:
     gateway.privilegedStartService()
     gateway.startService()
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
+    if gateway.shutdown is not None:  # drain on the first signal, cut on the next
+        gateway.shutdown.take_signals()
     try:
         await gateway.store.when_loaded()
     except StoreError:
@@ -107,12 +109,18 @@ def main() -> None:
     # until the reactor installs its handlers: a signal ends the worker quietly
     # (the supervisor forwards them, while this worker may still be importing)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    from twisted.internet import defer, reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted_gw.reactor import install_if_none
 
+    install_if_none()  # the reactor one process runs on
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner
+
+    from twisted_gw.observability.logfile import TurnBufferedLogObserver
     from twisted_gw.service import exit_while_running
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # the console script's log format, so a worker's lines read as one process's
+    observer = TurnBufferedLogObserver(sys.stdout, reactor)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     stopping: list[bool] = []
     reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)

@@ -1,4 +1,4 @@
-// API keys: the table (keys masked to their last 4 characters) and the
+// API keys: the table (keys masked to their last characters) and the
 // create/edit form (CONTRACT 2 "API key"). A generated key is shown once,
 // right after saving, with a copy button; the URL never carries it.
 
@@ -38,7 +38,7 @@ export function renderList(main, ctx) {
     help: [
       "What clients send as ",
       h("code", {}, "Authorization: Bearer <key>"),
-      ". Keys are shown by their last 4 characters; rate-limit errors name the ID.",
+      ". Keys are shown by their last characters; rate-limit errors name the ID.",
     ],
     columns: ["Key", "ID", "Allowed models", "Limits"],
     fetch: listApiKeys,

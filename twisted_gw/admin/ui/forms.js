@@ -4,6 +4,7 @@
 
 import { ApiError, adminCall, idOf } from "./api.js";
 import { describe, field, h, undescribe } from "./dom.js";
+import { schemaSentences } from "./errors.js";
 import { BOUNDS, LIMIT_FIELDS, LIMIT_LABELS, errorPointers, mask } from "./schema.js";
 
 export const ERROR_ID = "form-error";
@@ -90,13 +91,20 @@ export function updatePreview(doc) {
   if (target) target.textContent = JSON.stringify(doc, null, 2);
 }
 
-// The panel next to the form where the Admin API's error text goes.
+// The panel next to the form where a refusal goes: what is wrong, in
+// sentences, and for a schema error the Admin API's own text, folded away.
 export function errorPanel() {
   return h(
     "div",
     { class: "form-error", id: ERROR_ID, role: "alert", tabindex: "-1", hidden: true },
     h("h2", {}, "Not saved"),
-    h("pre", { id: `${ERROR_ID}-text` }),
+    h("p", { id: `${ERROR_ID}-text`, class: "error-text" }),
+    h(
+      "details",
+      { id: `${ERROR_ID}-raw`, class: "raw", hidden: true },
+      h("summary", {}, "The Admin API's answer"),
+      h("pre", { id: `${ERROR_ID}-raw-text` }),
+    ),
   );
 }
 
@@ -110,12 +118,20 @@ export function clearErrors(form) {
 }
 
 // Show `text` in the panel and mark the fields it names; `fieldFor` maps a
-// JSON pointer (e.g. "/rate_limit/rpm") to an input. Focus goes to the first
-// named field, else to the panel.
+// JSON pointer (e.g. "/rate_limit/rpm") to an input. A schema error is said
+// as one sentence per field (its exact text stays one click away). Focus
+// goes to the first named field, else to the panel.
 export function showErrors(form, text, fieldFor, inputs = []) {
   clearErrors(form);
   const panel = document.getElementById(ERROR_ID);
-  document.getElementById(`${ERROR_ID}-text`).textContent = text;
+  const sentences = schemaSentences(text);
+  document.getElementById(`${ERROR_ID}-text`).textContent = sentences
+    ? sentences.join("\n")
+    : text;
+  const raw = document.getElementById(`${ERROR_ID}-raw`);
+  raw.hidden = !sentences;
+  raw.open = false;
+  document.getElementById(`${ERROR_ID}-raw-text`).textContent = sentences ? text : "";
   panel.hidden = false;
   const marked = [...inputs];
   for (const pointer of errorPointers(text)) {

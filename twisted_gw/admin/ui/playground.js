@@ -18,8 +18,27 @@ export function preferKey(id) {
   state.model = "";
 }
 
-function keyLabel(entry) {
-  return `${mask(entry.value?.key)} (ID ${idOf(entry).slice(0, 8)})`;
+// The model names of `models` this key may use.
+function usableModels(entry, models) {
+  const allowed = entry?.value?.allowed_models;
+  return Array.isArray(allowed) ? allowed.map(String).filter((n) => models.has(n)) : [];
+}
+
+function keyLabel(entry, models) {
+  const label = `${mask(entry.value?.key)} (ID ${idOf(entry).slice(0, 8)})`;
+  return usableModels(entry, models).length ? label : `${label}, no usable model`;
+}
+
+// The key to start with: the one picked before (here or by "Try it in the
+// playground") if it still exists, else the first that may use a model, so
+// the playground is ready to send; a key that may use none only if no key can.
+function initialKey(keys, models, preferred) {
+  return (
+    keys.find((k) => idOf(k) === preferred) ||
+    keys.find((k) => usableModels(k, models).length) ||
+    keys[0] ||
+    null
+  );
 }
 
 function bubble(role, name, text, note) {
@@ -151,10 +170,7 @@ export function render(main, { signal }) {
 
   function fillModels() {
     const key = selectedKey();
-    const allowed = Array.isArray(key?.value?.allowed_models)
-      ? key.value.allowed_models.map(String)
-      : [];
-    const usable = allowed.filter((n) => modelNames.has(n));
+    const usable = usableModels(key, modelNames);
     modelSelect.replaceChildren(
       ...usable.map((n) => h("option", { value: n, selected: n === state.model }, n)),
     );
@@ -206,9 +222,10 @@ export function render(main, { signal }) {
       if (signal.aborted) return;
       keys = keyList;
       modelNames = new Set(models.map((m) => String(m.value?.name ?? "")));
+      const first = initialKey(keys, modelNames, state.keyId);
       keySelect.replaceChildren(
         ...keys.map((k) =>
-          h("option", { value: idOf(k), selected: idOf(k) === state.keyId }, keyLabel(k)),
+          h("option", { value: idOf(k), selected: k === first }, keyLabel(k, modelNames)),
         ),
       );
       keySelect.disabled = !keys.length;

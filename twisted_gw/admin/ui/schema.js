@@ -125,11 +125,13 @@ export function splitModel(model) {
   return slash < 0 ? [text, ""] : [text.slice(0, slash), text.slice(slash + 1)];
 }
 
-// A secret as its last 4 characters; short ones are not shown at all.
+// A secret as its last characters, long and short ones alike: 4 of them, but
+// never more than half of the secret (a 6-character key shows 3).
 export function mask(secret) {
   const text = String(secret ?? "");
   if (!text) return "";
-  return text.length >= 8 ? `••••${text.slice(-4)}` : "••••";
+  const shown = Math.min(4, Math.floor(text.length / 2));
+  return `••••${shown ? text.slice(-shown) : ""}`;
 }
 
 // `doc` with the values of the keys `secrets` names masked (for a preview).

@@ -1,0 +1,232 @@
+"""What :class:`twisted_gw.reactor.GatewayReactor` changes, pinned on real sockets.
+
+Each test drives a fresh reactor one iteration at a time and watches the
+epoll calls it makes through a recording poller, so "no epoll call for a
+pause and resume in one turn" and "a drained write never reaches epoll" are
+asserted, not hoped for. Twisted's own reactor tests run against it too
+(tests/test_reactor_twisted_suite.py).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from twisted.internet import epollreactor
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.protocol import Factory, Protocol
+
+from twisted_gw.reactor import GatewayReactor
+
+
+class RecordingPoller:
+    """The reactor's epoll object, with every control call recorded."""
+
+    def __init__(self, poller: Any) -> None:
+        self._poller = poller
+        self.calls: list[tuple[str, int, int]] = []
+
+    def register(self, fd: int, mask: int) -> None:
+        self.calls.append(("register", fd, mask))
+        self._poller.register(fd, mask)
+
+    def modify(self, fd: int, mask: int) -> None:
+        self.calls.append(("modify", fd, mask))
+        self._poller.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self.calls.append(("unregister", fd, 0))
+        self._poller.unregister(fd)
+
+    def poll(self, timeout: float, maxevents: int) -> Any:
+        return self._poller.poll(timeout, maxevents)
+
+    def close(self) -> None:
+        self._poller.close()
+
+    def fileno(self) -> int:
+        return self._poller.fileno()
+
+    def on(self, fd: int) -> list[tuple[str, int, int]]:
+        return [c for c in self.calls if c[1] == fd]
+
+
+@pytest.fixture
+def reactor():
+    r = GatewayReactor()
+    r._poller = RecordingPoller(r._poller)
+    yield r
+    r.removeAll()
+    r._end_turn()
+    r._poller.close()
+
+
+def turn(reactor: GatewayReactor, timeout: float = 0.0) -> None:
+    reactor.runUntilCurrent()
+    reactor.doIteration(timeout)
+
+
+class Reader(FileDescriptor):
+    """A read end of a socketpair, counting its reads."""
+
+    def __init__(self, sock: socket.socket, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.sock = sock
+        self.got = b""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self) -> None:
+        self.got += self.sock.recv(65536)
+
+    def logPrefix(self) -> str:
+        return "Reader"
+
+
+def test_a_pause_and_resume_in_one_turn_cost_no_epoll_call(reactor):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    reader = Reader(a, reactor)
+    reader.startReading()
+    turn(reactor)
+    assert reactor._poller.on(a.fileno()) == [("register", a.fileno(), epollreactor.EPOLLIN)]
+    before = len(reactor._poller.calls)
+    reader.stopReading()
+    reader.startReading()
+    turn(reactor)
+    assert reactor._poller.calls[before:] == []
+    b.send(b"still heard")
+    turn(reactor, 1.0)
+    assert reader.got == b"still heard"
+    reader.stopReading()
+    turn(reactor)
+    assert reactor._poller.calls[-1] == ("unregister", a.fileno(), 0)
+    a.close()
+    b.close()
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"head:")  # two writes in one turn: one send
+        self.transport.write(data)
+
+
+def connected_pair(reactor: GatewayReactor) -> tuple[Any, socket.socket]:
+    """A served TCP connection (its server transport) and the client's socket."""
+    served: list[Any] = []
+
+    class Keep(Echo):
+        def connectionMade(self) -> None:
+            served.append(self.transport)
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Keep), interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    client.setblocking(False)
+    for _ in range(100):
+        turn(reactor, 0.05)
+        if served:
+            break
+    port.stopListening()
+    turn(reactor)
+    return served[0], client
+
+
+def recv_all(reactor: GatewayReactor, sock: socket.socket, size: int) -> bytes:
+    got = b""
+    for _ in range(20000):
+        turn(reactor, 0.001)
+        try:
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    return got
+                got += chunk
+        except BlockingIOError:
+            pass
+        if len(got) >= size:
+            return got
+    return got
+
+
+def test_a_drained_write_never_reaches_epoll_and_a_turns_writes_go_in_one_send(reactor):
+    transport, client = connected_pair(reactor)
+    fd = transport.fileno()
+    sends: list[bytes] = []
+    real_send = transport.socket.send
+
+    def send(data: Any) -> int:
+        sends.append(bytes(data))
+        return real_send(data)
+
+    transport.socket = _SocketSpy(transport.socket, send)
+    before = len(reactor._poller.calls)
+    client.send(b"ping")
+    assert recv_all(reactor, client, 9) == b"head:ping"
+    assert sends == [b"head:ping"]
+    assert [c for c in reactor._poller.calls[before:] if c[1] == fd] == []
+    transport.loseConnection()
+    assert recv_all(reactor, client, 1) == b""  # closed cleanly
+    client.close()
+
+
+class _SocketSpy:
+    def __init__(self, sock: socket.socket, send: Any) -> None:
+        self._sock = sock
+        self.send = send
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_what_the_kernel_does_not_take_waits_for_the_writable_event(reactor):
+    transport, client = connected_pair(reactor)
+    fd = transport.fileno()
+    big = b"x" * (32 * 1024 * 1024)  # more than loopback's send buffer takes at once
+    transport.write(big)
+    turn(reactor)  # the eager send takes what fits; the rest is epoll's
+    assert ("modify", fd, epollreactor.EPOLLIN | epollreactor.EPOLLOUT) in reactor._poller.on(fd)
+    assert len(recv_all(reactor, client, len(big))) == len(big)
+    assert reactor._poller.on(fd)[-1] == ("modify", fd, epollreactor.EPOLLIN)
+    transport.loseConnection()
+    turn(reactor)
+    client.close()
+
+
+def test_an_fd_number_reused_within_one_turn_is_registered_for_its_new_owner(reactor):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    old = Reader(a, reactor)
+    old.startReading()
+    turn(reactor)
+    number = a.fileno()
+    old.stopReading()
+    a.close()  # the kernel drops the registration with the socket
+    c, d = socket.socketpair()
+    if c.fileno() != number:  # the lowest free number is usually the one just freed
+        c, d = d, c
+    if c.fileno() != number:
+        pytest.skip("the kernel did not reuse the fd number")
+    c.setblocking(False)
+    new = Reader(c, reactor)
+    new.startReading()
+    turn(reactor)  # same number, new owner: registered afresh
+    d.send(b"to the new owner")
+    turn(reactor, 1.0)
+    assert new.got == b"to the new owner"
+    new.stopReading()
+    for s in (b, c, d):
+        s.close()
+
+
+def test_a_stop_during_the_turns_end_is_seen_before_the_next_wait(reactor):
+    """Writes whose callbacks stop the reactor must not leave it blocked in
+    epoll_wait (the turn ends after the dispatch, then the main loop looks)."""
+    transport, client = connected_pair(reactor)
+    reactor.callLater(0, transport.loseConnection)
+    reactor.callLater(0.01, reactor.stop)
+    reactor.callLater(5, lambda: pytest.fail("the reactor did not stop"))  # never reached
+    reactor.run(installSignalHandlers=False)
+    assert not reactor.running
+    client.close()
