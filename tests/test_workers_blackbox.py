@@ -677,3 +677,36 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
     # the supervisor's temporary directory (its socket, the metrics) does not outlive them
     assert not os.path.exists(os.path.dirname(socket_path))
     gw.process.stop()
+
+
+def test_sigterm_lets_a_request_in_flight_on_a_worker_finish(tmp_path):
+    gw = start(tmp_path)
+    upstream = HeldUpstream()
+    try:
+        name = f"held-{uuid.uuid4().hex[:8]}"
+        model = {
+            "name": name,
+            "model": "openai/held",
+            "provider_config": {"api_key": secret("sk-up"), "api_base": upstream.base_url},
+        }
+        assert admin(gw, "POST", "/aisix/admin/models", model)[0] == 201
+        key, _ = new_key(gw, [name])
+        conn = HTTPConnection("127.0.0.1", gw.proxy_port, timeout=20)
+        upstream.release()
+        wait_for(lambda: chat_on(conn, key, name)[0] == 200, 5, "the model and key served")
+        upstream.go.clear()
+        while upstream.arrived.acquire(blocking=False):
+            pass
+        answer: list[int] = []
+        holder = threading.Thread(target=lambda: answer.append(chat_on(conn, key, name)[0]))
+        holder.start()
+        assert upstream.arrived.acquire(timeout=10)
+        gw.process._require_started().send_signal(signal.SIGTERM)
+        wait_for(lambda: not is_listening(gw.proxy_port), 10, "the listeners closed")
+        upstream.release()
+        holder.join(10)
+        assert answer == [200]  # finished within the grace, on its worker
+        assert gw.process.stop(timeout=30) == 0
+    finally:
+        upstream.close()
+        gw.process.stop()
