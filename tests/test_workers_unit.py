@@ -274,3 +274,26 @@ def test_the_twistd_plugin_takes_workers_and_makes_the_supervisor(tmp_path):
     options = plugin.Options()
     options.parseOptions(["--config", str(config)])
     assert not isinstance(plugin.serviceMaker.makeService(options), SupervisorService)
+
+
+def test_a_workers_log_writes_are_whole_lines_of_at_most_pipe_buf():
+    import io
+
+    from twisted_gw.workers.worker import LineAtomicOut
+
+    class Recorder(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return len(text)
+
+    out = Recorder()
+    lines = [f"line {i} " + "x" * 100 + "\n" for i in range(100)]
+    LineAtomicOut(out).write("".join(lines))
+    assert "".join(out.writes) == "".join(lines)
+    assert len(out.writes) > 1
+    for piece in out.writes:
+        assert piece.endswith("\n") and len(piece.encode()) <= LineAtomicOut.LIMIT

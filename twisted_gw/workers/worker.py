@@ -12,6 +12,7 @@ away, so no worker outlives its gateway.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 from dataclasses import dataclass
@@ -44,6 +45,41 @@ class WorkerSetup:
 
         d = self.amp.callRemote(Failed, worker=self.id, message=message)
         d.addBoth(lambda _: exit_while_running(reactor, message, quiet=True))
+
+
+class LineAtomicOut:
+    """The stdout every worker shares, written so no line is cut by another's.
+
+    A worker writes a reactor turn's log lines in one ``write``. When stdout
+    is a pipe (``twisted-gw | tee``, a service manager), only writes of up to
+    PIPE_BUF bytes are atomic: a longer one from one worker can be split by
+    another worker's and cut a line in two. So each write goes out in pieces
+    of whole lines of at most PIPE_BUF bytes (a longer single line alone)."""
+
+    LIMIT = getattr(select, "PIPE_BUF", 4096)
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        piece: list[str] = []
+        size = 0
+        for line in text.splitlines(keepends=True):
+            length = len(line.encode("utf-8", "backslashreplace"))
+            if piece and size + length > self.LIMIT:
+                self._send("".join(piece))
+                piece, size = [], 0
+            piece.append(line)
+            size += length
+        if piece:
+            self._send("".join(piece))
+
+    def _send(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def parse_fds(text: str) -> dict[str, int]:
@@ -119,7 +155,7 @@ def main() -> None:
     from twisted_gw.service import exit_while_running
 
     # the console script's log format, so a worker's lines read as one process's
-    observer = TurnBufferedLogObserver(sys.stdout, reactor)
+    observer = TurnBufferedLogObserver(LineAtomicOut(sys.stdout), reactor)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     stopping: list[bool] = []
