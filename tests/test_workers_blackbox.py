@@ -710,3 +710,21 @@ def test_sigterm_lets_a_request_in_flight_on_a_worker_finish(tmp_path):
     finally:
         upstream.close()
         gw.process.stop()
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(gw):
+    # each worker has its own socket (SO_REUSEPORT): 16 connections opened
+    # together all land on one worker of two with probability 2**-15
+    conns = [HTTPConnection("127.0.0.1", gw.proxy_port, timeout=10) for _ in range(16)]
+    try:
+        for conn in conns:
+            conn.connect()
+        workers = []
+        for conn in conns:
+            status, headers, _ = chat_on(conn, "sk-demo-key")
+            assert status == 200
+            workers.append(worker_of(gw, headers["x-request-id"]))
+        assert set(workers) == {1, 2}, workers
+    finally:
+        for conn in conns:
+            conn.close()

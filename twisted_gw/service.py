@@ -228,33 +228,12 @@ def probe_bind(listen: ListenConfig) -> str | None:
     return None
 
 
-def _shared_port_class() -> type:
-    from twisted.internet import tcp
-
-    class SharedPort(tcp.Port):
-        """A worker's port on the listening socket all workers share: one
-        accept per reactor turn.
-
-        Twisted's Port accepts as many connections as are queued (up to 100,
-        growing) each time the socket is readable. With one socket and N
-        workers, the worker that wakes first then takes a whole burst (wrk's
-        16 connections all went to one worker of two in a measured run), and
-        keep-alive connections stay where they were accepted. Taking one a
-        turn leaves the next to whichever worker is free."""
-
-        def doRead(self) -> None:
-            self.numberAccepts = 1
-            super().doRead()
-
-    return SharedPort
-
-
 class ListenerService(Service):
     """One listening port, bound in privilegedStartService.
 
-    In a worker (``fd`` given) the port is the supervisor's socket, inherited
-    as that file descriptor and adopted instead of bound: every worker
-    accepts from the one socket the supervisor bound."""
+    In a worker (``fd`` given) the port is a socket the supervisor bound for
+    this worker, inherited as that file descriptor and adopted instead of
+    bound (see :mod:`twisted_gw.workers.supervisor`)."""
 
     def __init__(
         self,
@@ -303,9 +282,7 @@ class ListenerService(Service):
 
             factory = TLSMemoryBIOFactory(self.tls_context, False, self.site)
         family = socket.AF_INET6 if ":" in self.listen.host else socket.AF_INET
-        port_class = _shared_port_class()
-        self.port = port_class._fromListeningDescriptor(self.reactor, fd, family, factory)
-        self.port.startListening()  # what reactor.adoptStreamPort does, with our Port
+        self.port = self.reactor.adoptStreamPort(fd, family, factory)
         os.close(fd)  # the port holds its own duplicate
         self.fd = None
 
