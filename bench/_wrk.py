@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+import zlib
 from typing import Any
 
 from _common import CHAT_PATH, CLIENT_KEY, HOST, REQUEST_BODY, STREAM_REQUEST_BODY, BenchError
@@ -61,11 +62,18 @@ def wrk(
 
 
 def wrk_sampled(
-    bench: Bench, port: int, connections: int, duration: int, body: str = REQUEST_BODY
+    bench: Bench,
+    port: int,
+    connections: int,
+    duration: int,
+    body: str = REQUEST_BODY,
+    sampler: Sampler | None = None,
+    key: str = CLIENT_KEY,
 ) -> dict[str, Any]:
-    """wrk through the gateway while sampling its CPU and RSS (``result["usage"]``)."""
-    sampler = bench.sampler()
-    proc = _spawn(bench, port, connections, duration, body)
+    """wrk through the gateway (or ``sampler``'s process: a peer) while
+    sampling its CPU and RSS (``result["usage"]``)."""
+    sampler = sampler if sampler is not None else bench.sampler()
+    proc = _spawn(bench, port, connections, duration, body, key)
     sampler.start()
     return _result(bench, proc, duration, sampler)
 
@@ -75,13 +83,20 @@ def us_per_request(result: dict[str, Any]) -> float | None:
     return 1e6 * result["usage"].cpu_s / result["requests"] if result["requests"] else None
 
 
-def _spawn(bench: Bench, port: int, connections: int, duration: int, body: str) -> subprocess.Popen:
+def _spawn(
+    bench: Bench, port: int, connections: int, duration: int, body: str, key: str = CLIENT_KEY
+) -> subprocess.Popen:
     args = bench.args
-    name = "chat-stream.lua" if body == STREAM_REQUEST_BODY else "chat.lua"
+    if body == STREAM_REQUEST_BODY and key == CLIENT_KEY:
+        name = "chat-stream.lua"
+    elif body == REQUEST_BODY and key == CLIENT_KEY:
+        name = "chat.lua"
+    else:  # a peer's: its model name and key
+        name = f"chat-{zlib.crc32((body + key).encode()):08x}.lua"
     script = os.path.join(bench.tmp, name)
     if not os.path.exists(script):
         with open(script, "w") as f:
-            f.write(WRK_LUA % {"body": body, "key": CLIENT_KEY})
+            f.write(WRK_LUA % {"body": body, "key": key})
     threads = max(1, min(args.wrk_threads, connections))
     argv = [
         args.wrk,

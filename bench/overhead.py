@@ -59,7 +59,8 @@ import tempfile
 import time
 from typing import Any
 
-from _common import REQUEST_BODY, STREAM_EVENTS, STREAM_REQUEST_BODY, BenchError
+from _common import MODEL_NAME, REQUEST_BODY, STREAM_EVENTS, STREAM_REQUEST_BODY, BenchError
+from _peer import PEER_OPTIONS, peer_body, peer_sampler, print_peer, start_peer
 from _procs import Processes, check_pinning, raise_interrupt
 from _profiling import find_py_spy, import_time, run_profile
 from _report import report, report_startup
@@ -68,7 +69,7 @@ from _runs import gap_run, run_levels, ttfb_run
 from _sampler import tree_rss_mb
 from _setup import Bench
 from _streams import check_stream
-from _wrk import find_wrk, us_per_request
+from _wrk import find_wrk, us_per_request, wrk_sampled
 
 #: The command line, in --help order: (flag, default, help[, more argparse keywords]).
 #: A number's type is its default's; a False default makes a store_true flag.
@@ -136,6 +137,7 @@ OPTIONS: tuple[tuple[Any, ...], ...] = (
             "both cores, which wrk and the upstream then share)"
         ),
     ),
+    *PEER_OPTIONS,
     ("--no-install", False, "never apt-get install wrk"),
     ("--max-seconds", 1800, "hard bound: the upstream exits by itself after this long"),
 )
@@ -183,6 +185,41 @@ def find_tools(args: argparse.Namespace) -> None:
     args.wrk = find_wrk(args.no_install)
     args.py_spy = find_py_spy()
     check_pinning(args.gateway_cpu, args.load_cpu)
+
+
+def run_peer(bench: Bench, plain: Any, stream: Any) -> None:
+    """The same levels through ``--peer``, after twisted-gw's (which is stopped
+    first, so the peer has the gateway core to itself), and the side-by-side
+    tables."""
+    args = bench.args
+    bench.procs.stop(bench.gateway.proc)
+    for runs, body, what in (
+        (plain, REQUEST_BODY, "req"),
+        (stream, STREAM_REQUEST_BODY, "streams"),
+    ):
+        if runs is None:
+            continue
+        print(f"  peer {args.peer_name}: {what} ...", flush=True)
+        peer = start_peer(bench, body)
+        asked = peer_body(body, args.peer_model) if args.peer_model != MODEL_NAME else body
+        rows = []
+        for c, direct, ours in runs[0]:
+            if args.warmup:
+                wrk_sampled(
+                    bench,
+                    peer.port,
+                    c,
+                    args.warmup,
+                    asked,
+                    peer_sampler(bench, peer),
+                    args.peer_key,
+                )
+            theirs = wrk_sampled(
+                bench, peer.port, c, args.duration, asked, peer_sampler(bench, peer), args.peer_key
+            )
+            rows.append((c, direct, ours, theirs))
+        bench.procs.stop(peer.proc)
+        print_peer(args.peer_name, rows, what)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 _, _, top_gw = runs[0][-1]  # the highest concurrency, the one profiled
                 run_profile(bench, us_per_request(top_gw), is_stream)
             import_time(bench)
+        if args.peer:  # last: it stops the gateway to give the peer its core
+            run_peer(bench, plain, stream)
         return 0
     except BenchError as e:
         print(f"bench failed: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
+import _peer
 import _profile
 import _report
 import _streams
@@ -40,6 +41,16 @@ def test_numbers_take_the_type_of_their_default():
     assert args.chunk_gap_ms == 2.5 and args.gap_streams == 4
     with pytest.raises(SystemExit):
         overhead.parse_args(["--duration", "1.5"])
+
+
+def test_a_peer_is_off_by_default_and_its_requests_name_its_model():
+    args = overhead.parse_args([])
+    assert args.peer == "" and args.peer_name == "peer" and args.peer_key == "sk-bench"
+    args = overhead.parse_args(["--peer", "litellm --port {port}", "--peer-model", "openai/x"])
+    assert args.peer == "litellm --port {port}" and args.peer_model == "openai/x"
+    asked = _peer.peer_body(overhead.STREAM_REQUEST_BODY, "openai/x")
+    assert '"model":"openai/x"' in asked and '"stream":true' in asked
+    assert _peer.peer_body(overhead.REQUEST_BODY, "bench") == overhead.REQUEST_BODY
 
 
 @pytest.mark.parametrize(
