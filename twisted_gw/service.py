@@ -349,9 +349,13 @@ class GatewayService(MultiService):
         proxy: Any = None,
         tracing: Tracing | None = None,
         shutdown: Shutdown | None = None,
+        budgets: Any = None,
     ) -> None:
         super().__init__()
         self.config = config
+        #: the budget store (issue 17); closed before the limiter, whose
+        #: Redis connection it may share
+        self.budgets = budgets
         self.store = store
         self.upstream = upstream
         self.limiter = limiter
@@ -422,6 +426,9 @@ class GatewayService(MultiService):
             d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
+        budgets = self.budgets
+        if budgets is not None:
+            d.addBoth(lambda _: budgets.close())
         limiter = self.limiter
         if limiter is not None:
             d.addBoth(lambda _: limiter.close())
@@ -439,6 +446,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.config.embedded import EmbeddedStore
     from twisted_gw.cors import CorsPolicy
     from twisted_gw.health import Health
+    from twisted_gw.hooks.budget import BudgetHook
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
@@ -490,6 +498,22 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         )
     else:
         limiter = MemoryRateLimitStore(reactor)
+    budgets: Any
+    if isinstance(limiter, MemoryRateLimitStore):
+        from twisted_gw.spend.memory import MemoryBudgetStore
+
+        budgets = MemoryBudgetStore(reactor)
+    else:  # shared by the gateways, over the limiter's connection
+        from twisted_gw.spend.redis import RedisBudgetStore
+
+        budgets = RedisBudgetStore(
+            limiter.redis,
+            reactor,
+            prefix=limiter.prefix,
+            timeout=limiter.timeout,
+            fail_open=limiter.fail_open,
+            metrics=metrics,
+        )
     tracing: Any = None
     traced: list[Any] = []
     if config.tracing is not None:
@@ -501,6 +525,9 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     hooks = HookManager(
         [
             RateLimitHook(limiter),
+            # after the limits (a request they refuse reserves nothing), before
+            # metrics and the access log (their finalize reads ctx.cost_usd)
+            BudgetHook(budgets, reactor, config.budget_default_max_tokens),
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
             *traced,
@@ -557,7 +584,9 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     sites = (proxy_site, admin_site)
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown)
+    gateway = GatewayService(
+        config, store, upstream, limiter, proxy, tracing, shutdown, budgets=budgets
+    )
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:
