@@ -424,8 +424,10 @@ def test_stream_with_its_usage_chunk_is_exact(gw):
 def test_client_gone_mid_stream_is_an_estimate_and_releases_the_rest(gw):
     gw.add_model("gpt", pricing=PRICE)
     key, api_key = budget_key(gw, ["gpt"])
-    stream_started(gw, key)
+    pending, _ = stream_started(gw, key)
     gw.disconnect()
+    with pytest.raises(Exception):  # noqa: B017 - the client's side only sees a lost connection
+        gw.result(pending)
     ctx = last(gw)
     assert ctx.end_reason == "client_gone" and ctx.cost_estimated
     assert left(gw, api_key) == 10**9 - (PROMPT_ESTIMATE + 4) * 1000 and gw.budgets.held() == 0
@@ -550,3 +552,57 @@ def test_key_documents_with_and_without_budget_round_trip():
     assert parse_apikey("k", plain).doc == plain and parse_apikey("k", plain).budget is None
     doc = {**plain, "budget": {"max_usd": 2.5, "period": "week"}}
     assert parse_apikey("k", doc).doc == doc
+
+
+def test_usage_of_the_anthropic_paths_counts_cache_reads_as_cached():
+    from twisted_gw.providers.anthropic import native_usage
+    from twisted_gw.providers.anthropic_translate import openai_usage
+
+    anthropic = {"input_tokens": 100, "cache_read_input_tokens": 800, "output_tokens": 50}
+    # translated to chat (an anthropic deployment behind /v1/chat/completions)
+    assert usage_counts(openai_usage(anthropic)) == (900, 50, 800)
+    # native (a Messages client on an anthropic deployment)
+    assert usage_counts(native_usage(anthropic)) == (900, 50, 800)
+
+
+def test_embeddings_reserve_their_input_only_and_cost_their_usage(gw):
+    gw.add_model("emb", pricing=PRICE)
+    key, api_key = budget_key(gw, ["emb"])
+    pending = gw.post("/v1/embeddings", {"model": "emb", "input": "abcdefgh"}, key)
+    gw.flush()
+    assert left(gw, api_key) == 10**9 - 2 * 1000  # 8 characters, no output
+    gw.provider.calls[-1].answer({"object": "list", "data": [], "usage": {"prompt_tokens": 3}})
+    assert gw.result(pending).code == 200
+    assert left(gw, api_key) == 10**9 - 3000 and last(gw).cost_usd == 3000 / 1e9
+
+
+@pytest.mark.parametrize(
+    ("path", "doc", "cap"),
+    [
+        (
+            "/v1/messages",
+            {"max_tokens": 30, "messages": [{"role": "user", "content": "hi"}]},
+            30,
+        ),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 40}, 40),
+    ],
+)
+def test_messages_and_responses_reserve_their_own_output_caps(gw, path, doc, cap):
+    gw.add_model("gpt", pricing=PRICE)
+    key, api_key = budget_key(gw, ["gpt"])
+    pending = gw.post(path, {"model": "gpt", **doc}, key)
+    gw.flush()
+    body = gw.provider.calls[-1].body
+    assert left(gw, api_key) == 10**9 - (estimated_prompt(body) + 2 * cap) * 1000
+    gw.provider.calls[-1].answer(answer())
+    assert gw.result(pending).code == 200
+    assert left(gw, api_key) == 10**9 - 50_000
+
+
+def test_counting_tokens_is_free_and_never_refused_by_a_budget(gw):
+    gw.add_model("gpt", pricing=PRICE)
+    key, _ = budget_key(gw, ["gpt"], max_usd=0)
+    doc = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    response = gw.result(gw.post("/v1/messages/count_tokens", doc, key))
+    assert response.code == 200 and "x-budget-remaining-usd" not in response.headers
+    assert (last(gw).cost_usd, last(gw).cost_estimated) == (0.0, False)

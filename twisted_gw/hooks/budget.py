@@ -51,6 +51,8 @@ STATE = "budget"
 HEADER = "x-budget-remaining-usd"
 #: output tokens a request without ``max_tokens`` (or the like) is reserved for
 DEFAULT_MAX_TOKENS = 4096
+#: the one model endpoint that costs nothing (Anthropic's token count)
+COUNT_TOKENS = "/v1/messages/count_tokens"
 #: end reasons after which, without usage, the upstream is taken to have
 #: charged nothing: it failed to answer (an error status, unreachable)
 _UNANSWERED = frozenset({"upstream_error", "rejected"})
@@ -82,6 +84,8 @@ def request_cost(ctx: RequestContext) -> tuple[int | None, bool]:
     pricing = deployment.pricing if deployment is not None else None
     if pricing is None:
         return None, False
+    if ctx.endpoint == COUNT_TOKENS:
+        return 0, False
     counts = usage_counts(ctx.usage)
     if counts is not None:
         prompt, completion, cached = counts
@@ -114,7 +118,7 @@ class BudgetHook:
         ctx.priced = model.priced
         api_key = ctx.api_key
         budget = api_key.budget
-        if budget is None:
+        if budget is None or ctx.endpoint == COUNT_TOKENS:  # counting is free
             return None
         now = self.reactor.seconds()
         win = window(budget.period, now)
@@ -136,8 +140,6 @@ class BudgetHook:
         return d.addCallback(self._reserved, ctx, held)
 
     def _worst_case(self, ctx: RequestContext, model: Model) -> int:
-        if ctx.endpoint.endswith("count_tokens"):
-            return 0  # counting is free
         embeddings = ctx.endpoint.endswith(EMBEDDINGS)
         prompt = estimated_prompt(ctx.body, embeddings)
         output = 0 if embeddings else max_output(ctx.body, self.default_max_tokens)
