@@ -606,3 +606,17 @@ def test_counting_tokens_is_free_and_never_refused_by_a_budget(gw):
     response = gw.result(gw.post("/v1/messages/count_tokens", doc, key))
     assert response.code == 200 and "x-budget-remaining-usd" not in response.headers
     assert (last(gw).cost_usd, last(gw).cost_estimated) == (0.0, False)
+
+
+def test_messages_clients_get_the_budget_errors_in_anthropic_s_shape(gw):
+    gw.add_model("free")
+    gw.add_model("gpt", pricing=PRICE)
+    key, _ = budget_key(gw, ["free", "gpt"], max_usd=0)
+    doc = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    refused = gw.result(gw.post("/v1/messages", {"model": "free", **doc}, key))
+    assert refused.code == 403 and refused.json()["error"]["type"] == "permission_error"
+    assert refused.json()["error"]["message"].startswith("Model 'free' has no pricing")
+    exhausted = gw.result(gw.post("/v1/messages", {"model": "gpt", **doc}, key))
+    assert exhausted.code == 429 and exhausted.json()["error"]["type"] == "rate_limit_error"
+    assert exhausted.json()["error"]["message"].startswith("Budget exceeded for API key ID: ")
+    assert exhausted.headers["retry-after"] and exhausted.headers["x-budget-remaining-usd"]

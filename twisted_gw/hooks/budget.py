@@ -211,9 +211,9 @@ class BudgetHook:
     # -- finalize: the cost, and the settle -----------------------------------------------
 
     def finalize(self, ctx: RequestContext) -> None:
-        held = ctx.state.pop(STATE, None)
-        if not ctx.priced and held is None:
+        if not ctx.priced:  # never priced, so never reserved: one attribute check
             return
+        held = ctx.state.pop(STATE, None)
         cost, estimated = request_cost(ctx)
         if cost is not None:
             ctx.cost_usd = usd(cost)
