@@ -491,3 +491,68 @@ async def test_two_gateways_share_one_budget_through_redis(tmp_path_factory, red
     finally:
         for g in gateways:
             g.process.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_gateways_hold_one_budget_under_64_concurrent_streams(
+    tmp_path_factory, redis, upstream
+):
+    upstream.reset()
+    upstream.set_sse(CHAT, stream_events(), gap=0.05)
+    gateways = [
+        start_gateway(
+            tmp_path_factory.mktemp(name),
+            extra={"deployment": {"redis": {"url": redis.url, "prefix": "bb-budget-c"}}},
+        )
+        for name in ("budget-c", "budget-d")
+    ]
+    try:
+        key = secret()
+        pc = {"api_key": secret("sk-provider"), "api_base": upstream.base_url}
+        for g in gateways:
+            for path, doc in (
+                (
+                    "/aisix/admin/models/shared-model",
+                    {
+                        "name": "b-gpt",
+                        "model": "openai/gpt-b",
+                        "provider_config": pc,
+                        "pricing": PRICE,
+                    },
+                ),
+                (
+                    "/aisix/admin/apikeys/shared-budget-c",
+                    {"key": key, "allowed_models": ["b-gpt"], "budget": {"max_usd": 1}},
+                ),
+            ):
+                status, _ = await g.aadmin("PUT", path, doc)
+                assert status == 201
+
+        async def one(g) -> int:
+            result = await treq_stream(
+                "POST",
+                g.proxy + CHAT,
+                headers=headers(key),
+                json_body=chat_doc(stream=True),
+                timeout=30,
+            )
+            return result.status
+
+        statuses = await defer.gatherResults(
+            [defer.ensureDeferred(one(gateways[i % 2])) for i in range(64)]
+        )
+        assert statuses.count(200) == 8 and statuses.count(429) == 56
+        waited = 0.0
+        while waited < 5:
+            settled = sum([await spent(g) for g in gateways])
+            if settled >= 8 * cost() - 1e-9:
+                break
+            await task.deferLater(the_reactor, 0.05, lambda: None)
+            waited += 0.05
+        print(f"\ntwo gateways, 64 concurrent streams: settled {settled:.6f} USD of 1.000000")
+        assert settled == pytest.approx(8 * cost())
+        for g in gateways:
+            assert await remaining(g, key) == pytest.approx(1 - settled, abs=1.5e-6)
+    finally:
+        for g in gateways:
+            g.process.stop()
