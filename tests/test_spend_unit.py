@@ -620,3 +620,23 @@ def test_messages_clients_get_the_budget_errors_in_anthropic_s_shape(gw):
     assert exhausted.code == 429 and exhausted.json()["error"]["type"] == "rate_limit_error"
     assert exhausted.json()["error"]["message"].startswith("Budget exceeded for API key ID: ")
     assert exhausted.headers["retry-after"] and exhausted.headers["x-budget-remaining-usd"]
+
+
+def test_a_model_of_the_provider_wire_is_priced_and_its_targets_inherit(gw):
+    provider = gw._put("providers", {"name": "p", "type": "mock", "config": {}})
+    gw._put(
+        "models",
+        {
+            "name": "nm",
+            "provider_id": provider,
+            "model": "echo",
+            "pricing": PRICE,
+            "targets": [{"provider_id": provider, "model": "other"}],
+        },
+    )
+    model = gw.store.snapshot.models_by_name["nm"]
+    assert [d.pricing for d in model.deployments] == [Pricing(1, 2), Pricing(1, 2)]
+    key, api_key = budget_key(gw, ["nm"])
+    response = gw.result(gw.post(CHAT, chat_doc("nm"), key))
+    assert response.code == 200 and response.headers["x-budget-remaining-usd"] == "0.991796"
+    assert last(gw).cost_usd > 0 and left(gw, api_key) == 10**9 - round(last(gw).cost_usd * 1e9)
