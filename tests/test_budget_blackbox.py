@@ -104,15 +104,16 @@ def headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
 
+async def sample(gw, series: str) -> float | None:
+    """One sample of ``GET /metrics`` (the series with its labels); None if absent."""
+    _, _, body = await treq_json("GET", gw.admin + "/metrics")
+    match = re.search("^" + re.escape(series) + r" (\S+)$", body.decode(), re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
 async def spent(gw, model: str = "b-gpt") -> float:
     """``twisted_gw_spend_usd_total{model}`` now."""
-    _, _, body = await treq_json("GET", gw.admin + "/metrics")
-    match = re.search(
-        r'^twisted_gw_spend_usd_total\{model="' + re.escape(model) + r'"\} (\S+)$',
-        body.decode(),
-        re.MULTILINE,
-    )
-    return float(match.group(1)) if match else 0.0
+    return await sample(gw, f'twisted_gw_spend_usd_total{{model="{model}"}}') or 0.0
 
 
 async def remaining(gw, key: str) -> float:
@@ -127,6 +128,7 @@ async def assert_budget_adds_up(gw, key: str, budget: float, spent_before: float
     """Remaining == budget - what this key's requests settled (micro-USD
     rounding of the header aside); the settled spend."""
     settled = await spent(gw) - spent_before
+    assert await sample(gw, "twisted_gw_budget_reservations_held") == 0  # none leaked
     left = await remaining(gw, key)
     assert abs(left - max(budget - settled, 0)) <= 1.5e-6, (left, budget, settled)
     return settled

@@ -459,6 +459,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     from twisted_gw.ratelimit.memory import MemoryRateLimitStore
     from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
+    from twisted_gw.spend.memory import MemoryBudgetStore
 
     tls = {}
     for listen in (config.proxy, config.admin):
@@ -500,8 +501,6 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         limiter = MemoryRateLimitStore(reactor)
     budgets: Any
     if isinstance(limiter, MemoryRateLimitStore):
-        from twisted_gw.spend.memory import MemoryBudgetStore
-
         budgets = MemoryBudgetStore(reactor)
     else:  # shared by the gateways, over the limiter's connection
         from twisted_gw.spend.redis import RedisBudgetStore
@@ -563,6 +562,13 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             "twisted_gw_concurrency_slots_held",
             "Concurrency slots held by requests in flight (in-memory limiter).",
             limiter.slots_held,
+        )
+
+    if isinstance(budgets, MemoryBudgetStore):  # Redis holds its reservations itself
+        metrics.watch(
+            "twisted_gw_budget_reservations_held",
+            "Budget reservations held by requests in flight (in-memory budget store).",
+            budgets.held,
         )
 
     health = Health(store)  # one for both listeners
