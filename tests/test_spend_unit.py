@@ -640,3 +640,20 @@ def test_a_model_of_the_provider_wire_is_priced_and_its_targets_inherit(gw):
     response = gw.result(gw.post(CHAT, chat_doc("nm"), key))
     assert response.code == 200 and response.headers["x-budget-remaining-usd"] == "0.991796"
     assert last(gw).cost_usd > 0 and left(gw, api_key) == 10**9 - round(last(gw).cost_usd * 1e9)
+
+
+def test_a_fallback_the_budget_refuses_spends_none_of_its_rate_limit(gw):
+    gw.add_model("gpt", pricing=PRICE, fallbacks=["backup"])
+    dear = {"input_per_mtok": 1000, "output_per_mtok": 1000}
+    gw.add_model("backup", pricing=dear, rate_limit={"rpm": 1})
+    key, _ = budget_key(gw, ["gpt", "backup"], max_usd=1)
+    pending = gw.post(CHAT, chat_doc("gpt"), key)
+    gw.flush()
+    gw.provider.calls[-1].refuse(503)
+    assert gw.result(pending).code == 502  # the fallback did not fit the budget
+    # the budget is asked first: the fallback's one request a minute is still there
+    other = gw.add_key(["backup"])
+    pending = gw.post(CHAT, chat_doc("backup"), other)
+    gw.flush()
+    gw.provider.calls[-1].answer(answer())
+    assert gw.result(pending).code == 200

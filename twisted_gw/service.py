@@ -521,18 +521,20 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         tracing = Tracing(config.tracing, reactor, metrics.registry)
         upstream.inject = tracing.inject
         traced.append(TracingHook())
+    budget_hook = BudgetHook(budgets, reactor, config.budget_default_max_tokens)
     hooks = HookManager(
         [
             RateLimitHook(limiter),
             # after the limits (a request they refuse reserves nothing), before
             # metrics and the access log (their finalize reads ctx.cost_usd)
-            BudgetHook(budgets, reactor, config.budget_default_max_tokens),
+            budget_hook,
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
             *traced,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
-        ]
+        ],
+        admit_first=(budget_hook,),  # a fallback the budget refuses spends no request count
     )
     bounds = {"max_entries": config.history_max_entries, "max_age": config.history_max_age}
     if isinstance(limiter, MemoryRateLimitStore):

@@ -288,14 +288,16 @@ class MemoryGateway:
         self.metrics = GatewayMetrics()
         self.recorder = Recorder()
         self.budgets = MemoryBudgetStore(self.clock)
+        budget = BudgetHook(self.budgets, self.clock)
         self.hooks = HookManager(
             [
                 RateLimitHook(self.limiter),
-                BudgetHook(self.budgets, self.clock),
+                budget,
                 MetricsHook(self.metrics, self.clock),
                 *hooks,
                 self.recorder,
-            ]
+            ],
+            admit_first=(budget,),
         )
         self.proxy = ProxyApp(
             self.store,
