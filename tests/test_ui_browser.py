@@ -499,6 +499,29 @@ async def test_allowed_models_are_edited_from_the_list_of_models(gw, browser, st
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_budgeted_key_edited_in_the_form_keeps_its_budget(gw, browser, state):
+    key = secret()
+    doc = {"key": key, "allowed_models": [MODEL], "budget": {"max_usd": 25, "period": "week"}}
+    status, body = await gw.aadmin("POST", "/aisix/admin/apikeys", doc)
+    assert status == 201, body
+    key_id = body["key"].rsplit("/", 1)[1]
+
+    def steps():
+        b = browser
+        b.go(f"/ui/apikeys/{key_id}/edit")
+        b.wait(lambda: b.heading().startswith("Edit API key"))
+        {e.get_attribute("value"): e for e in b.all("input[name=allowed_models]")}[ECHO].click()
+        b.click("#apikey-form button[type=submit]")
+        b.wait(lambda: b.heading() == "API keys")
+
+    await in_thread(steps)
+    status, body = await gw.aadmin("GET", f"/aisix/admin/apikeys/{key_id}")
+    assert body["value"] == {**doc, "allowed_models": [ECHO, MODEL]}
+    status, _ = await gw.aadmin("DELETE", f"/aisix/admin/apikeys/{key_id}")
+    assert status == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_typed_key_that_exists_shows_the_admin_api_error(gw, browser, state):
     def steps():
         b = browser
@@ -880,8 +903,15 @@ async def test_a_routed_model_edited_in_the_form_keeps_every_field_it_did_not_ch
                 "provider_config": {"api_key": target_key, "api_base": "https://eu.example/v1"},
                 "weight": 3,
             },
-            {"model": "mock/other", "provider_config": {}, "priority": 1, "timeout": 60000},
+            {
+                "model": "mock/other",
+                "provider_config": {},
+                "priority": 1,
+                "timeout": 60000,
+                "pricing": {"input_per_mtok": 3, "output_per_mtok": 15},
+            },
         ],
+        "pricing": {"input_per_mtok": 0.4, "output_per_mtok": 1.6, "cached_input_per_mtok": 0.1},
         "routing": {
             "strategy": "least_busy",
             "retries": 2,

@@ -100,6 +100,32 @@ def model_access_forbidden(name: str) -> GatewayError:
     return GatewayError(403, f"Access to model '{name}' is forbidden", "model_access_forbidden")
 
 
+def budget_exceeded(
+    key_id: str, period: str, limit: str, remaining: str, cost: str, headers: dict[str, str]
+) -> GatewayError:
+    """An API key's budget cannot hold this request's worst-case cost (issue
+    17); the amounts are USD as ``x-budget-remaining-usd`` writes them."""
+    return GatewayError(
+        429,
+        f"Budget exceeded for API key ID: {key_id}. Limited on {period} budget, current limit:"
+        f" {limit} USD, remaining: {remaining} USD, this request may cost up to {cost} USD",
+        "budget_exceeded",
+        headers=headers,
+    )
+
+
+def model_price_missing(name: str, key_id: str, headers: dict[str, str]) -> GatewayError:
+    """A key with a budget asked for a model (or a deployment of it) without a
+    price: refused, never counted as free (issue 17)."""
+    return GatewayError(
+        403,
+        f"Model '{name}' has no pricing; API key ID: {key_id} has a budget and may only use"
+        " priced models",
+        "model_price_missing",
+        headers=headers,
+    )
+
+
 def request_timeout() -> GatewayError:
     return GatewayError(
         504, "Provider request timed out", "request_timeout", reason="timeout", outcome="timeout"

@@ -383,9 +383,13 @@ class GatewayService(MultiService):
         proxy: Any = None,
         tracing: Tracing | None = None,
         shutdown: Shutdown | None = None,
+        budgets: Any = None,
     ) -> None:
         super().__init__()
         self.config = config
+        #: the budget store (issue 17); closed before the limiter, whose
+        #: Redis connection it may share
+        self.budgets = budgets
         self.store = store
         self.upstream = upstream
         self.limiter = limiter
@@ -456,6 +460,9 @@ class GatewayService(MultiService):
             d.addBoth(lambda _: self.proxy.abort_in_flight())
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
+        budgets = self.budgets
+        if budgets is not None:
+            d.addBoth(lambda _: budgets.close())
         limiter = self.limiter
         if limiter is not None:
             d.addBoth(lambda _: limiter.close())
@@ -479,6 +486,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     from twisted_gw.config.embedded import EmbeddedStore
     from twisted_gw.cors import CorsPolicy
     from twisted_gw.health import Health
+    from twisted_gw.hooks.budget import BudgetHook
     from twisted_gw.hooks.loader import load_hooks, plugin_hooks
     from twisted_gw.hooks.manager import HookManager
     from twisted_gw.hooks.rate_limit import RateLimitHook
@@ -491,6 +499,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     from twisted_gw.ratelimit.memory import MemoryRateLimitStore
     from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
+    from twisted_gw.spend.memory import MemoryBudgetStore
 
     tls = {}
     for listen in (config.proxy, config.admin):
@@ -537,6 +546,24 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         limiter = RemoteRateLimitStore(worker.amp)
     else:
         limiter = MemoryRateLimitStore(reactor)
+    budgets: Any
+    if config.redis is not None:  # shared by the gateways, over the limiter's connection
+        from twisted_gw.spend.redis import RedisBudgetStore
+
+        budgets = RedisBudgetStore(
+            limiter.redis,
+            reactor,
+            prefix=limiter.prefix,
+            timeout=limiter.timeout,
+            fail_open=limiter.fail_open,
+            metrics=metrics,
+        )
+    elif worker is not None:  # the one in-memory budget store is the supervisor's
+        from twisted_gw.workers.shared import RemoteBudgetStore
+
+        budgets = RemoteBudgetStore(worker.amp)
+    else:
+        budgets = MemoryBudgetStore(reactor)
     tracing: Any = None
     traced: list[Any] = []
     if config.tracing is not None:
@@ -545,9 +572,13 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         tracing = Tracing(config.tracing, reactor, metrics.registry)
         upstream.inject = tracing.inject
         traced.append(TracingHook())
+    budget_hook = BudgetHook(budgets, reactor, config.budget_default_max_tokens)
     hooks = HookManager(
         [
             RateLimitHook(limiter),
+            # after the limits (a request they refuse reserves nothing), before
+            # metrics and the access log (their finalize reads ctx.cost_usd)
+            budget_hook,
             MetricsHook(metrics, reactor),
             AccessLogHook(
                 reactor, config.access_log_format, worker.id if worker is not None else None
@@ -555,7 +586,8 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
             *traced,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
-        ]
+        ],
+        admit_first=(budget_hook,),  # a fallback the budget refuses spends no request count
     )
     bounds = {"max_entries": config.history_max_entries, "max_age": config.history_max_age}
     if isinstance(limiter, MemoryRateLimitStore):
@@ -591,6 +623,13 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
             limiter.slots_held,
         )
 
+    if config.redis is None:  # Redis holds its reservations itself
+        metrics.watch(
+            "twisted_gw_budget_reservations_held",
+            "Budget reservations held by requests in flight (in-memory budget store).",
+            budgets.held,
+        )
+
     health = Health(store)  # one for both listeners
 
     def site(app: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
@@ -610,7 +649,9 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     sites = (proxy_site, admin_site)
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown)
+    gateway = GatewayService(
+        config, store, upstream, limiter, proxy, tracing, shutdown, budgets=budgets
+    )
     fds = worker.fds if worker is not None else {}
     for listen, listen_site in ((config.proxy, proxy_site), (config.admin, admin_site)):
         ListenerService(

@@ -15,7 +15,7 @@ no socket, no process and no real time is involved::
     response = gw.result(pending)          # Response with .code, .headers, .body
     assert gw.ends == ["ok"]               # finalize ran once, as "ok"
 
-The hooks run in the service's order: rate limit, metrics (``gw.metrics``, a
+The hooks run in the service's order: rate limit, budget (``gw.budgets``), metrics (``gw.metrics``, a
 private registry; :meth:`MemoryGateway.sample` reads it), the test's own, then
 the recorder behind :attr:`MemoryGateway.ends`.
 
@@ -38,6 +38,7 @@ from zope.interface import implementer
 from twisted_gw.config.embedded import EmbeddedStore
 from twisted_gw.config.snapshot import Snapshot, StoredEntry
 from twisted_gw.errors import GatewayError
+from twisted_gw.hooks.budget import BudgetHook
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IHook
 from twisted_gw.hooks.manager import HookManager
@@ -56,6 +57,7 @@ from twisted_gw.providers.interfaces import (
 from twisted_gw.providers.mock import MockProvider
 from twisted_gw.proxy.app import ProxyApp
 from twisted_gw.ratelimit.memory import MemoryRateLimitStore
+from twisted_gw.spend.memory import MemoryBudgetStore
 
 __all__ = [
     "ControlledSource",
@@ -285,13 +287,17 @@ class MemoryGateway:
         self.limiter = MemoryRateLimitStore(self.clock)
         self.metrics = GatewayMetrics()
         self.recorder = Recorder()
+        self.budgets = MemoryBudgetStore(self.clock)
+        budget = BudgetHook(self.budgets, self.clock)
         self.hooks = HookManager(
             [
                 RateLimitHook(self.limiter),
+                budget,
                 MetricsHook(self.metrics, self.clock),
                 *hooks,
                 self.recorder,
-            ]
+            ],
+            admit_first=(budget,),
         )
         self.proxy = ProxyApp(
             self.store,

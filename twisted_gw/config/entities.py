@@ -34,6 +34,13 @@ MAX_PRIORITY = 100
 MAX_RETRIES = 10
 MAX_COOLDOWN_FAILURES = 1000
 MAX_COOLDOWN_MS = 3_600_000
+#: spend's bounds (issue 17): USD per million tokens, and a key's budget in USD
+MAX_PRICE_PER_MTOK = 10**6
+MAX_BUDGET_USD = 10**9
+#: the windows a budget is counted in (UTC calendar day, ISO week, calendar
+#: month, or for ever), and the one a budget without ``period`` has
+BUDGET_PERIODS = ("day", "week", "month", "total")
+DEFAULT_BUDGET_PERIOD = "month"
 #: routing's strategies, the reasons an attempt may be retried for besides an
 #: upstream status, and the client errors that never are (CONTRACT 5.1)
 STRATEGIES = ("weighted", "least_busy")
@@ -92,6 +99,37 @@ def _int(minimum: int, maximum: int) -> dict[str, Any]:
 _TIMEOUT_SCHEMA = _int(0, MAX_TIMEOUT_MS)
 _WEIGHT_SCHEMA = _int(1, MAX_WEIGHT)
 
+
+def _number(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "number", "minimum": minimum, "maximum": maximum}
+
+
+_PRICE = _number(0, MAX_PRICE_PER_MTOK)
+
+#: a deployment's prices (issue 17), USD per million tokens; a target without
+#: its own has its model's
+PRICING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["input_per_mtok", "output_per_mtok"],
+    "additionalProperties": False,
+    "properties": {
+        "input_per_mtok": _PRICE,
+        "output_per_mtok": _PRICE,
+        "cached_input_per_mtok": _PRICE,
+    },
+}
+
+#: an API key's spending cap (issue 17) over a UTC window
+BUDGET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["max_usd"],
+    "additionalProperties": False,
+    "properties": {
+        "max_usd": _number(0, MAX_BUDGET_USD),
+        "period": {"type": "string", "enum": list(BUDGET_PERIODS)},
+    },
+}
+
 #: one more deployment of a model (CONTRACT 5.1): its own upstream, judged
 #: like the model's own fields
 TARGET_SCHEMA: dict[str, Any] = {
@@ -104,6 +142,7 @@ TARGET_SCHEMA: dict[str, Any] = {
         "weight": _WEIGHT_SCHEMA,
         "priority": _int(0, MAX_PRIORITY),
         "timeout": _TIMEOUT_SCHEMA,
+        "pricing": PRICING_SCHEMA,
     },
     **provider_config_conditions(ConfigShape.schema),
 }
@@ -142,6 +181,7 @@ MODEL_SCHEMA: dict[str, Any] = {
         "targets": {"type": "array", "items": TARGET_SCHEMA},
         "routing": ROUTING_SCHEMA,
         "fallbacks": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "pricing": PRICING_SCHEMA,
     },
     **provider_config_conditions(ConfigShape.schema),
 }
@@ -159,6 +199,7 @@ NEXT_TARGET_SCHEMA: dict[str, Any] = {
         "weight": _WEIGHT_SCHEMA,
         "priority": _int(0, MAX_PRIORITY),
         "timeout": _TIMEOUT_SCHEMA,
+        "pricing": PRICING_SCHEMA,
     },
 }
 
@@ -177,6 +218,7 @@ NEXT_MODEL_SCHEMA: dict[str, Any] = {
         "targets": {"type": "array", "items": NEXT_TARGET_SCHEMA},
         "routing": ROUTING_SCHEMA,
         "fallbacks": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "pricing": PRICING_SCHEMA,
     },
 }
 
@@ -220,6 +262,7 @@ APIKEY_SCHEMA: dict[str, Any] = {
         "key": {"type": "string", "minLength": 1},
         "allowed_models": {"type": "array", "items": {"type": "string"}},
         "rate_limit": _RATE_LIMIT_SCHEMA,
+        "budget": BUDGET_SCHEMA,
     },
 }
 
@@ -269,6 +312,32 @@ DEFAULT_ROUTING = Routing()
 
 
 @dataclass(frozen=True)
+class Pricing:
+    """What a deployment costs, in USD per million tokens (issue 17).
+
+    Cached prompt tokens (part of the prompt) cost ``cached_input_per_mtok``,
+    or the input price when it is None."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An API key's spending cap (issue 17): ``max_usd`` per UTC ``period``
+    (``day``, ``week``, ``month`` or ``total``)."""
+
+    max_usd: float
+    period: str = DEFAULT_BUDGET_PERIOD
+
+    @cached_property
+    def max_nano(self) -> int:
+        """The cap in nano-USD, the unit budgets are counted in (exact integers)."""
+        return round(self.max_usd * 1e9)
+
+
+@dataclass(frozen=True)
 class Model:
     """A configured model: what clients name, and where it really goes.
 
@@ -304,6 +373,14 @@ class Model:
     provider_config: Mapping[str, str] = field(
         default_factory=lambda: _NO_URLS, repr=False, compare=False
     )
+    #: this deployment's prices (issue 17); a target without its own has its
+    #: model's; None: not priced
+    pricing: Pricing | None = None
+    #: some deployment of the model has a price (its requests are costed),
+    #: and every one has (a key with a budget may use it): attributes, so
+    #: the hot path of unpriced models is one check
+    priced: bool = False
+    fully_priced: bool = False
 
     @cached_property
     def deployments(self) -> tuple[Model, ...]:
@@ -331,6 +408,8 @@ class ApiKey:
     allowed_models: frozenset[str]
     rate_limit: RateLimit | None
     doc: dict = field(repr=False, compare=False)
+    #: the key's spending cap (issue 17); None: not capped
+    budget: Budget | None = None
 
 
 def _dumps(value: Any) -> str:
@@ -437,6 +516,12 @@ def _retry_on(items: list[str | int]) -> frozenset[str | int]:
     return frozenset(kept)
 
 
+def _pricing(raw: dict | None) -> Pricing | None:
+    if raw is None:
+        return None
+    return Pricing(raw["input_per_mtok"], raw["output_per_mtok"], raw.get("cached_input_per_mtok"))
+
+
 def _routing(raw: dict | None) -> Routing:
     if raw is None:
         return DEFAULT_ROUTING
@@ -475,7 +560,7 @@ def _next_upstream(raw: dict) -> dict[str, Any]:
 
 
 #: the optional fields a model document keeps as they came (CONTRACT 5.1 and 4.4)
-_KEPT = ("timeout", "weight", "routing", "fallbacks")
+_KEPT = ("timeout", "weight", "routing", "fallbacks", "pricing")
 
 
 def _model(
@@ -492,6 +577,7 @@ def _model(
     if "targets" in doc:
         clean["targets"] = [dict(t) for t in raw_targets]
     name, timeout_ms = doc["name"], doc.get("timeout", 0)
+    pricing = _pricing(doc.get("pricing"))
     targets = tuple(
         Model(
             id=id,
@@ -502,10 +588,12 @@ def _model(
             weight=raw.get("weight", 1),
             priority=raw.get("priority", 0),
             index=i,
+            pricing=_pricing(raw["pricing"]) if "pricing" in raw else pricing,
             **upstream(raw),
         )
         for i, raw in enumerate(raw_targets, start=1)
     )
+    prices = [pricing, *(t.pricing for t in targets)]
     return Model(
         id=id,
         name=name,
@@ -516,6 +604,9 @@ def _model(
         targets=targets,
         routing=_routing(doc.get("routing")),
         fallbacks=tuple(doc.get("fallbacks", ())),
+        pricing=pricing,
+        priced=any(p is not None for p in prices),
+        fully_priced=all(p is not None for p in prices),
         **upstream(doc),
     )
 
@@ -559,12 +650,18 @@ def parse_apikey(id: str, doc: Any) -> ApiKey:
     clean: dict[str, Any] = {"key": doc["key"], "allowed_models": list(doc["allowed_models"])}
     if rl_doc is not None:
         clean["rate_limit"] = rl_doc
+    budget = None
+    if "budget" in doc:
+        raw = doc["budget"]
+        clean["budget"] = dict(raw)
+        budget = Budget(raw["max_usd"], raw.get("period", DEFAULT_BUDGET_PERIOD))
     return ApiKey(
         id=id,
         key=doc["key"],
         allowed_models=frozenset(doc["allowed_models"]),
         rate_limit=rate_limit,
         doc=clean,
+        budget=budget,
     )
 
 

@@ -40,6 +40,8 @@ DEFAULT_UPSTREAM_TIMEOUT = 600.0
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 #: one whole non-stream upstream answer
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: output tokens a budget reserves for a request that caps none (issue 17)
+DEFAULT_BUDGET_MAX_TOKENS = 4096
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
 #: ``server.workers``: processes serving the listeners (1: today's single process)
@@ -169,6 +171,8 @@ class GatewayConfig:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
+    #: output tokens a budget reserves for a request without its own cap (issue 17)
+    budget_default_max_tokens: int = 4096
 
 
 # -- what a key accepts ----------------------------------------------------
@@ -710,6 +714,12 @@ SCHEMA = Section(
                         DEFAULT_MAX_RESPONSE_BYTES,
                         "largest non-stream upstream answer",
                     ),
+                    budget_default_max_tokens=Key(
+                        Integer(1),
+                        DEFAULT_BUDGET_MAX_TOKENS,
+                        "output tokens a budgeted key's request is reserved for when it sets"
+                        " no max_tokens / max_completion_tokens / max_output_tokens",
+                    ),
                     access_log=Section(
                         {
                             "format": Key(
@@ -969,4 +979,5 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> G
         ),
         shutdown_grace=server["shutdown_grace"],
         warnings=tuple(warnings),
+        budget_default_max_tokens=proxy_values["budget_default_max_tokens"],
     )

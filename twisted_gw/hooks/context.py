@@ -78,3 +78,17 @@ class RequestContext:
     error: GatewayError | None = None
     #: the last upstream attempt that failed, and how (CONTRACT 5.4)
     upstream_failure: UpstreamFailure | None = None
+    #: the deployment of the last upstream attempt (the one that answered,
+    #: when one did): its price is the request's (issue 17)
+    deployment: Model | None = None
+    #: spend (issue 17): the model has a price, so the relay counts the
+    #: characters it relays (for an estimate when no usage comes); set by
+    #: the budget hook, False costs the relay one attribute check
+    priced: bool = False
+    relayed_chars: int = 0
+    #: what the request cost in USD, set at finalize by the budget hook
+    #: before the metrics and access-log hooks run: None when it never
+    #: reached a priced upstream (refused, unpriced); ``cost_estimated``:
+    #: no usage came and the cost is the estimate of twisted_gw.spend.prices
+    cost_usd: float | None = None
+    cost_estimated: bool = False

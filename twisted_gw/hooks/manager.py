@@ -23,9 +23,16 @@ class HookManager:
     hook answered synchronously, else a Deferred for the rest of the chain.
     """
 
-    def __init__(self, hooks: Sequence[Any]) -> None:
+    def __init__(self, hooks: Sequence[Any], admit_first: Sequence[Any] = ()) -> None:
+        """``admit_first``: hooks (of ``hooks``) whose admission of a fallback
+        is asked before the others', whatever their place in the hook order:
+        one that only holds what it gives back at finalize (a budget's
+        reservation) goes before one that spends when it admits (the rate
+        limits' request counts), so a fallback one of them refuses costs nothing."""
         self.hooks = tuple(hooks)
-        self._admissions = tuple(h for h in self.hooks if IAdmission.providedBy(h))
+        admissions = [h for h in self.hooks if IAdmission.providedBy(h)]
+        first = [h for h in admit_first if h in admissions]
+        self._admissions = tuple(first + [h for h in admissions if h not in first])
 
     def admit(self, ctx: RequestContext, model: Model, start: int = 0) -> bool | defer.Deferred:
         """Whether every admitting hook lets ``ctx`` use the fallback ``model``

@@ -124,7 +124,15 @@ class GatewayMetrics:
             ["model", "target"],
             registry=r,
         )
+        self.spend = Counter(
+            "twisted_gw_spend_usd",
+            "USD spent by priced requests (settled cost; estimated when no usage came),"
+            " by client-facing model name.",
+            ["model"],
+            registry=r,
+        )
         self._children: dict[tuple, tuple[Any, Any]] = {}
+        self._spend_children: dict[str, Any] = {}
         self._attempt_children: dict[tuple[str, str, str], Any] = {}
         self._model_children: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
 
@@ -175,6 +183,13 @@ class GatewayMetrics:
         child = self._attempt_children.get(key)
         if child is None:
             child = self._attempt_children[key] = self.upstream_attempts.labels(*key)
+        return child
+
+    def spent(self, model: str) -> Any:
+        """The spend counter's child of a client-facing model name."""
+        child = self._spend_children.get(model)
+        if child is None:
+            child = self._spend_children[model] = self.spend.labels(model)
         return child
 
     def model(self, name: str) -> tuple[Any, Any, Any, Any, Any]:
@@ -230,6 +245,8 @@ class MetricsHook:
             m.attempt(name, target, outcome).inc()
         for target in ctx.cooldowns:
             m.deployment_cooldowns.labels(name, target).inc()
+        if ctx.cost_usd:  # set by the budget hook's finalize, which runs first
+            m.spent(name).inc(ctx.cost_usd)
         prompt, completion, total, llm, first = m.model(name)
         usage = ctx.usage if isinstance(ctx.usage, dict) else {}
         for child, field in (

@@ -56,6 +56,7 @@ from twisted_gw.providers.interfaces import (
 from twisted_gw.proxy.relay import StreamRelay
 from twisted_gw.proxy.routing import DeploymentState, Plan, Router, retry_after_seconds
 from twisted_gw.proxy.wire import CHAT_WIRE, Wire
+from twisted_gw.spend.prices import answer_chars
 
 log = Logger()
 
@@ -301,7 +302,7 @@ class Exchange:
         if fallback and deployment.name != ctx.model.name:
             # CONTRACT 5.1: what the client sees keeps its model's name
             deployment = replace(deployment, name=ctx.model.name)
-        self._deployment = deployment
+        self._deployment = ctx.deployment = deployment
         self._dstate, self._probe = self.router.began(deployment)
         provider = self.providers[deployment.provider]
         timeout_ms = deployment.timeout_ms  # a target without one has its model's
@@ -445,6 +446,8 @@ class Exchange:
             self._succeeded()
             ctx.upstream_finished = self.reactor.seconds()
             ctx.usage = answer.usage
+            if ctx.priced and answer.usage is None:  # an estimate's basis (issue 17)
+                ctx.relayed_chars = answer_chars(answer.body)
             if ctx.trace is not None:
                 ctx.trace.answered(answer.body)
             try:

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import read
 from twisted_gw.providers.interfaces import IChunkSink
+from twisted_gw.spend.prices import content_chars
 
 if TYPE_CHECKING:
     from twisted_gw.proxy.wire import Framer
@@ -94,9 +95,12 @@ class StreamRelay:
         if not isinstance(doc, dict):
             self.owner.malformed()
             return
+        ctx = self.ctx
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            self.ctx.usage = usage
+            ctx.usage = usage
+        if ctx.priced:  # what a cost estimate counts when no usage comes (issue 17)
+            ctx.relayed_chars += content_chars(doc)
         if self.tap is not None:
             self.tap(doc)
         if not self.started:

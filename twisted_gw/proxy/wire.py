@@ -107,6 +107,9 @@ def messages_error(ctx: RequestContext, error: GatewayError) -> GatewayError:
         return messages.map_error("model_forbidden", model)
     if code == "request_timeout":
         return messages.map_error("timeout", model)
+    if code in ("model_price_missing", "budget_exceeded"):  # issue 17's, in Anthropic's types
+        kind = "permission_error" if error.status == 403 else "rate_limit_error"
+        return messages.MessagesError(error.status, kind, error.message)
     if outcome is None and error.status == 429:  # the gateway's own limits
         return messages.map_error("rate_limited", model)
     if error.upstream_status is not None:

@@ -3,14 +3,17 @@
 With ``server.workers > 1`` and no Redis, the in-memory rate-limit counters
 and the Responses history must still be one per gateway, not one per worker:
 a limit of rpm 5 is 5 for the gateway, never 5 per worker (CONTRACT 4.5).
-So the supervisor keeps the one :class:`MemoryRateLimitStore` and the one
-:class:`ResponseHistory`, and serves them on a unix socket with
-:class:`SharedStateServer`; each worker holds a :class:`RemoteRateLimitStore`
-and a :class:`RemoteResponseHistory` that forward every call.
+So the supervisor keeps the one :class:`MemoryRateLimitStore`, the one
+:class:`ResponseHistory` and the one budget store (issue 17: a key's budget
+is the gateway's, not each worker's), and serves them on a unix socket with
+:class:`SharedStateServer`; each worker holds a :class:`RemoteRateLimitStore`,
+a :class:`RemoteResponseHistory` and a :class:`RemoteBudgetStore` that
+forward every call.
 
-A worker's concurrency slots are tracked per connection: when a worker dies
-its connection closes and :meth:`SharedStateServer.connectionLost` gives its
-slots back, so a crash never strands a slot.
+A worker's concurrency slots and budget reservations are tracked per
+connection: when a worker dies its connection closes and
+:meth:`SharedStateServer.connectionLost` gives them back, so a crash never
+strands a slot or holds a budget.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from twisted_gw.errors import GatewayError
 from twisted_gw.jsonutil import dumps, loads
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Concurrency, Outcome, Plan, Window
+from twisted_gw.spend.interfaces import IBudgetStore, Reservation
 
 log = Logger()
 
@@ -81,6 +85,32 @@ class HistoryPut(amp.Command):
 class HistoryGet(amp.Command):
     arguments: ClassVar[list] = [(b"rid", amp.Unicode()), (b"owner", amp.Unicode())]
     response: ClassVar[list] = [(b"messages", Blob())]  # b"" when there is none
+
+
+class BudgetReserve(amp.Command):
+    arguments: ClassVar[list] = [
+        (b"scope", amp.Unicode()),
+        (b"member", amp.Unicode()),
+        (b"amount", amp.Integer()),
+        (b"limit", amp.Integer()),
+        (b"ttl", amp.Integer()),
+    ]
+    response: ClassVar[list] = [(b"ok", amp.Boolean()), (b"remaining", amp.Integer())]
+
+
+class BudgetSettle(amp.Command):
+    arguments: ClassVar[list] = [
+        (b"scope", amp.Unicode()),
+        (b"member", amp.Unicode()),
+        (b"cost", amp.Integer()),
+        (b"ttl", amp.Integer()),
+    ]
+    response: ClassVar[list] = []
+
+
+class BudgetRemaining(amp.Command):
+    arguments: ClassVar[list] = [(b"scope", amp.Unicode()), (b"limit", amp.Integer())]
+    response: ClassVar[list] = [(b"remaining", amp.Integer())]
 
 
 class Ready(amp.Command):
@@ -160,14 +190,22 @@ class SharedStateServer(_QuietAMP):
     them when the worker goes away without settling."""
 
     def __init__(
-        self, limiter: Any, history: Any, on_ready: Any = None, on_failed: Any = None
+        self,
+        limiter: Any,
+        history: Any,
+        on_ready: Any = None,
+        on_failed: Any = None,
+        budgets: IBudgetStore | None = None,
     ) -> None:
         super().__init__()
         self.limiter = limiter
         self.history = history
         self.on_ready = on_ready
         self.on_failed = on_failed
+        self.budgets = budgets
         self.held: dict[str, list[Concurrency]] = {}
+        #: member -> scope of this worker's budget reservations not yet settled
+        self.reserved: dict[str, str] = {}
 
     @Acquire.responder
     def acquire(self, plan: bytes, member: str) -> dict:
@@ -190,6 +228,23 @@ class SharedStateServer(_QuietAMP):
             self.held.pop(member, None)
         self.limiter.settle(Plan(parsed.windows, tuple(released)), member, tokens)
         return {}
+
+    @BudgetReserve.responder
+    def budget_reserve(self, scope: str, member: str, amount: int, limit: int, ttl: int) -> dict:
+        outcome = self.budgets.reserve_now(scope, member, amount, limit, ttl)
+        if outcome.ok:
+            self.reserved[member] = scope
+        return {"ok": outcome.ok, "remaining": outcome.remaining}
+
+    @BudgetSettle.responder
+    def budget_settle(self, scope: str, member: str, cost: int, ttl: int) -> dict:
+        self.reserved.pop(member, None)
+        self.budgets.settle(scope, member, cost, ttl)
+        return {}
+
+    @BudgetRemaining.responder
+    def budget_remaining(self, scope: str, limit: int) -> dict:
+        return {"remaining": self.budgets.remaining(scope, limit)}
 
     @HistoryPut.responder
     def history_put(self, rid: str, owner: str, messages: bytes) -> dict:
@@ -219,6 +274,9 @@ class SharedStateServer(_QuietAMP):
         for member, gates in self.held.items():
             self.limiter.settle(Plan((), tuple(gates)), member, 0)
         self.held = {}
+        for member, scope in self.reserved.items():  # released: their cost is unknown
+            self.budgets.settle(scope, member, 0, 0)
+        self.reserved = {}
         super().connectionLost(reason)
 
 
@@ -286,6 +344,57 @@ class RemoteRateLimitStore:
 
     def slots_held(self) -> int:
         return self._slots
+
+
+@implementer(IBudgetStore)
+class RemoteBudgetStore:
+    """The supervisor's in-memory budget store, one AMP round trip per
+    reservation and per settle. ``held`` counts this worker's own
+    reservations, so the gauge summed over the live workers is the gateway's."""
+
+    def __init__(self, protocol: amp.AMP) -> None:
+        self.protocol = protocol
+        self._held: set[str] = set()
+        self._settling: set[defer.Deferred] = set()
+
+    def reserve_now(self, scope: str, member: str, amount: int, limit: int, ttl: int) -> None:
+        return None  # always a round trip
+
+    def reserve(self, scope: str, member: str, amount: int, limit: int, ttl: int) -> defer.Deferred:
+        d = self.protocol.callRemote(
+            BudgetReserve, scope=scope, member=member, amount=amount, limit=limit, ttl=ttl
+        )
+        return d.addCallback(self._reserved, member)
+
+    def _reserved(self, answer: dict, member: str) -> Reservation:
+        if answer["ok"]:
+            self._held.add(member)
+        return Reservation(answer["ok"], answer["remaining"])
+
+    def remaining(self, scope: str, limit: int) -> defer.Deferred:
+        d = self.protocol.callRemote(BudgetRemaining, scope=scope, limit=limit)
+        return d.addCallback(lambda answer: answer["remaining"])
+
+    def settle(self, scope: str, member: str, cost: int, ttl: int) -> defer.Deferred:
+        self._held.discard(member)
+        d = self.protocol.callRemote(BudgetSettle, scope=scope, member=member, cost=cost, ttl=ttl)
+        send_now(self.protocol)  # settled before the client can see its answer end
+        self._settling.add(d)
+
+        def done(result: Any) -> None:
+            self._settling.discard(d)
+            if isinstance(result, Failure):
+                log.warn("settling a budget failed: {e}", e=result.getErrorMessage())
+
+        d.addBoth(done)
+        return d
+
+    def close(self) -> defer.Deferred:
+        """Wait for the settles still on their way to the supervisor."""
+        return defer.DeferredList(list(self._settling), consumeErrors=True)
+
+    def held(self) -> int:
+        return len(self._held)
 
 
 class RemoteResponseHistory:

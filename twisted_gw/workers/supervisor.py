@@ -196,6 +196,7 @@ class SupervisorService(Service):
     def _start_shared_state(self) -> None:
         from twisted_gw.proxy.history import ResponseHistory
         from twisted_gw.ratelimit.memory import MemoryRateLimitStore
+        from twisted_gw.spend.memory import MemoryBudgetStore
         from twisted_gw.workers.shared import SharedStateServer
 
         self._dir = tempfile.mkdtemp(prefix="twisted-gw-workers-")
@@ -206,8 +207,9 @@ class SupervisorService(Service):
             max_entries=self.config.history_max_entries,
             max_age=self.config.history_max_age,
         )
+        budgets = MemoryBudgetStore(self.reactor)
         factory = Factory.forProtocol(
-            lambda: SharedStateServer(limiter, history, self.ready, self.failed)
+            lambda: SharedStateServer(limiter, history, self.ready, self.failed, budgets)
         )
         factory.noisy = False
         self._amp_port = self.reactor.listenUNIX(os.path.join(self._dir, "shared.sock"), factory)

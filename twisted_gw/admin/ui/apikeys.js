@@ -196,6 +196,8 @@ function buildForm(main, entry, modelNames, { navigate }) {
     };
     const limits = readLimits("k", problems);
     if (limits) doc.rate_limit = limits;
+    // a field the form does not edit (issue 17's budget) is kept as it was
+    if (v.budget !== undefined) doc.budget = v.budget;
     return { doc, problems };
   }
   const preview = () => {

@@ -221,6 +221,8 @@ function buildForm(entry, navigate, tables, modelNames, providers) {
     const limits = readLimits("m", problems);
     if (limits) doc.rate_limit = limits;
     if (legacy) for (const part of parts) part.read(doc, problems);
+    // a field the form does not edit (issue 17's pricing) is kept as it was
+    if (v.pricing !== undefined) doc.pricing = v.pricing;
     return { doc, problems };
   }
   const preview = () => {

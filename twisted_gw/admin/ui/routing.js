@@ -87,6 +87,8 @@ function targetRow(prefix, value, tables, onRemove) {
       const target = up.read();
       for (const [k, input] of Object.entries(numbers))
         readNumberInto(target, k, input, `${name}: ${labels[k]}`, problems);
+      // a field the form does not edit (issue 17's pricing) is kept as it was
+      if (value.pricing !== undefined) target.pricing = value.pricing;
       return target;
     },
     fieldFor(pointer) {
