@@ -28,12 +28,16 @@ from twisted_gw.config.file import ConfigError, GatewayConfig, ListenConfig, loa
 
 if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
+    from twisted_gw.ledger.writer import LedgerWriter
     from twisted_gw.observability.tracing import Tracing
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
     from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
 
 log = Logger()
+
+#: seconds a shutdown waits for the ledger's last rows to be written
+LEDGER_FLUSH_BOUND = 2.0
 
 
 class StartupError(Exception):
@@ -349,6 +353,7 @@ class GatewayService(MultiService):
         proxy: Any = None,
         tracing: Tracing | None = None,
         shutdown: Shutdown | None = None,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -359,6 +364,8 @@ class GatewayService(MultiService):
         self.tracing = tracing
         #: the drain of CONTRACT 5.2 (None: what is in flight is ended at once)
         self.shutdown = shutdown
+        #: the request ledger's writer (issue 17; None: off)
+        self.ledger = ledger
 
     def privilegedStartService(self) -> None:
         """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
@@ -388,6 +395,8 @@ class GatewayService(MultiService):
         super().startService()
         if self.tracing is not None:
             self.tracing.start()  # its export thread, in the process that serves
+        if self.ledger is not None:
+            self.ledger.start()  # its database thread, likewise
         # The collector, tuned for a server (measured under bench/, issue 15):
         # everything built so far (modules, the app, the config) lives as long
         # as the process, so it is frozen out of the collector's sight and a
@@ -420,6 +429,10 @@ class GatewayService(MultiService):
             d.addBoth(lambda _: shutdown.drain())
         elif self.proxy is not None:
             d.addBoth(lambda _: self.proxy.abort_in_flight())
+        ledger = self.ledger
+        if ledger is not None:
+            # after the drain, so the rows of the requests it ended go too; bounded
+            d.addBoth(lambda _: ledger.close(LEDGER_FLUSH_BOUND))
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
         limiter = self.limiter
@@ -498,12 +511,36 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         tracing = Tracing(config.tracing, reactor, metrics.registry)
         upstream.inject = tracing.inject
         traced.append(TracingHook())
+    ledger: Any = None
+    ledgered: list[Any] = []
+    if config.ledger is not None:
+        from twisted_gw.ledger.database import open_database
+        from twisted_gw.ledger.hook import LedgerHook
+        from twisted_gw.ledger.writer import LedgerWriter
+
+        lc = config.ledger
+        try:
+            database = open_database(lc.path, lc.url, reactor, lc.timeout)
+        except Exception as e:  # noqa: BLE001 - sqlite3's and the OS's errors alike
+            raise ConfigError(f"ledger: cannot use SQLite file '{lc.path}': {e}") from None
+        ledger = LedgerWriter(
+            database,
+            reactor,
+            metrics.registry,
+            max_buffer=lc.max_buffer,
+            batch_size=lc.batch_size,
+            flush_interval=lc.flush_interval,
+            retention_days=lc.retention_days,
+        )
+        # after every built-in hook: the budget hook sets ctx.cost_usd before it reads it
+        ledgered.append(LedgerHook(ledger, reactor))
     hooks = HookManager(
         [
             RateLimitHook(limiter),
             MetricsHook(metrics, reactor),
             AccessLogHook(reactor, config.access_log_format),
             *traced,
+            *ledgered,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
         ]
@@ -525,7 +562,14 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         history=history,
         tracing=tracing,
     )
-    admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
+    admin = AdminApp(
+        store,
+        config.admin_keys,
+        metrics,
+        chat=proxy.chat_completions,
+        ledger=None if ledger is None else ledger.database,
+        clock=reactor,
+    )
     metrics.watch(
         "twisted_gw_requests_in_flight",
         "Proxy requests received whose response is not finished yet.",
@@ -557,7 +601,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     sites = (proxy_site, admin_site)
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
-    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown)
+    gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown, ledger)
     ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
     ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
     if config.etcd is not None:
