@@ -41,7 +41,7 @@ def parse_time(name: str, value: str) -> float:
     """An RFC 3339 date-time with its offset (``2026-12-01T00:00:00Z``,
     ``...+02:00``, fractions allowed) as seconds since the epoch."""
     text = value.strip()
-    if len(text) < 20 or text[10] not in "Tt ":
+    if len(text) < 19 or text[10] not in "Tt ":
         raise ReportError(
             f"{name} must be an RFC 3339 date-time such as 2026-12-01T00:00:00Z,"
             f" got '{_shown(value)}'"

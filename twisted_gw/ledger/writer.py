@@ -224,6 +224,7 @@ class LedgerWriter:
         if self._drop_log.ready():
             log.warn(
                 "ledger: buffer full ({max} rows, {db} is not keeping up); dropped {n} rows"
+                " since the last such line"
                 " (twisted_gw_ledger_rows_dropped_total)",
                 max=self.max_buffer,
                 db=self.database.name,
