@@ -251,8 +251,11 @@ def test_retention_deletes_rows_older_than_its_days_every_interval():
     w = LedgerWriter(db, clock, retention_days=7, retention_interval=3600)
     w.start()
     assert db.started
-    assert [(what, arg) for what, arg, _ in db.calls] == [("delete", T0 - 7 * 86400)]
-    db.answer(result=3)
+    assert [(what, arg) for what, arg, _ in db.calls] == [
+        ("schema", None),  # created at start
+        ("delete", T0 - 7 * 86400),
+    ]
+    db.write_all()
     clock.advance(3600)
     assert [(what, arg) for what, arg, _ in db.calls][-1] == ("delete", T0 + 3600 - 7 * 86400)
 
@@ -261,7 +264,18 @@ def test_no_retention_delete_with_zero_days():
     clock, db = task.Clock(), FakeDatabase()
     LedgerWriter(db, clock, retention_days=0).start()
     clock.advance(86400)
-    assert db.calls == []
+    assert [what for what, _, _ in db.calls] == ["schema"]
+
+
+def test_the_schema_made_at_start_is_not_made_again_for_the_first_write():
+    clock, db = task.Clock(), FakeDatabase()
+    w = writer(clock, db)
+    w.start()
+    db.answer()
+    w.append(row(1))
+    clock.advance(1.0)
+    db.write_all()
+    assert [what for what, _, _ in db.calls] == ["schema", "insert"]
 
 
 def test_close_flushes_what_is_buffered():

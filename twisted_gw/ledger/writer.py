@@ -253,8 +253,25 @@ class LedgerWriter:
     # -- the service's life ------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the database's thread, create the schema, start retention."""
+        """Start the database's thread, create the schema, start retention.
+
+        A database that is down now is no start-up failure: the schema is
+        created again before the first write that finds it back."""
         self.database.start()
+
+        def created(_: object) -> None:
+            self._schema_ok = True
+
+        def failed(failure: Failure) -> None:
+            if self._error_log.ready():
+                log.warn(
+                    "ledger: creating the schema on {db} failed: {error}; retried before"
+                    " the next write",
+                    db=self.database.name,
+                    error=_text(failure),
+                )
+
+        self.database.create_schema().addCallbacks(created, failed)
         if self.retention_days > 0 and self._retention is None:
             self._retention = task.LoopingCall(self.retain)
             self._retention.clock = self.clock
