@@ -305,3 +305,80 @@ def test_the_ledger_can_be_turned_off(tmp_path):
         assert not (tmp_path / "ledger.sqlite3").exists()
     finally:
         gateway.process.stop()
+
+
+# -- the database goes away ---------------------------------------------------------------
+
+
+async def metric(gateway, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = await treq_json("GET", gateway.admin + "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no {name} on /metrics")
+
+
+async def timed_chats(gateway, key: str, model: str, n: int) -> list[float]:
+    """``n`` chats one after the other; each one's seconds (all must be 200)."""
+    took = []
+    for _ in range(n):
+        start = time.monotonic()
+        status, _, body = await gateway.chat(key, chat_doc(model))
+        took.append(time.monotonic() - start)
+        assert status == 200, body
+    return took
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgresql_stopped_mid_run_delays_no_request_and_rows_resume(tmp_path, postgres):
+    url = postgres.create_database(f"ledger_outage_{int(time.time() * 1000)}")
+    ledger = postgres_ledger(url)
+    extra = counted({"deployment": {"ledger": {"url": url, "max_buffer": 10, "timeout": 2}}})
+    gateway = start_gateway(tmp_path, extra=extra)
+    try:
+        model = await new_model(gateway)
+        key, _ = await new_key(gateway, [model])
+        normal = await timed_chats(gateway, key, model, 3)
+        await ledger.wait_count(3, timeout=3)
+
+        postgres.stop()  # fast shutdown: the gateway's connection is cut
+        try:
+            during = await timed_chats(gateway, key, model, 15)
+            # normal speed: the mock answers in a millisecond or two; the database is not waited for
+            assert max(during) < max(0.5, 10 * max(normal)), (normal, during)
+            status, doc = await spend(gateway)
+            assert status == 503 and "ledger database unavailable" in doc["error_msg"]
+            # 10 rows held (the bound, the batch being retried included), 5 dropped and counted
+            await wait_metric(gateway, "twisted_gw_ledger_rows_dropped_total", 5)
+            assert await metric(gateway, "twisted_gw_ledger_rows_buffered") == 10
+            deadline = time.monotonic() + 3
+            while await metric(gateway, "twisted_gw_ledger_write_errors_total") < 1:
+                assert time.monotonic() < deadline, "no failed write was counted"
+                await task.deferLater(reactor, 0.05, lambda: None)
+        finally:
+            postgres.start()
+
+        await ledger.wait_count(13, timeout=20)  # retried with backoff (at most 10 s apart)
+        assert await metric(gateway, "twisted_gw_ledger_rows_buffered") == 0
+        await timed_chats(gateway, key, model, 2)  # and new rows go on as before
+        await ledger.wait_count(15, timeout=3)
+        status, doc = await spend(gateway, "?group_by=model&from=2000-01-01T00:00:00Z")
+        assert status == 200 and [(r["id"], r["requests"]) for r in doc["rows"]] == [(model, 15)]
+        assert await metric(gateway, "twisted_gw_ledger_rows_dropped_total") == 5
+    finally:
+        gateway.process.stop()
+    output = gateway.process.output
+    assert "ledger: buffer full" in output and "resumed" in output
+    assert output.count("ledger: buffer full") == 1  # once a minute at most
+    assert "Traceback" not in output
+
+
+async def wait_metric(gateway, name: str, value: float, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (have := await metric(gateway, name)) != value:
+        assert time.monotonic() < deadline, f"{name} is {have}, not {value}"
+        await task.deferLater(reactor, 0.05, lambda: None)
