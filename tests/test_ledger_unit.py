@@ -501,3 +501,68 @@ def test_a_directory_that_does_not_exist_fails_the_check(tmp_path):
 
     with pytest.raises(OSError, match="does not exist"):
         SqliteDatabase(str(tmp_path / "nope" / "ledger.sqlite3"), reactor).check()
+
+
+# -- the config keys --------------------------------------------------------------------
+
+
+def _config(tmp_path, doc: dict) -> Any:
+    import yaml
+
+    from twisted_gw.config.file import load_config
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_config(str(path), environ={})
+
+
+def test_the_ledger_is_sqlite_next_to_the_store_by_default(tmp_path):
+    config = _config(tmp_path, {"deployment": {"store": {"path": "data/store.json"}}})
+    assert config.ledger.path == str(tmp_path / "data" / "ledger.sqlite3")
+    assert config.ledger.url is None
+    assert (config.ledger.retention_days, config.ledger.max_buffer) == (90, 10_000)
+    assert (config.ledger.batch_size, config.ledger.flush_interval) == (500, 1.0)
+
+
+def test_with_etcd_the_ledger_file_is_next_to_the_config_file(tmp_path):
+    config = _config(tmp_path, {"deployment": {"etcd": {"host": "http://127.0.0.1:1"}}})
+    assert config.ledger.path == str(tmp_path / "ledger.sqlite3")
+
+
+def test_ledger_keys_are_read_and_checked(tmp_path):
+    from twisted_gw.config.file import ConfigError
+
+    doc = {
+        "deployment": {
+            "ledger": {
+                "url": "postgresql://u:p@db:5432/llm",
+                "retention_days": 0,
+                "max_buffer": 5,
+                "path": "l.db",
+            }
+        }
+    }
+    config = _config(tmp_path, doc)
+    assert config.ledger.url == "postgresql://u:p@db:5432/llm"
+    assert config.ledger.retention_days == 0 and config.ledger.max_buffer == 5
+    assert config.ledger.path == str(tmp_path / "l.db")
+    assert "u:p" not in repr(config.ledger)  # a password never reaches a log line
+    assert _config(tmp_path, {"deployment": {"ledger": {"enabled": False}}}).ledger is None
+    for bad, message in [
+        (
+            {"url": "mysql://db"},
+            "deployment.ledger.url must start with postgresql:// or postgres://",
+        ),
+        ({"retention_days": -1}, "deployment.ledger.retention_days must be a non-negative integer"),
+        ({"max_buffer": 0}, "deployment.ledger.max_buffer must be a positive integer, got 0"),
+        (
+            {"flush_interval": "soon"},
+            "deployment.ledger.flush_interval must be a number of seconds",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            _config(tmp_path, {"deployment": {"ledger": bad}})
+    warned = _config(tmp_path, {"deployment": {"ledger": {"retention": 3}}}).warnings
+    assert warned == (
+        "unknown config key 'deployment.ledger.retention' (did you mean 'retention_days'?)",
+    )
