@@ -283,9 +283,10 @@ async def test_sigterm_flushes_the_rows_still_buffered(tmp_path):
     no_unhandled_errors(gateway.process)
 
 
-def test_a_ledger_directory_that_does_not_exist_fails_start_up(tmp_path):
+def test_a_ledger_file_the_gateway_cannot_make_fails_start_up(tmp_path):
     from tests.support.gateway import GatewayProcess, free_port, write_config
 
+    (tmp_path / "missing").write_text("a file, so no directory can be made there")
     config = write_config(
         tmp_path,
         free_port(),
@@ -294,7 +295,7 @@ def test_a_ledger_directory_that_does_not_exist_fails_start_up(tmp_path):
     )
     code, out, _, _ = GatewayProcess(config).run_to_exit(timeout=10)
     assert code == 1
-    assert "ledger: cannot use SQLite file" in out and "does not exist" in out
+    assert "ledger: cannot use SQLite file" in out and "cannot make directory" in out
 
 
 def test_the_ledger_can_be_turned_off(tmp_path):

@@ -496,11 +496,14 @@ async def test_rows_go_in_the_report_sums_them_and_retention_deletes_the_old(sql
     assert everything.fetchone() == (4,)
 
 
-def test_a_directory_that_does_not_exist_fails_the_check(tmp_path):
+def test_the_check_makes_the_directory_or_says_why_it_cannot(tmp_path):
     from twisted.internet import reactor
 
-    with pytest.raises(OSError, match="does not exist"):
-        SqliteDatabase(str(tmp_path / "nope" / "ledger.sqlite3"), reactor).check()
+    SqliteDatabase(str(tmp_path / "new" / "ledger.sqlite3"), reactor).check()
+    assert (tmp_path / "new" / "ledger.sqlite3").is_file()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError, match="cannot make directory"):
+        SqliteDatabase(str(tmp_path / "afile" / "ledger.sqlite3"), reactor).check()
 
 
 # -- the config keys --------------------------------------------------------------------

@@ -326,9 +326,8 @@ class AdminApp:
             raise AdminError(400, str(e)) from None
 
         def failed(failure: Failure) -> None:
-            raise AdminError(
-                503, f"ledger database unavailable: {failure.getErrorMessage().strip()[:200]}"
-            )
+            lines = failure.getErrorMessage().strip().splitlines() or [failure.type.__name__]
+            raise AdminError(503, f"ledger database unavailable: {lines[0][:200]}")
 
         d = self.ledger.spend(query.group_by, query.start, query.end)
         d.addCallbacks(lambda rows: _json(request, 200, spend_document(query, rows)), failed)

@@ -199,12 +199,15 @@ class SqliteDatabase(ThreadedDatabase):
         return connection
 
     def check(self) -> None:
-        """At build, before the reactor runs: open the file and create the
-        schema, so a directory the gateway cannot write fails start-up with
-        one line instead of dropping every row later."""
+        """At build, before the reactor runs: make the file's directory (as
+        the embedded store does), open the file and create the schema, so a
+        place the gateway cannot write fails start-up with one line instead
+        of dropping every row later."""
         directory = os.path.dirname(self.path) or "."
-        if not os.path.isdir(directory):
-            raise OSError(f"directory '{directory}' does not exist")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot make directory '{directory}': {e.strerror or e}") from None
         connection = self.connect()
         try:
             for statement in SCHEMA:
