@@ -405,6 +405,8 @@ def test_report_reads_rfc3339_with_offsets_and_fractions():
     assert q.group_by == "model"
     assert q.end - q.start == 30 * 60 + 0.5
     assert parse_time("to", "2026-12-01t00:00:00z") == q.start
+    # a '+' left unescaped in a query string arrives as a space
+    assert parse_time("to", "2026-12-01T02:00:00 02:00") == q.start
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,9 @@ def parse_time(name: str, value: str) -> float:
         )
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
+    elif len(text) >= 25 and text[-6] == " " and text[-3] == ":":
+        # ``+02:00`` typed into a URL unescaped arrives as `` 02:00``
+        text = text[:-6] + "+" + text[-5:]
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
