@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -383,3 +384,35 @@ async def wait_metric(gateway, name: str, value: float, timeout: float = 3.0) ->
     while (have := await metric(gateway, name)) != value:
         assert time.monotonic() < deadline, f"{name} is {have}, not {value}"
         await task.deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_gateways_share_one_postgresql_ledger(tmp_path, postgres):
+    url = postgres.create_database(f"ledger_shared_{int(time.time() * 1000)}")
+    ledger = postgres_ledger(url)
+    extra = counted({"deployment": {"ledger": {"url": url}}})
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        gateways.append(start_gateway(tmp_path / name, extra=extra))
+    try:
+        for n, gateway in enumerate(gateways, start=1):
+            # each has its own embedded store: the same model name and key id on both
+            assert gateway.admin_call(
+                "PUT",
+                "/aisix/admin/models/shared",
+                {"name": "shared-echo", "model": "mock/echo", "provider_config": {}},
+            )[0] in (200, 201)
+            key = f"sk-shared-{uuid.uuid4().hex}"
+            assert gateway.admin_call(
+                "PUT", "/aisix/admin/apikeys/team", {"key": key, "allowed_models": ["shared-echo"]}
+            )[0] in (200, 201)
+            await timed_chats(gateway, key, "shared-echo", n)
+        await ledger.wait_count(3, timeout=3)
+        for gateway in gateways:  # either one reports what both wrote
+            status, doc = await spend(gateway, "?group_by=key")
+            assert status == 200
+            assert [(r["id"], r["requests"]) for r in doc["rows"]] == [("team", 3)]
+    finally:
+        for gateway in gateways:
+            gateway.process.stop()
