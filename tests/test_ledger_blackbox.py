@@ -199,6 +199,8 @@ async def spend(gw, query: str = "", key: str | None = None) -> tuple[int, Any]:
 @pytest.mark.parametrize("group_by", ["key", "model"])
 @pytest_twisted.ensureDeferred
 async def test_the_spend_report_is_the_sum_of_the_ledger_s_rows(gw, env, group_by):
+    for _ in range(2):
+        await gw.chat(env["key"], chat_doc(env["up"]))  # the mock upstream's tokens
     await marker(gw, env)
     column = {"key": "key_id", "model": "model"}[group_by]
     expected = {
@@ -208,7 +210,7 @@ async def test_the_spend_report_is_the_sum_of_the_ledger_s_rows(gw, env, group_b
             f" FROM ledger GROUP BY {column}"
         )
     }
-    assert sum(n for n, _, _ in expected.values()) > 10
+    assert sum(n for n, _, _ in expected.values()) >= 3
     status, doc = await spend(gw, f"?group_by={group_by}&from=2000-01-01T00:00:00Z")
     assert status == 200, doc
     assert doc["group_by"] == group_by and doc["from"] == "2000-01-01T00:00:00.000Z"

@@ -86,33 +86,36 @@ class ThreadedDatabase:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="twisted-gw-ledger")
         self._connection: Any = None
         self._started = False
+        self._closed = False
 
     # -- the thread --------------------------------------------------------------
 
     def start(self) -> None:
-        if not self._started:
+        if not self._started and not self._closed:
             self._started = True
             self._pool.start()
 
     def close(self) -> defer.Deferred:
         """Stop the thread after the call it runs (each is bounded by the
         database's timeout), off the reactor, then close the connection."""
+        self._closed = True
         if not self._started:
             return defer.succeed(None)
         self._started = False
-        d = self._run(self._disconnect)
-        d.addBoth(lambda _: threads.deferToThread(self._pool.stop))
+        pool = self._pool
+        d = threads.deferToThreadPool(self.reactor, pool, self._disconnect)
+        d.addBoth(lambda _: threads.deferToThread(pool.stop))
         return d
 
-    def _run(self, work: Callable[[Any], Any], *args: Any) -> defer.Deferred:
+    def _run(self, work: Callable[..., Any], *args: Any) -> defer.Deferred:
+        if self._closed:
+            return defer.fail(RuntimeError("the ledger database is closed"))
         self.start()
         return threads.deferToThreadPool(self.reactor, self._pool, self._transaction, work, *args)
 
     def _transaction(self, work: Callable[..., Any], *args: Any) -> Any:
         """On the thread: ``work(cursor, *args)`` in a transaction; any error
         drops the connection (the next call opens a new one)."""
-        if work is self._disconnect:
-            return work()
         if self._connection is None:
             self._connection = self.connect()
         connection = self._connection
