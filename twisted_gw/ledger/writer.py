@@ -214,7 +214,8 @@ class LedgerWriter:
     def _notify(self, ok: bool) -> None:
         waiters, self._waiters = self._waiters, []
         for d in waiters:
-            d.callback(ok)
+            if not d.called:  # a shutdown that gave up cancelled it
+                d.callback(ok)
 
     def _drop(self, n: int) -> None:
         self.dropped += n
