@@ -95,7 +95,8 @@ def print_pinning(bench: Bench) -> None:
     """Where each process ran, for how long, and how the gateway was started."""
     args = bench.args
     print(
-        f"gateway pinned to CPU {args.gateway_cpu}; wrk + upstream pinned to CPU {args.load_cpu}; "
+        f"gateway ({args.workers} worker{'s' if args.workers > 1 else ''}) pinned to CPU "
+        f"{args.gateway_cpus or args.gateway_cpu}; wrk + upstream pinned to CPU {args.load_cpu}; "
         f"{args.duration} s per run after {args.warmup} s warm-up; launcher: "
         f"{' '.join(bench.gateway_argv())}"
     )

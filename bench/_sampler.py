@@ -19,6 +19,36 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a gateway with workers is a process tree)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        i += 1
+    return pids
+
+
+def tree_ticks(pid: int) -> int:
+    """cpu_ticks of ``pid`` and its descendants (those alive now)."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_ticks(p)
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """rss_mb summed over ``pid`` and its descendants."""
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_mb(p)
+    return total
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (0 when /proc does not say)."""
     with open(f"/proc/{pid}/status") as f:
@@ -72,22 +102,27 @@ class Sampler:
     def start(self) -> None:
         """Take the starting counters; the run begins now."""
         self.t0 = time.perf_counter()
-        self.ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items() if p}
+        self.ticks0 = {k: self._ticks(k, p) for k, p in self.pids.items() if p}
         self.core0 = {k: core_times(c) for k, c in self.cpus.items()}
         self.sample()
+
+    @staticmethod
+    def _ticks(name: str, pid: int) -> int:
+        """The gateway counts with its workers (``--workers``), the others alone."""
+        return tree_ticks(pid) if name == "gw" else cpu_ticks(pid)
 
     def sample(self) -> None:
         """Update the gateway's peak RSS (call it often during the run)."""
         if self.pids["gw"]:
             with contextlib.suppress(OSError):
-                self.rss_peak = max(self.rss_peak, rss_mb(self.pids["gw"]))
+                self.rss_peak = max(self.rss_peak, tree_rss_mb(self.pids["gw"]))
 
     def stop(self) -> Usage:
         """The usage since ``start``."""
         self.sample()
         wall = max(time.perf_counter() - self.t0, 1e-6)
         pct = {
-            k: 100.0 * (cpu_ticks(p) - self.ticks0[k]) / CLK_TCK / wall
+            k: 100.0 * (self._ticks(k, p) - self.ticks0[k]) / CLK_TCK / wall
             for k, p in self.pids.items()
             if p
         }

@@ -131,6 +131,8 @@ class Bench:
                 "admin": {"listen": f"{HOST}:{self.admin_port}"},
             },
         }
+        if self.args.workers > 1:  # in the file: the twistd launcher reads it too
+            config["server"]["workers"] = self.args.workers
         # JSON is YAML too; the .yaml name is what users write.
         self.config_path = os.path.join(self.tmp, "config.yaml")
         with open(self.config_path, "w") as f:
@@ -163,7 +165,7 @@ class Bench:
             started = time.perf_counter()
             proc = self.procs.spawn(
                 self.gateway_argv(python_flags),
-                self.args.gateway_cpu,
+                self.args.gateway_cpus or self.args.gateway_cpu,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.tmp,

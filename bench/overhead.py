@@ -4,6 +4,7 @@
     python bench/overhead.py --duration 10 --concurrency 1,8,64,128
     python bench/overhead.py --mode stream        # streamed answers only (= --stream)
     python bench/overhead.py --profile            # + where the gateway's time goes
+    python bench/overhead.py --workers 2 --gateway-cpus 0,1   # server.workers: 2 on both cores
 
 What it does, all on 127.0.0.1 and bounded in time:
 
@@ -64,7 +65,7 @@ from _profiling import find_py_spy, import_time, run_profile
 from _report import report, report_startup
 from _report_streams import report_stream
 from _runs import gap_run, run_levels, ttfb_run
-from _sampler import rss_mb
+from _sampler import tree_rss_mb
 from _setup import Bench
 from _streams import check_stream
 from _wrk import find_wrk, us_per_request
@@ -126,6 +127,15 @@ OPTIONS: tuple[tuple[Any, ...], ...] = (
         False,
         "configure every rate limit (never reached) on the key and model: the hooks' cost",
     ),
+    ("--workers", 1, "gateway processes (server.workers); 1: one process, as always"),
+    (
+        "--gateway-cpus",
+        "",
+        (
+            "pin the gateway to these CPUs instead of --gateway-cpu, e.g. 0,1 (with --workers 2: "
+            "both cores, which wrk and the upstream then share)"
+        ),
+    ),
     ("--no-install", False, "never apt-get install wrk"),
     ("--max-seconds", 1800, "hard bound: the upstream exits by itself after this long"),
 )
@@ -159,6 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--gap-chunks needs >= 3 (role, finish and usage events)")
     if args.chunk_gap_ms < 0:
         p.error("--chunk-gap-ms must be >= 0")
+    if not 1 <= args.workers <= 256:
+        p.error("--workers takes 1 to 256")
+    if args.profile and args.workers > 1:
+        p.error("--profile follows one process: run it with --workers 1")
     args.stream = args.mode in ("stream", "both")
     args.nonstream = args.mode in ("nonstream", "both")
     return args
@@ -194,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.provision()
         cold = bench.cold_starts()
         time.sleep(1.0)
-        idle_rss = rss_mb(bench.gateway.pid)
+        idle_rss = tree_rss_mb(bench.gateway.pid)
         modes = [m for m, on in (("plain", args.nonstream), ("stream", args.stream)) if on]
         print(
             f"cold start {statistics.median(cold[0]):.0f} ms, idle RSS {idle_rss:.1f} MB; "
@@ -219,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 gap = gap_run(bench)
         time.sleep(1.0)
-        idle_after = rss_mb(bench.gateway.pid)
+        idle_after = tree_rss_mb(bench.gateway.pid)
         if plain is not None:
             report(bench, *plain)
             report_startup(cold, idle_rss, idle_after)

@@ -17,9 +17,16 @@ from twisted.internet import defer
 
 from tests.conftest import Gateway, secret, start_gateway
 from tests.support.gateway import http, treq_stream
+from twisted_gw.cors import EXPOSED
 
 CHAT = "/v1/chat/completions"
 APP = "https://app.example"
+#: what every answer (not a preflight) to an allowed origin carries
+ANSWER_HEADERS = {
+    "access-control-allow-origin": APP,
+    "vary": "Origin",
+    "access-control-expose-headers": EXPOSED,
+}
 CORS_HEADERS = ("access-control-allow-origin", "vary")
 
 
@@ -122,10 +129,10 @@ def test_answers_to_an_allowed_origin_carry_the_origin_and_vary(gw, key):
     ]:
         status, answer, _ = http(method, gw.proxy + path, headers={**origin, **headers})
         assert status == expected, path
-        assert cors_of(answer) == {"access-control-allow-origin": APP, "vary": "Origin"}, path
+        assert cors_of(answer) == ANSWER_HEADERS, path
     status, answer, _ = http("GET", gw.admin + "/aisix/admin/models", headers=origin)
     assert status == 401
-    assert cors_of(answer) == {"access-control-allow-origin": APP, "vary": "Origin"}
+    assert cors_of(answer) == ANSWER_HEADERS
     status, answer, _ = http(
         "POST",
         gw.proxy + CHAT,
@@ -151,7 +158,7 @@ async def test_a_stream_to_an_allowed_origin_carries_the_origin_and_vary(gw, key
         json_body={"model": "echo", "stream": True, "messages": [{"role": "user", "content": "a"}]},
     )
     assert result.status == 200 and result.headers["content-type"] == "text/event-stream"
-    assert cors_of(result.headers) == {"access-control-allow-origin": APP, "vary": "Origin"}
+    assert cors_of(result.headers) == ANSWER_HEADERS
     assert result.data[-1] == "[DONE]"
 
 

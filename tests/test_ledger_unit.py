@@ -169,7 +169,7 @@ def test_rows_that_came_during_a_write_go_in_the_next_batch():
 
 def test_rows_beyond_the_buffer_are_dropped_and_counted():
     clock, db, registry = task.Clock(), FakeDatabase(), CollectorRegistry()
-    w = writer(clock, db, max_buffer=5, batch_size=2, registry=registry)
+    w = writer(clock, db, max_buffer=5, batch_size=2, metrics=registry)
     for n in range(3):
         w.append(row(n))
     clock.advance(0)  # a full batch of two goes: schema call in flight

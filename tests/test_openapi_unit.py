@@ -53,6 +53,9 @@ DOCUMENTED = {
     ("GET", "/ui/catalog.json"),
     ("GET", "/ui/{path}"),
     ("POST", "/playground/chat/completions"),
+    # answered by the site before any route (CONTRACT 5.2), on both listeners
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
 }
 
 CONTRACT_MODEL = {

@@ -1,8 +1,10 @@
-"""twistd plugin: ``twistd -n twisted-gw --config PATH``.
+"""twistd plugin: ``twistd -n twisted-gw --config PATH [--workers N]``.
 
 Installed into the ``twisted.plugins`` namespace; only the service maker lives
-here, and everything heavy is imported when the service is made, so
-``twistd --help`` stays fast.
+here. The options are a table in the package (:mod:`twisted_gw.options`) and
+how they become a service is :func:`twisted_gw.options.make_twistd_service`,
+so a new option changes the package, not this installed copy; everything
+heavy is imported when the service is made, so ``twistd --help`` stays fast.
 """
 
 from typing import ClassVar
@@ -35,12 +37,9 @@ class GatewayServiceMaker:
     options = Options
 
     def makeService(self, options: Options):
-        from twisted_gw.service import Launch, makeService
+        from twisted_gw.options import make_twistd_service
 
-        # twistd's own options say whether it daemonizes and where it logs,
-        # which decides how a start-up failure reaches the operator
-        launch = Launch.from_twistd(options.parent) if options.parent is not None else None
-        return makeService(options["config"], launch=launch)
+        return make_twistd_service(options)
 
 
 serviceMaker = GatewayServiceMaker()

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted_gw.observability.logfile import TurnBufferedLogObserver
     from twisted_gw.service import makeService
 
-    service = makeService(args.config, reactor)
+    service = makeService(args.config, reactor, workers=args.workers)
     observer = TurnBufferedLogObserver(sys.stdout, reactor)  # twistd's text format, a write a turn
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     service.privilegedStartService()

@@ -11,7 +11,9 @@ with ``Access-Control-Request-Method`` from such an origin is a preflight:
 A request without ``Origin``, or from an origin not allowed, is left as it
 came: no CORS header, and a preflight is then an ordinary ``OPTIONS`` (401 on
 the proxy, like any request without a key). The browser enforces the answer;
-the gateway does not refuse a method or a header itself.
+the gateway does not refuse a method or a header itself. Answers other than
+a preflight also expose the gateway's own headers (``EXPOSED``: the request
+id, attempts, rate-limit and budget headers, ``Retry-After``) to the page.
 
 Responses the channel writes before a request's head is complete (431, 408,
 a malformed request's 400, the connection cap's 503) carry no CORS header:
@@ -31,6 +33,25 @@ _REQUEST_METHOD = b"access-control-request-method"
 _REQUEST_HEADERS = b"access-control-request-headers"
 _ALLOW_ORIGIN = b"access-control-allow-origin"
 _VARY = [b"Origin"]
+#: the gateway's own response headers a page may read (a browser shows a
+#: cross-origin page only the CORS-safelisted ones unless they are exposed):
+#: the request id to quote in a report, routing, rate-limit and budget state
+EXPOSED = ", ".join(
+    [
+        "x-request-id",
+        "x-gateway-attempts",
+        *(
+            f"x-ratelimit-{what}-{group}"
+            for group in ("requests", "tokens")
+            for what in ("limit", "remaining", "reset")
+        ),
+        "x-ratelimit-limit-concurrent",
+        "x-ratelimit-remaining-concurrent",
+        "x-budget-remaining-usd",
+        "retry-after",
+    ]
+)
+_EXPOSE = [EXPOSED.encode()]
 
 
 class CorsPolicy:
@@ -63,6 +84,7 @@ class CorsPolicy:
         response.setRawHeaders(_ALLOW_ORIGIN, [origins[-1]])
         response.setRawHeaders(b"vary", _VARY)
         if request.method != b"OPTIONS" or not request.requestHeaders.hasHeader(_REQUEST_METHOD):
+            response.setRawHeaders(b"access-control-expose-headers", _EXPOSE)
             return False
         for name, value in self._preflight:
             response.setRawHeaders(name, [value])

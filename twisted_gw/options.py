@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,25 @@ OPTIONS: tuple[Option, ...] = (
         "YAML or JSON config file (.json is JSON, anything else YAML); "
         "default: ./config.yaml if present, else all defaults",
     ),
+    Option(
+        "workers",
+        None,
+        "N",
+        "processes serving the listeners, 1 to 256 (overrides server.workers)",
+    ),
 )
+
+
+def make_twistd_service(options: Any) -> Any:
+    """The service for the twistd plugin's parsed options (``options.parent``:
+    twistd's own). Here, not in the installed plugin file, so that a new
+    option needs no new copy of that file."""
+    from twisted_gw.service import Launch, makeService
+
+    # twistd's own options say whether it daemonizes and where it logs,
+    # which decides how a start-up failure reaches the operator
+    launch = Launch.from_twistd(options.parent) if options.parent is not None else None
+    return makeService(options["config"], launch=launch, workers=options.get("workers"))
 
 
 def examples_dir() -> Path | None:

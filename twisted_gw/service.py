@@ -11,6 +11,7 @@ must be reported).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import socket
@@ -24,7 +25,13 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, LegacyLogObserverWrapper, Logger, textFileLogObserver
 from twisted.python.failure import Failure
 
-from twisted_gw.config.file import ConfigError, GatewayConfig, ListenConfig, load_config
+from twisted_gw.config.file import (
+    ConfigError,
+    GatewayConfig,
+    ListenConfig,
+    check_workers,
+    load_config,
+)
 
 if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
     from twisted_gw.shutdown import Shutdown
     from twisted_gw.site import GatewaySite
+    from twisted_gw.workers.worker import WorkerSetup
 
 log = Logger()
 
@@ -225,20 +233,33 @@ def probe_bind(listen: ListenConfig) -> str | None:
 
 
 class ListenerService(Service):
-    """One listening port, bound in privilegedStartService."""
+    """One listening port, bound in privilegedStartService.
+
+    In a worker (``fd`` given) the port is a socket the supervisor bound for
+    this worker, inherited as that file descriptor and adopted instead of
+    bound (see :mod:`twisted_gw.workers.supervisor`)."""
 
     def __init__(
-        self, listen: ListenConfig, site: Any, reactor: Any, tls_context: Any = None
+        self,
+        listen: ListenConfig,
+        site: Any,
+        reactor: Any,
+        tls_context: Any = None,
+        fd: int | None = None,
     ) -> None:
         self.listen = listen
         self.site = site
         self.reactor = reactor
         self.tls_context = tls_context
+        self.fd = fd
         self.port: Any = None
         self.setName(listen.name.lower())
 
     def bind(self) -> None:
         if self.port is not None:
+            return
+        if self.fd is not None:
+            self._adopt(self.fd)
             return
         if self.tls_context is not None:
             self.port = self.reactor.listenSSL(
@@ -258,6 +279,17 @@ class ListenerService(Service):
             port=address.port,
         )
 
+    def _adopt(self, fd: int) -> None:
+        factory = self.site
+        if self.tls_context is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self.tls_context, False, self.site)
+        family = socket.AF_INET6 if ":" in self.listen.host else socket.AF_INET
+        self.port = self.reactor.adoptStreamPort(fd, family, factory)
+        os.close(fd)  # the port holds its own duplicate
+        self.fd = None
+
     def privilegedStartService(self) -> None:
         self.bind()
         super().privilegedStartService()
@@ -270,18 +302,20 @@ class ListenerService(Service):
         return None
 
 
-def exit_while_running(reactor: Any, message: str, code: int = 1) -> None:
+def exit_while_running(reactor: Any, message: str, code: int = 1, quiet: bool = False) -> None:
     """End the process with ``code`` and ``message`` on stdout, from inside a
     running reactor.
 
     twistd has no way to set its exit status, so the reactor is stopped (the
     services stop: ports close, connections are released), then the message
     is printed as the last line and the process leaves with ``os._exit(code)``
-    right after shutdown, or after 10 s should a shutdown step hang."""
+    right after shutdown, or after 10 s should a shutdown step hang.
+    ``quiet``: a worker whose supervisor says the message instead."""
 
     def leave() -> None:
         out = sys.__stdout__ or sys.stdout
-        out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
+        if not quiet:
+            out.write(f"twisted-gw: error: {message}\n")  # the last line, as AISIX's
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 if stream is not None:
@@ -445,8 +479,14 @@ class GatewayService(MultiService):
         return d
 
 
-def build(config: GatewayConfig, reactor: Any) -> GatewayService:
-    """Compose the gateway from a checked config (raises ConfigError/StoreFileError)."""
+def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None) -> GatewayService:
+    """Compose the gateway from a checked config (raises ConfigError/StoreFileError).
+
+    ``worker``: this process is one of ``server.workers`` (see
+    :mod:`twisted_gw.workers`): the listeners are the supervisor's inherited
+    sockets, the embedded store is shared by file, the in-memory limiter and
+    the Responses history are the supervisor's, and metrics are summed over
+    the workers. Everything else is the same gateway."""
     from twisted_gw.admin.app import AdminApp
     from twisted_gw.admin.app import error_body as admin_error_body
     from twisted_gw.config.embedded import EmbeddedStore
@@ -477,6 +517,9 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         from twisted_gw.config.etcd_store import EtcdStore
 
         store = EtcdStore.from_config(config.etcd, reactor)  # loads in startService
+    elif worker is not None:  # the supervisor seeded it already
+        store = EmbeddedStore(config.store_path, shared=True, reactor=reactor)
+        store.load()
     else:
         store = EmbeddedStore(config.store_path)
         existed = store.load()
@@ -489,7 +532,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         max_event_bytes=config.max_event_bytes,
     )
     providers = build_providers(upstream)
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(worker.metrics_dir if worker is not None else None)
     if config.redis is not None:
         from twisted_gw.ratelimit.redis import RedisRateLimitStore
 
@@ -501,6 +544,10 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
             fail_open=config.redis.fail_open,
             metrics=metrics,
         )
+    elif worker is not None:  # the one in-memory limiter is the supervisor's
+        from twisted_gw.workers.shared import RemoteRateLimitStore
+
+        limiter = RemoteRateLimitStore(worker.amp)
     else:
         limiter = MemoryRateLimitStore(reactor)
     tracing: Any = None
@@ -526,7 +573,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         ledger = LedgerWriter(
             database,
             reactor,
-            metrics.registry,
+            metrics,
             max_buffer=lc.max_buffer,
             batch_size=lc.batch_size,
             flush_interval=lc.flush_interval,
@@ -538,7 +585,9 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         [
             RateLimitHook(limiter),
             MetricsHook(metrics, reactor),
-            AccessLogHook(reactor, config.access_log_format),
+            AccessLogHook(
+                reactor, config.access_log_format, worker.id if worker is not None else None
+            ),
             *traced,
             *ledgered,
             *load_hooks(config.hooks),
@@ -548,6 +597,10 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     bounds = {"max_entries": config.history_max_entries, "max_age": config.history_max_age}
     if isinstance(limiter, MemoryRateLimitStore):
         history: Any = ResponseHistory(reactor, **bounds)
+    elif worker is not None and config.redis is None:  # the supervisor's, as the limiter
+        from twisted_gw.workers.shared import RemoteResponseHistory
+
+        history = RemoteResponseHistory(worker.amp)
     else:  # shared by the gateways, over the limiter's connection
         history = RedisResponseHistory(
             limiter.redis, reactor, prefix=limiter.prefix, timeout=limiter.timeout, **bounds
@@ -575,7 +628,7 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
         "Proxy requests received whose response is not finished yet.",
         proxy.in_flight,
     )
-    if isinstance(limiter, MemoryRateLimitStore):  # Redis holds its slots itself
+    if config.redis is None:  # Redis holds its slots itself
         metrics.watch(
             "twisted_gw_concurrency_slots_held",
             "Concurrency slots held by requests in flight (in-memory limiter).",
@@ -602,11 +655,19 @@ def build(config: GatewayConfig, reactor: Any) -> GatewayService:
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
     gateway = GatewayService(config, store, upstream, limiter, proxy, tracing, shutdown, ledger)
-    ListenerService(config.proxy, proxy_site, reactor, tls.get("Proxy")).setServiceParent(gateway)
-    ListenerService(config.admin, admin_site, reactor, tls.get("Admin")).setServiceParent(gateway)
+    fds = worker.fds if worker is not None else {}
+    for listen, listen_site in ((config.proxy, proxy_site), (config.admin, admin_site)):
+        ListenerService(
+            listen, listen_site, reactor, tls.get(listen.name), fds.get(listen.name)
+        ).setServiceParent(gateway)
+    if worker is not None and metrics.multiprocess_dir is not None:
+        from twisted.application.internet import TimerService
+
+        TimerService(0.1, metrics.refresh).setServiceParent(gateway)
     if config.etcd is not None:
         # requests wait until etcd is loaded (probes are answered); exit 1 if it never is
-        StartupGate(store, reactor, sites=sites).setServiceParent(gateway)
+        exit = worker.fail if worker is not None else exit_while_running
+        StartupGate(store, reactor, exit, sites=sites).setServiceParent(gateway)
     return gateway
 
 
@@ -617,14 +678,21 @@ def _route_methods(app: Any) -> list[str]:
 
 
 def makeService(
-    config_path: str | None, reactor: Any = None, launch: Launch | None = None
-) -> GatewayService:
+    config_path: str | None,
+    reactor: Any = None,
+    launch: Launch | None = None,
+    workers: Any = None,
+) -> Any:
     """Load the config and build the service, or exit 1 with the reason on stdout.
 
     This runs before a daemonizing twistd forks, while stdout still reaches
     the operator, so everything that can be checked is checked here: the
     config, TLS files, the store file, and a probe bind of each listener.
     Unknown config keys are printed as warnings (CONTRACT 5.5).
+
+    ``workers`` (``--workers``) overrides ``server.workers``. With more than
+    one, the service is the supervisor of :mod:`twisted_gw.workers`, after
+    the same checks; with one it is the gateway itself, as it always was.
     """
     from twisted_gw.config.embedded import StoreFileError
 
@@ -639,6 +707,8 @@ def makeService(
         reactor = default_reactor
     try:
         config = load_config(config_path)
+        if workers is not None:
+            config = dataclasses.replace(config, workers=check_workers(workers, "--workers"))
     except ConfigError as e:
         launch.fail_before_start(str(e))
     for warning in config.warnings:
@@ -647,6 +717,14 @@ def makeService(
         problem = probe_bind(listen)
         if problem is not None:
             launch.fail_before_start(problem)
+    if config.workers > 1:
+        from twisted_gw.workers.supervisor import SupervisorService, check
+
+        try:
+            check(config)
+        except (ConfigError, StoreFileError) as e:
+            launch.fail_before_start(str(e))
+        return SupervisorService(config, reactor, launch)
     try:
         gateway = build(config, reactor)
     except (ConfigError, StoreFileError) as e:

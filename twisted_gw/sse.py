@@ -14,7 +14,7 @@ may grow past ``max_event_bytes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -26,9 +26,11 @@ _PIECE = 64 * 1024
 _FIELD = len(b"data: ")
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
-    """One dispatched event. ``data`` is the raw bytes of its data lines."""
+class SSEEvent(NamedTuple):
+    """One dispatched event. ``data`` is the raw bytes of its data lines.
+
+    A named tuple: one is made per event of every stream, and a tuple is
+    built in C (a frozen dataclass set each field through object.__setattr__)."""
 
     data: bytes
     event: bytes = b""

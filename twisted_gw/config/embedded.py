@@ -5,14 +5,25 @@ fresh machine with no other server. The whole state is small (models and keys)
 and lives in memory; each write goes to a temp file that is fsynced and renamed
 over the real one before memory changes, so a crash leaves either the old or
 the new file, never half of one, and a failed write changes nothing.
+
+With ``server.workers > 1`` every worker holds its own copy (``shared=True``):
+each polls the file's identity (a stat every 50 ms on the reactor) and
+reloads it when another worker replaced it, so an Admin API write reaches
+every worker within 100 ms; and each write runs read-latest/modify/persist
+under an exclusive ``fcntl.flock`` on ``<store>.lock``, re-reading the file
+under the lock when it changed, so duplicate checks and revisions are always
+against the latest state and no worker's update is lost. One process
+(``shared=False``) does neither, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import defer
@@ -33,9 +44,22 @@ class StoreFileError(Exception):
     """The store file cannot be used; the message names the file."""
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    """What changes when the file is replaced (a write renames a new file over it)."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _read_state(path: str) -> tuple[int, dict[str, StoredEntry]]:
+    return _read_state_and_identity(path)[:2]  # type: ignore[return-value]
+
+
+def _read_state_and_identity(
+    path: str,
+) -> tuple[int, dict[str, StoredEntry], tuple[int, int, int]]:
+    """The state and the identity of the very file it was read from."""
     try:
         with open(path, "rb") as f:
+            identity = _identity(os.fstat(f.fileno()))
             raw = json.loads(f.read())
     except OSError as e:
         raise StoreFileError(f"cannot read store file '{path}': {e.strerror}") from None
@@ -61,19 +85,27 @@ def _read_state(path: str) -> tuple[int, dict[str, StoredEntry]]:
                     f"{problem}: entry {key!r} has a bad created_index/modified_index"
                 )
         entries[key] = StoredEntry(key, item["value"], ci, mi)
-    return revision, entries
+    return revision, entries, identity
 
 
 @implementer(IConfigStore)
 class EmbeddedStore:
     """Models and API keys in a local file next to the config."""
 
-    def __init__(self, path: str) -> None:
+    #: seconds between two looks at the file, when shared
+    POLL_INTERVAL = 0.05
+
+    def __init__(self, path: str, shared: bool = False, reactor: Any = None) -> None:
         self.path = path
+        #: several worker processes use the file: watch it, lock writes
+        self.shared = shared
+        self.reactor = reactor
         self._revision = 0
         self._entries: dict[str, StoredEntry] = {}
         self._listeners: list[Callable[[Snapshot], None]] = []
         self.snapshot = Snapshot()
+        self._seen: tuple[int, int, int] | None = None  # the file as last read or written
+        self._poll: Any = None
 
     # -- loading -----------------------------------------------------------
 
@@ -83,12 +115,44 @@ class EmbeddedStore:
         Returns False when there was no file yet. Raises StoreFileError."""
         if not os.path.exists(self.path):
             return False
-        self._revision, self._entries = _read_state(self.path)
+        self._revision, self._entries, self._seen = _read_state_and_identity(self.path)
         self._swap()
         return True
 
     def start(self) -> defer.Deferred:
+        if self.shared and self._poll is None:
+            from twisted.internet.task import LoopingCall
+
+            self._poll = LoopingCall(self.refresh)
+            if self.reactor is not None:
+                self._poll.clock = self.reactor
+            self._poll.start(self.POLL_INTERVAL, now=False).addErrback(
+                lambda f: log.failure("store file watch stopped", f)
+            )
         return defer.succeed(self.snapshot)
+
+    def refresh(self) -> bool:
+        """Reload the file if another process replaced it; True when the
+        snapshot changed. A file that cannot be read or is corrupt keeps the
+        current snapshot (one warning per version of the file)."""
+        try:
+            identity = _identity(os.stat(self.path))
+        except OSError:
+            return False  # not written yet (a brand-new store)
+        if identity == self._seen:
+            return False
+        try:
+            revision, entries, identity = _read_state_and_identity(self.path)
+        except StoreFileError as e:
+            self._seen = identity
+            log.warn("store file not reloaded, keeping the last good one: {e}", e=str(e))
+            return False
+        self._seen = identity
+        if revision == self._revision:
+            return False
+        self._revision, self._entries = revision, entries
+        self._swap()
+        return True
 
     def when_loaded(self) -> defer.Deferred:
         """Loaded already: :meth:`load` runs in build, before the service
@@ -96,7 +160,34 @@ class EmbeddedStore:
         return defer.succeed(self.snapshot)
 
     def stop(self) -> defer.Deferred:
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
         return defer.succeed(None)
+
+    @contextlib.contextmanager
+    def _latest(self) -> Iterator[None]:
+        """Shared: hold ``<store>.lock`` and work on the file's latest state.
+
+        The lock is held for one read-modify-persist (a few ms, fsync
+        included), blocking this process's reactor meanwhile: writes come
+        from the Admin API and are rare, and a correct revision beats a
+        non-blocking one."""
+        if not self.shared:
+            yield
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StoreError(f"store lock failed: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.refresh()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def not_ready(self) -> str | None:
         """Never: the file is read in build, and the state is this process's own."""
@@ -104,6 +195,10 @@ class EmbeddedStore:
 
     def seed_demo(self) -> None:
         """Create the demo model and key of the README on a brand-new store."""
+        with self._latest():
+            self._seed_demo()
+
+    def _seed_demo(self) -> None:
         self._write_entry(
             "models", "demo", {"name": "demo", "model": "mock/demo", "provider_config": {}}
         )
@@ -127,22 +222,27 @@ class EmbeddedStore:
 
     def put(self, segment: str, id: str, value: dict) -> defer.Deferred:
         try:
-            return defer.succeed(self._put(segment, id, value))
+            with self._latest():
+                return defer.succeed(self._put(segment, id, value))
         except (DuplicateError, StoreError) as e:
             return defer.fail(e)
 
     def delete(self, segment: str, id: str) -> defer.Deferred:
+        try:
+            with self._latest():
+                return defer.succeed(self._delete(segment, id))
+        except StoreError as e:
+            return defer.fail(e)
+
+    def _delete(self, segment: str, id: str) -> StoredEntry | None:
         key = f"/{segment}/{id}"
         old = self._entries.get(key)
         if old is None:
-            return defer.succeed(None)
+            return None
         entries = dict(self._entries)
         del entries[key]
-        try:
-            self._commit(self._revision + 1, entries)
-        except StoreError as e:
-            return defer.fail(e)
-        return defer.succeed(old)
+        self._commit(self._revision + 1, entries)
+        return old
 
     # -- internals -----------------------------------------------------------
 
@@ -203,6 +303,8 @@ class EmbeddedStore:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
             tmp = None
+            if self.shared:  # ours: the watch need not read it back
+                self._seen = _identity(os.stat(self.path))
             dir_fd = os.open(directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)

@@ -42,6 +42,8 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: seconds a client has to send a request's headers, from its first byte
 DEFAULT_HEADER_TIMEOUT = 30.0
+#: ``server.workers``: processes serving the listeners (1: today's single process)
+MAX_WORKERS = 256
 #: seconds requests in flight may go on after SIGTERM/SIGINT (CONTRACT 5.2)
 DEFAULT_SHUTDOWN_GRACE = 30.0
 #: the request headers a CORS preflight allows unless told otherwise (CONTRACT 5.6)
@@ -177,6 +179,8 @@ class GatewayConfig:
     #: the Responses API's history bounds (CONTRACT-NEXT 3.4 **[ours]**)
     history_max_entries: int = 10_000
     history_max_age: float = 86_400.0
+    #: processes serving the listeners (``server.workers``; 1: one process, as ever)
+    workers: int = 1
     #: OpenTelemetry tracing (CONTRACT 5.3); None: off
     tracing: TracingConfig | None = None
     #: seconds requests in flight may finish in after SIGTERM/SIGINT (CONTRACT 5.2)
@@ -279,15 +283,18 @@ class Flag:
 @dataclass(frozen=True)
 class Integer:
     minimum: int  # 0 or 1
+    maximum: int | None = None
 
     @property
     def expected(self) -> str:
+        if self.maximum is not None:
+            return f"an integer from {self.minimum} to {self.maximum}"
         return "a positive integer" if self.minimum == 1 else "a non-negative integer"
 
     def check(self, value: Any, path: str, warn: Callable[[str], None]) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Refused(_a(value))
-        if value < self.minimum:
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
             raise _Refused(str(value))
         return value
 
@@ -439,6 +446,19 @@ class AdminKeys:
                 raise ConfigError(f"{where} must be a non-empty string, got {_a(entry)}")
             keys.append(entry)
         return tuple(keys)
+
+
+#: what ``server.workers`` and ``--workers`` accept (one check for both)
+WORKERS = Integer(1, MAX_WORKERS)
+
+
+def check_workers(value: Any, path: str) -> int:
+    """``value`` as a worker count, or the ConfigError of any other key
+    (``<path> must be an integer from 1 to 256, got 0``); for ``--workers``,
+    whose digits arrive as text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return Key(WORKERS, 1, "").read(value, path, lambda _: None)
 
 
 # -- the table -------------------------------------------------------------
@@ -776,6 +796,11 @@ SCHEMA = Section(
                     ),
                 ),
                 "admin": _listener_section("Admin", DEFAULT_ADMIN_LISTEN, 256),
+                "workers": Key(
+                    WORKERS,
+                    1,
+                    "processes serving both listeners (see Workers); --workers N overrides it",
+                ),
                 "shutdown_grace": Key(
                     Seconds(zero_is_off=True),
                     DEFAULT_SHUTDOWN_GRACE,
@@ -1025,6 +1050,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> G
         plugin_hooks=values["plugin_hooks"],
         history_max_entries=proxy_values["responses_history"]["max_entries"],
         history_max_age=proxy_values["responses_history"]["max_age"],
+        workers=server["workers"],
         tracing=_tracing(
             values["observability"]["tracing"], os.environ if environ is None else environ
         ),

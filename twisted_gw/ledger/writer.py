@@ -72,7 +72,7 @@ class LedgerWriter:
         self,
         database: ILedgerDatabase,
         clock: Any,
-        registry: Any = None,
+        metrics: Any = None,
         *,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -106,8 +106,8 @@ class LedgerWriter:
         self.dropped = 0
         self.written = 0
         self._counters: tuple[Any, Any, Any] | None = None
-        if registry is not None:
-            self._counters = _register(registry, self)
+        if metrics is not None:
+            self._counters = _register(metrics, self)
 
     # -- the request path ------------------------------------------------------------
 
@@ -325,8 +325,13 @@ def _text(failure: Failure) -> str:
     return f"{failure.type.__name__}: {message[0] if message else ''}"
 
 
-def _register(registry: Any, writer: LedgerWriter) -> tuple[Any, Any, Any]:
+def _register(metrics: Any, writer: LedgerWriter) -> tuple[Any, Any, Any]:
+    """The writer's series, in ``metrics``: the gateway's GatewayMetrics (its
+    registry, and its ``watch`` for the gauge), or a bare CollectorRegistry."""
     from prometheus_client import Counter, Gauge
+
+    watch = getattr(metrics, "watch", None)
+    registry = getattr(metrics, "registry", metrics)
 
     dropped = Counter(
         "twisted_gw_ledger_rows_dropped",
@@ -341,9 +346,12 @@ def _register(registry: Any, writer: LedgerWriter) -> tuple[Any, Any, Any]:
         "Ledger batch writes that failed (they are retried).",
         registry=registry,
     )
-    Gauge(
+    name, doc = (
         "twisted_gw_ledger_rows_buffered",
         "Ledger rows in memory, waiting for the database.",
-        registry=registry,
-    ).set_function(lambda: writer.held)
+    )
+    if watch is not None:  # GatewayMetrics: with several workers, the sum of theirs
+        watch(name, doc, lambda: writer.held)
+    else:
+        Gauge(name, doc, registry=registry).set_function(lambda: writer.held)
     return dropped, written, errors

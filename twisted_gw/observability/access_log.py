@@ -57,7 +57,7 @@ def logfmt_value(value: Any) -> str:
     text = str(value)
     if len(text) > 200:
         text = text[:200] + "..."
-    if all(c in _PLAIN for c in text):
+    if _PLAIN.issuperset(text):
         return text
     escaped = escape(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
@@ -196,9 +196,21 @@ class AccessLogHook:
 
     name = "access_log"
 
-    def __init__(self, reactor: Any, format: str = "logfmt") -> None:
+    def __init__(self, reactor: Any, format: str = "logfmt", worker: int | None = None) -> None:
         self.reactor = reactor
         self._line = access_json if format == "json" else access_line
+        #: several workers: the line says which one served the request
+        self.worker = worker
+        if worker is not None:
+            self._line = self._json_of_worker if format == "json" else self._line_of_worker
+
+    def _line_of_worker(self, ctx: RequestContext, now: float) -> str:
+        return f"{access_line(ctx, now)} worker={self.worker}"
+
+    def _json_of_worker(self, ctx: RequestContext, now: float) -> str:
+        fields = access_fields(ctx, now)
+        fields["worker"] = self.worker
+        return json_line(fields)
 
     def pre_call(self, ctx: RequestContext) -> None:
         return None

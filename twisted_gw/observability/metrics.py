@@ -5,6 +5,14 @@ its Grafana dashboard works unchanged; two more series are ours **[beyond]**:
 rate-limit rejections and how streams ended. One registry per gateway (no
 global state), served at ``GET /metrics`` on the admin listener. Label
 children are cached so a request costs a few dict lookups, not label parsing.
+
+With several workers (``server.workers > 1``) every worker writes its
+values to files in the supervisor's ``PROMETHEUS_MULTIPROC_DIR`` (set before
+prometheus_client is imported) and ``/metrics``, whichever worker serves it,
+reports the sum over all of them (prometheus_client's multiprocess mode).
+Gauges read at scrape time cannot work there (a worker cannot call another's
+function), so each worker sets its own value of them every 100 ms
+(:meth:`GatewayMetrics.refresh`) and the live workers' values are summed.
 """
 
 from __future__ import annotations
@@ -42,8 +50,12 @@ BUCKETS_MS = (
 class GatewayMetrics:
     """The gateway's metric families, in their own registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        #: several workers: /metrics sums the files in this directory
+        self.multiprocess_dir = multiprocess_dir
+        self._watched: list[tuple[Any, Any]] = []
 
         disable_created_metrics()  # no *_created series: AISIX has none, they only add noise
 
@@ -121,13 +133,31 @@ class GatewayMetrics:
         nothing): e.g. requests in flight, concurrency slots held."""
         from prometheus_client import Gauge
 
-        Gauge(name, documentation, registry=self.registry).set_function(read)
+        if self.multiprocess_dir is None:
+            Gauge(name, documentation, registry=self.registry).set_function(read)
+            return
+        # the sum over the live workers of each one's own value
+        gauge = Gauge(name, documentation, registry=self.registry, multiprocess_mode="livesum")
+        gauge.set(read())
+        self._watched.append((gauge, read))
+
+    def refresh(self) -> None:
+        """Several workers: write this worker's value of every watched gauge
+        (called every 100 ms; one process reads them at scrape time instead)."""
+        for gauge, read in self._watched:
+            gauge.set(read())
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()  # a fresh one per scrape, as the library asks
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def request(self, method: str, endpoint: str, status: int) -> tuple[Any, Any]:
         key = (method, endpoint, status)

@@ -20,7 +20,7 @@ from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -59,6 +59,23 @@ def _host_of(url: str) -> str:
     return scheme + sep + rest.split("/", 1)[0].rsplit("@", 1)[-1] if sep else "-"
 
 
+class _Upstream:
+    """What the Agent works out from an upstream URL, worked out once: the
+    request URL, its parsed form, the pool key, the endpoint and the Host
+    header (``Agent.request`` re-validates and re-parses the URL and copies
+    the headers to add Host, on every request)."""
+
+    __slots__ = ("endpoint", "host", "key", "origin", "parsed", "uri")
+
+    def __init__(self, agent: Agent, endpoints: EndpointFactory, url: str) -> None:
+        self.uri = EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
+        self.parsed = parsed = URI.fromBytes(self.uri)
+        self.key = (parsed.scheme, parsed.host, parsed.port)
+        self.endpoint = endpoints.endpointForURI(parsed)
+        self.host = agent._computeHostValue(parsed.scheme, parsed.host, parsed.port)
+        self.origin = parsed.originForm  # a property that unparses the URL each time
+
+
 class UpstreamClient:
     """POSTs JSON to upstreams over one pool; fires ``(status, headers, body)``."""
 
@@ -77,12 +94,13 @@ class UpstreamClient:
         if pool is None:
             pool = connection_pool(reactor, max_per_host=256, idle_timeout=120)
         self.pool = pool
-        self._urls: dict[str, bytes] = {}
+        self._upstreams: dict[str, _Upstream] = {}
         # twisted.web's Agent itself, not treq's client around it: treq would,
         # on every request, parse the URL again, build and merge cookie jars
         # (a gateway must not keep upstream cookies anyway), ask for gzip and
         # wrap the response; the answers are still read with treq.collect
-        self._agent = Agent.usingEndpointFactory(reactor, EndpointFactory(reactor), pool=pool)
+        self._endpoints = EndpointFactory(reactor)
+        self._agent = Agent.usingEndpointFactory(reactor, self._endpoints, pool=pool)
         #: adds the current attempt's ``traceparent`` to a request's headers
         #: (CONTRACT 5.3: ``Tracing.inject``); None when tracing is off
         self.inject: Callable[[str, dict[bytes, list[bytes]]], None] | None = None
@@ -106,18 +124,32 @@ class UpstreamClient:
     def _request(self, url: str, headers: dict[bytes, list[bytes]], body: bytes) -> defer.Deferred:
         if self.inject is not None:
             self.inject(url, headers)
-        return self._agent.request(b"POST", self._url(url), Headers(headers), BytesProducer(body))
+        try:
+            upstream = self._upstream(url)
+        except Exception:  # noqa: BLE001 - as Agent.request: a scheme it cannot serve
+            return defer.fail(Failure())
+        sent = Headers(headers)
+        sent.setRawHeaders(b"host", [upstream.host])
+        # Agent.request without its per-request URL work (see _Upstream)
+        return self._agent._requestWithEndpoint(
+            upstream.key,
+            upstream.endpoint,
+            b"POST",
+            upstream.parsed,
+            sent,
+            BytesProducer(body),
+            upstream.origin,
+        )
 
-    def _url(self, url: str) -> bytes:
-        """The request URL as the Agent takes it, made once per distinct
-        upstream URL (an IDN host or a non-ASCII path encoded, as treq would)."""
-        encoded = self._urls.get(url)
-        if encoded is None:
-            if len(self._urls) > 1024:  # bounded: URLs come from config, but be safe
-                self._urls.clear()
-            encoded = EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
-            self._urls[url] = encoded
-        return encoded
+    def _upstream(self, url: str) -> _Upstream:
+        """The prepared form of an upstream URL, made once per distinct URL
+        (an IDN host or a non-ASCII path encoded, as treq would)."""
+        upstream = self._upstreams.get(url)
+        if upstream is None:
+            if len(self._upstreams) > 1024:  # bounded: URLs come from config, but be safe
+                self._upstreams.clear()
+            upstream = self._upstreams[url] = _Upstream(self._agent, self._endpoints, url)
+        return upstream
 
     def read(self, response: IResponse, url: str = "-") -> defer.Deferred:
         """Read a whole response: fires (status, headers, body); transport
