@@ -418,3 +418,40 @@ async def test_two_gateways_share_one_postgresql_ledger(tmp_path, postgres):
     finally:
         for gateway in gateways:
             gateway.process.stop()
+
+
+# -- several workers ----------------------------------------------------------------------
+
+
+def test_every_worker_writes_the_one_sqlite_ledger(tmp_path):
+    """``server.workers: 2``: each worker writes its rows to the same SQLite
+    file (WAL: one writer at a time, readers never wait); the report read
+    through either worker counts them all, and /metrics sums the buffers."""
+    from tests.test_workers_blackbox import chat_on, pinned, start
+
+    gateway = start(tmp_path, workers=2)
+    try:
+        conns = list(pinned(gateway).values())  # a demo request per worker, at least
+        rids = []
+        for i in range(20):
+            status, headers, body = chat_on(conns[i % 2], "sk-demo-key")
+            assert status == 200, body
+            rids.append(headers["x-request-id"])
+        ledger = sqlite_ledger(tmp_path / "ledger.sqlite3")
+        deadline = time.monotonic() + 5
+        while not set(rids) <= {r for (r,) in ledger.query("SELECT request_id FROM ledger")}:
+            assert time.monotonic() < deadline, "the workers' rows never all came"
+            time.sleep(0.05)
+        time.sleep(0.2)  # a second row of any request would be there by now
+        every = [r for (r,) in ledger.query("SELECT request_id FROM ledger")]
+        assert len(every) == len(set(every)) >= 22  # one row each, the pins' included
+        with_pins = len(every)
+        status, body = gateway.admin_call("GET", "/aisix/admin/spend?from=2000-01-01T00:00:00Z")
+        assert status == 200
+        assert [(r["id"], r["requests"]) for r in body["rows"]] == [("demo", with_pins)]
+        from tests.support.gateway import http
+
+        status, _, metrics = http("GET", gateway.admin + "/metrics")
+        assert b"twisted_gw_ledger_rows_buffered 0.0" in metrics
+    finally:
+        gateway.process.stop()
