@@ -182,6 +182,23 @@ def test_spend_page_shows_keys_with_budgets_and_models_over_the_chosen_period(gw
     b.check_same_origin_only()
     b.shot("spend-month")
 
+    # a phone: the chart scales down, the page never scrolls sideways
+    b.driver.set_window_size(390, 844)
+    try:
+        b.wait(
+            lambda: (
+                b.js(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                <= 0
+            ),
+            timeout=3,
+            what="no sideways scroll",
+        )
+        b.shot("spend-phone")
+    finally:
+        b.driver.set_window_size(1280, 860)
+
     # a key's budget (budget.max_usd, set through the API keys of the budget work) and its use
     shown = b.driver.execute_async_script(
         """
