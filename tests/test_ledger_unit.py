@@ -299,11 +299,23 @@ def test_close_gives_up_after_its_bound_and_counts_the_rest_dropped(capture_log)
         w.append(row(n))
     closing = w.close(timeout=2.0)
     assert db.pending() == ["schema"]  # the database does not answer
+    w.append(row(3))  # a request the drain ended, after the batch went
     clock.advance(2.0)
     assert closing.called and db.closed
-    assert w.dropped == 3
-    assert capture_log("3 rows not written at shutdown")
-    db.write_all()  # the database answers after all: nothing breaks
+    assert capture_log("4 rows not written at shutdown")
+    assert w.dropped == 1  # the buffered one; the batch in flight counts when it ends
+    db.answer(ok=False)  # the database refuses it late: dropped, never retried
+    assert w.dropped == 4 and db.pending() == []
+
+
+def test_a_batch_the_database_takes_after_shutdown_s_bound_counts_as_written():
+    clock, db = task.Clock(), FakeDatabase()
+    w = writer(clock, db, flush_interval=30.0)
+    w.append(row(1))
+    w.close(timeout=2.0)
+    clock.advance(2.0)
+    db.write_all()  # late, but written
+    assert (w.written, w.dropped) == (1, 0)
 
 
 def test_close_stops_at_the_first_refused_batch():

@@ -99,6 +99,8 @@ class LedgerWriter:
         self._schema_ok = False
         self._failing = False
         self._closed = False
+        #: shutdown's flush ran out of time: nothing is retried any more
+        self._gave_up = False
         self._retention: task.LoopingCall | None = None
         self._drop_log = _Throttle(clock, LOG_INTERVAL)
         self._error_log = _Throttle(clock, LOG_INTERVAL)
@@ -190,6 +192,10 @@ class LedgerWriter:
 
     def _failed(self, failure: Failure, batch: list[Row]) -> None:
         self._writing = 0
+        if self._gave_up:  # after shutdown's bound: nothing will retry it
+            self._count_dropped(len(batch))
+            self._notify(False)
+            return
         self._buffer.extendleft(reversed(batch))  # it was counted in the bound: it fits
         self._oldest = self.clock.seconds()
         self._schema_ok = False  # the database may have come back empty
@@ -217,11 +223,14 @@ class LedgerWriter:
             if not d.called:  # a shutdown that gave up cancelled it
                 d.callback(ok)
 
-    def _drop(self, n: int) -> None:
+    def _count_dropped(self, n: int) -> None:
         self.dropped += n
-        self._dropped_since_log += n
-        if self._counters is not None:
+        if self._counters is not None and n:
             self._counters[0].inc(n)
+
+    def _drop(self, n: int) -> None:
+        self._count_dropped(n)
+        self._dropped_since_log += n
         if self._drop_log.ready():
             log.warn(
                 "ledger: buffer full ({max} rows, {db} is not keeping up); dropped {n} rows"
@@ -302,10 +311,11 @@ class LedgerWriter:
                     n=left,
                     db=self.database.name,
                 )
-                self.dropped += left
-                if self._counters is not None:
-                    self._counters[0].inc(left)
+                # the buffer's rows are lost now; a write still in flight
+                # counts when it ends (written, or dropped if it fails)
+                self._count_dropped(len(self._buffer))
                 self._buffer.clear()
+            self._gave_up = True
             return self.database.close()
 
         return drain.addCallback(lost)
