@@ -152,3 +152,17 @@ def etcd(tmp_path_factory: pytest.TempPathFactory):
     server = EtcdServer(tmp_path_factory.mktemp("etcd")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (tests/support/postgres.py) for the session;
+    tests that stop it start it again. Skipped only where PostgreSQL's server
+    binaries are missing."""
+    from tests.support.postgres import PostgresServer, binaries
+
+    if binaries() is None:
+        pytest.skip("needs PostgreSQL's server (initdb, pg_ctl): apt-get install -y postgresql")
+    server = PostgresServer().start()
+    yield server
+    server.destroy()

@@ -43,6 +43,7 @@ DOCUMENTED = {
     ("GET", "/aisix/admin/providers/{id}"),
     ("PUT", "/aisix/admin/providers/{id}"),
     ("DELETE", "/aisix/admin/providers/{id}"),
+    ("GET", "/aisix/admin/spend"),
     ("GET", "/openapi"),
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
@@ -267,6 +268,20 @@ def test_metrics_and_the_playground_are_documented(doc):
     assert component(doc, "ProxyError").is_valid({"error": {**error, "code": None}})
     assert not component(doc, "ProxyError").is_valid({"error_msg": "Invalid API key"})
     assert "text/event-stream" in playground["responses"]["200"]["content"]
+
+
+def test_the_spend_report_is_documented_with_its_parameters_and_errors(doc):
+    spend = doc["paths"]["/aisix/admin/spend"]["get"]
+    assert [p["name"] for p in spend["parameters"]] == ["group_by", "from", "to"]
+    assert {"200", "400", "401", "404", "503"} <= set(spend["responses"])
+    assert "may be missing" in spend["description"]  # rows not yet flushed
+    report = component(doc, "Spend")
+    example = doc["components"]["schemas"]["Spend"]["examples"][0]
+    assert report.is_valid(example)
+    from twisted_gw.ledger.report import SpendQuery, spend_document
+
+    served = spend_document(SpendQuery("model", 0.0, 60.0), [(None, 2, 3, 4, None)])
+    assert report.is_valid(served)
 
 
 def test_every_operation_has_responses_and_a_unique_operation_id(doc):

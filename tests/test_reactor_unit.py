@@ -230,3 +230,27 @@ def test_a_stop_during_the_turns_end_is_seen_before_the_next_wait(reactor):
     reactor.run(installSignalHandlers=False)
     assert not reactor.running
     client.close()
+
+
+def test_an_fd_number_reused_by_a_file_before_the_turn_ends_is_no_error(reactor, tmp_path):
+    """Another thread (the ledger's SQLite, the trace exporter) may open a
+    file between a socket's close and the turn's end, and get its number:
+    epoll then refuses that number with EPERM, and the socket's own
+    registration went with the socket."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    reader = Reader(a, reactor)
+    reader.startReading()
+    turn(reactor)
+    number = a.fileno()
+    reader.stopReading()  # the unregister waits for the turn's end
+    a.close()
+    f = open(tmp_path / "ledger.sqlite3", "wb")  # noqa: SIM115 - held open across the turn
+    try:
+        if f.fileno() != number:
+            pytest.skip("the kernel did not reuse the fd number")
+        turn(reactor)  # no PermissionError out of the main loop
+        assert reactor._poller.on(number)[-1] == ("unregister", number, 0)
+    finally:
+        f.close()
+        b.close()

@@ -42,6 +42,7 @@ DEEP_LINKS = [
     "/ui/apikeys",
     "/ui/apikeys/create",
     "/ui/playground",
+    "/ui/spend",
     "/ui/no/such/view",
     "/ui/missing.js",
     "/ui/models?x=1",

@@ -129,7 +129,10 @@ class GatewayReactor(epollreactor.EPollReactor):
                 try:
                     poller.unregister(fd)
                 except OSError as e:  # closed meanwhile: the kernel dropped it
-                    if e.errno not in (errno.ENOENT, errno.EBADF):
+                    # EPERM: closed, and the number already reused by a regular
+                    # file that another thread opened (the ledger's SQLite, the
+                    # trace exporter's files), which epoll never holds
+                    if e.errno not in (errno.ENOENT, errno.EBADF, errno.EPERM):
                         raise
                 had = None
             if not mask:

@@ -35,6 +35,7 @@ from twisted_gw.config.file import (
 
 if TYPE_CHECKING:
     from twisted_gw.config.interfaces import IConfigStore
+    from twisted_gw.ledger.writer import LedgerWriter
     from twisted_gw.observability.tracing import Tracing
     from twisted_gw.ratelimit.interfaces import IRateLimitStore
     from twisted_gw.shutdown import Shutdown
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from twisted_gw.workers.worker import WorkerSetup
 
 log = Logger()
+
+#: seconds a shutdown waits for the ledger's last rows to be written
+LEDGER_FLUSH_BOUND = 2.0
 
 
 class StartupError(Exception):
@@ -384,6 +388,7 @@ class GatewayService(MultiService):
         tracing: Tracing | None = None,
         shutdown: Shutdown | None = None,
         budgets: Any = None,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -397,6 +402,8 @@ class GatewayService(MultiService):
         self.tracing = tracing
         #: the drain of CONTRACT 5.2 (None: what is in flight is ended at once)
         self.shutdown = shutdown
+        #: the request ledger's writer (issue 17; None: off)
+        self.ledger = ledger
 
     def privilegedStartService(self) -> None:
         """Bind every listener, or release them all and fail start-up (see :class:`Launch`).
@@ -426,6 +433,8 @@ class GatewayService(MultiService):
         super().startService()
         if self.tracing is not None:
             self.tracing.start()  # its export thread, in the process that serves
+        if self.ledger is not None:
+            self.ledger.start()  # its database thread, likewise
         # The collector, tuned for a server (measured under bench/, issue 15):
         # everything built so far (modules, the app, the config) lives as long
         # as the process, so it is frozen out of the collector's sight and a
@@ -458,6 +467,10 @@ class GatewayService(MultiService):
             d.addBoth(lambda _: shutdown.drain())
         elif self.proxy is not None:
             d.addBoth(lambda _: self.proxy.abort_in_flight())
+        ledger = self.ledger
+        if ledger is not None:
+            # after the drain, so the rows of the requests it ended go too; bounded
+            d.addBoth(lambda _: ledger.close(LEDGER_FLUSH_BOUND))
         d.addBoth(lambda _: self.store.stop())
         d.addBoth(lambda _: self.upstream.close())
         budgets = self.budgets
@@ -573,6 +586,29 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         upstream.inject = tracing.inject
         traced.append(TracingHook())
     budget_hook = BudgetHook(budgets, reactor, config.budget_default_max_tokens)
+    ledger: Any = None
+    ledgered: list[Any] = []
+    if config.ledger is not None:
+        from twisted_gw.ledger.database import open_database
+        from twisted_gw.ledger.hook import LedgerHook
+        from twisted_gw.ledger.writer import LedgerWriter
+
+        lc = config.ledger
+        try:
+            database = open_database(lc.path, lc.url, reactor, lc.timeout)
+        except Exception as e:  # noqa: BLE001 - sqlite3's and the OS's errors alike
+            raise ConfigError(f"ledger: cannot use SQLite file '{lc.path}': {e}") from None
+        ledger = LedgerWriter(
+            database,
+            reactor,
+            metrics,
+            max_buffer=lc.max_buffer,
+            batch_size=lc.batch_size,
+            flush_interval=lc.flush_interval,
+            retention_days=lc.retention_days,
+        )
+        # after every built-in hook: the budget hook sets ctx.cost_usd before it reads it
+        ledgered.append(LedgerHook(ledger, reactor))
     hooks = HookManager(
         [
             RateLimitHook(limiter),
@@ -584,6 +620,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
                 reactor, config.access_log_format, worker.id if worker is not None else None
             ),
             *traced,
+            *ledgered,
             *load_hooks(config.hooks),
             *(plugin_hooks() if config.plugin_hooks else ()),
         ],
@@ -610,7 +647,14 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
         history=history,
         tracing=tracing,
     )
-    admin = AdminApp(store, config.admin_keys, metrics, chat=proxy.chat_completions)
+    admin = AdminApp(
+        store,
+        config.admin_keys,
+        metrics,
+        chat=proxy.chat_completions,
+        ledger=None if ledger is None else ledger.database,
+        clock=reactor,
+    )
     metrics.watch(
         "twisted_gw_requests_in_flight",
         "Proxy requests received whose response is not finished yet.",
@@ -650,7 +694,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)
 
     gateway = GatewayService(
-        config, store, upstream, limiter, proxy, tracing, shutdown, budgets=budgets
+        config, store, upstream, limiter, proxy, tracing, shutdown, budgets=budgets, ledger=ledger
     )
     fds = worker.fds if worker is not None else {}
     for listen, listen_site in ((config.proxy, proxy_site), (config.admin, admin_site)):

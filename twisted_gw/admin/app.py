@@ -33,6 +33,7 @@ from twisted_gw.site import routes
 
 if TYPE_CHECKING:
     from twisted_gw.config.snapshot import StoredEntry
+    from twisted_gw.ledger.interfaces import ILedgerDatabase
     from twisted_gw.observability.metrics import GatewayMetrics
 
 log = Logger()
@@ -124,9 +125,16 @@ class AdminApp:
         admin_keys: Sequence[str],
         metrics: GatewayMetrics | None = None,
         chat: Callable[[Request], Any] | None = None,
+        ledger: ILedgerDatabase | None = None,
+        clock: Any = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
+        #: the request ledger's database, which the spend report reads (None: off)
+        self.ledger = ledger
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         #: the proxy's chat endpoint, which the playground runs as it is
         self.chat = chat
         self._keys = tuple(k.encode() for k in admin_keys)
@@ -298,6 +306,36 @@ class AdminApp:
     @app.route(PREFIX + "/<any(models,apikeys,providers):segment>/<id>", methods=["DELETE"])
     def delete_entity(self, request: Request, segment: str, id: str) -> Any:
         return self._run(request, self._delete, KINDS[segment], id)
+
+    # -- reports -------------------------------------------------------------------
+
+    def _spend(self, request: Request) -> defer.Deferred:
+        """The spend report from the ledger (issue 17), queried on the
+        database's thread; rows not yet flushed (up to a second's) are missing."""
+        from twisted_gw.ledger.report import ReportError, parse_query, spend_document
+
+        if self.ledger is None:
+            raise AdminError(404, "The ledger is off (deployment.ledger.enabled: false)")
+        args = {
+            k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+            for k, vs in (request.args or {}).items()
+        }
+        try:
+            query = parse_query(args, self.clock.seconds())
+        except ReportError as e:
+            raise AdminError(400, str(e)) from None
+
+        def failed(failure: Failure) -> None:
+            lines = failure.getErrorMessage().strip().splitlines() or [failure.type.__name__]
+            raise AdminError(503, f"ledger database unavailable: {lines[0][:200]}")
+
+        d = self.ledger.spend(query.group_by, query.start, query.end)
+        d.addCallbacks(lambda rows: _json(request, 200, spend_document(query, rows)), failed)
+        return d
+
+    @app.route(PREFIX + "/spend", methods=["GET"])
+    def spend(self, request: Request) -> Any:
+        return self._run(request, self._spend)
 
     # -- unauthenticated pages -----------------------------------------------------
 

@@ -51,6 +51,7 @@ DEFAULT_SHUTDOWN_GRACE = 30.0
 #: the request headers a CORS preflight allows unless told otherwise (CONTRACT 5.6)
 DEFAULT_CORS_HEADERS = ("authorization", "content-type")
 STORE_FILE_NAME = "twisted-gw-store.json"
+LEDGER_FILE_NAME = "ledger.sqlite3"
 #: spans a gateway holds for export before it drops (CONTRACT 5.3)
 DEFAULT_TRACE_QUEUE = 2048
 #: the OpenTelemetry variables that name a traces endpoint, in their order of precedence
@@ -128,6 +129,23 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    """The request ledger (issue 17): SQLite at ``path``, or PostgreSQL at ``url``."""
+
+    #: the SQLite file (absolute); unused when ``url`` is set
+    path: str
+    #: a postgresql:// URL: the shared database of several gateways
+    url: str | None = field(repr=False)  # may hold a password
+    #: days a row is kept (0: forever)
+    retention_days: int
+    max_buffer: int
+    batch_size: int
+    flush_interval: float
+    #: seconds a database call may take (PostgreSQL's connect and statement timeout)
+    timeout: float
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     """OpenTelemetry traces (CONTRACT 5.3); present only when an endpoint is known."""
 
@@ -169,6 +187,8 @@ class GatewayConfig:
     tracing: TracingConfig | None = None
     #: seconds requests in flight may finish in after SIGTERM/SIGINT (CONTRACT 5.2)
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    #: the request ledger (issue 17); None: off
+    ledger: LedgerConfig | None = None
     #: one line per key the schema does not know (CONTRACT 5.5), for start-up to print
     warnings: tuple[str, ...] = ()
     #: output tokens a budget reserves for a request without its own cap (issue 17)
@@ -688,6 +708,47 @@ SCHEMA = Section(
                     optional=True,
                     doc="shared rate-limit counters",
                 ),
+                "ledger": Section(
+                    {
+                        "enabled": Key(
+                            Flag(), True, "write one row per authenticated request to the ledger"
+                        ),
+                        "path": Key(
+                            Text(),
+                            None,
+                            "the SQLite file, relative to the config file's directory",
+                            shown=f"{LEDGER_FILE_NAME} next to the store file"
+                            " (with etcd: next to the config file)",
+                        ),
+                        "url": Key(
+                            URL(("postgresql://", "postgres://")),
+                            None,
+                            "PostgreSQL instead of SQLite (user:password@host:port/db),"
+                            " shared by several gateways",
+                        ),
+                        "retention_days": Key(
+                            Integer(0), 90, "days a row is kept; 0 keeps rows forever"
+                        ),
+                        "max_buffer": Key(
+                            Integer(1),
+                            10_000,
+                            "rows held while the database is slow or down; more are dropped and"
+                            " counted in twisted_gw_ledger_rows_dropped_total",
+                        ),
+                        "batch_size": Key(Integer(1), 500, "rows written in one transaction"),
+                        "flush_interval": Key(
+                            Seconds(),
+                            1.0,
+                            "seconds a row may wait in memory before its batch is written",
+                        ),
+                        "timeout": Key(
+                            Seconds(),
+                            5.0,
+                            "seconds a database call may take (PostgreSQL connect and statement"
+                            " timeout)",
+                        ),
+                    }
+                ),
             }
         ),
         "server": Section(
@@ -915,6 +976,31 @@ def _tracing(values: dict[str, Any], environ: Mapping[str, str]) -> TracingConfi
     )
 
 
+def _ledger(
+    values: dict[str, Any], base_dir: str, store_path: str, etcd: bool
+) -> LedgerConfig | None:
+    """The ledger's database: PostgreSQL when a URL is given, else a SQLite
+    file (``path`` relative to the config file's directory; by default next
+    to the embedded store file, or next to the config file with etcd)."""
+    if not values["enabled"]:
+        return None
+    path = values["path"]
+    if path is None:
+        directory = base_dir if etcd else os.path.dirname(store_path)
+        path = os.path.join(directory, LEDGER_FILE_NAME)
+    else:
+        path = os.path.join(base_dir, path)
+    return LedgerConfig(
+        path=path,
+        url=values["url"],
+        retention_days=values["retention_days"],
+        max_buffer=values["max_buffer"],
+        batch_size=values["batch_size"],
+        flush_interval=values["flush_interval"],
+        timeout=values["timeout"],
+    )
+
+
 def read_file(path: str) -> Any:
     """Parse ``path`` as JSON (``.json``) or YAML (anything else)."""
     try:
@@ -955,13 +1041,14 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> G
     deployment, server = values["deployment"], values["server"]
     proxy_values = server["proxy"]
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    store_path = os.path.join(base_dir, deployment["store"]["path"])
     return GatewayConfig(
         path=path,
         proxy=_listener("Proxy", proxy_values),
         admin=_listener("Admin", server["admin"]),
         admin_keys=deployment["admin"]["admin_key"],
         etcd=_etcd(deployment["etcd"]),
-        store_path=os.path.join(base_dir, deployment["store"]["path"]),
+        store_path=store_path,
         seed_demo=deployment["store"]["seed_demo"],
         max_body_bytes=proxy_values["max_body_bytes"],
         upstream_timeout=proxy_values["upstream_timeout"],
@@ -978,6 +1065,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> G
             values["observability"]["tracing"], os.environ if environ is None else environ
         ),
         shutdown_grace=server["shutdown_grace"],
+        ledger=_ledger(deployment["ledger"], base_dir, store_path, deployment["etcd"] is not None),
         warnings=tuple(warnings),
         budget_default_max_tokens=proxy_values["budget_default_max_tokens"],
     )

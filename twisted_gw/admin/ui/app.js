@@ -10,6 +10,7 @@ import * as models from "./models.js";
 import * as overview from "./overview.js";
 import * as playground from "./playground.js";
 import * as providers from "./providers.js";
+import * as spend from "./spend.js";
 import { adminKey, forgetAdminKey, setAdminKey } from "./session.js";
 
 const ROUTES = [
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^apikeys\/create$/, "apikeys", "Add API key", apikeys.renderForm],
   [/^apikeys\/(?<id>[^/]+)\/edit$/, "apikeys", "Edit API key", apikeys.renderForm],
   [/^playground$/, "playground", "Playground", playground.render],
+  [/^spend$/, "spend", "Spend", spend.render],
 ];
 
 const main = document.getElementById("main");
