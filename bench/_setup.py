@@ -37,6 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ADMIN_KEY = "bench-admin-key"
 #: --rate-limits: every kind configured on the key and the model, never reached,
 #: so the run measures what checking and accounting cost per request
+#: --budget: the model's prices (USD per million tokens)
+BENCH_PRICING = {"input_per_mtok": 2.5, "output_per_mtok": 10.0}
 BENCH_LIMITS = {"rpm": 10**9, "rpd": 10**9, "tpm": 10**12, "tpd": 10**12, "concurrency": 10**6}
 UPSTREAM_MODEL = "bench-model"
 
@@ -133,6 +135,8 @@ class Bench:
         }
         if self.args.workers > 1:  # in the file: the twistd launcher reads it too
             config["server"]["workers"] = self.args.workers
+        if self.args.no_ledger:  # (a gateway older than the ledger warns of the key)
+            config["deployment"]["ledger"] = {"enabled": False}
         # JSON is YAML too; the .yaml name is what users write.
         self.config_path = os.path.join(self.tmp, "config.yaml")
         with open(self.config_path, "w") as f:
@@ -233,10 +237,14 @@ class Bench:
             }
             if self.args.rate_limits:
                 model["rate_limit"] = dict(BENCH_LIMITS)
+            if self.args.budget:
+                model["pricing"] = dict(BENCH_PRICING)
             entities.append(("/aisix/admin/models", model))
         apikey = {"key": CLIENT_KEY, "allowed_models": [name for name, _ in models]}
         if self.args.rate_limits:
             apikey["rate_limit"] = dict(BENCH_LIMITS)
+        if self.args.budget:
+            apikey["budget"] = {"max_usd": 10**9, "period": "month"}  # never reached
         entities.append(("/aisix/admin/apikeys", apikey))
         for path, entity in entities:
             status, body = http_call(self.admin_port, "POST", path, entity, ADMIN_KEY)

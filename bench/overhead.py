@@ -128,6 +128,16 @@ OPTIONS: tuple[tuple[Any, ...], ...] = (
         False,
         "configure every rate limit (never reached) on the key and model: the hooks' cost",
     ),
+    (
+        "--budget",
+        False,
+        "price the model and give the key a budget (never reached): the spend hooks' cost",
+    ),
+    (
+        "--no-ledger",
+        False,
+        "turn the request ledger off (deployment.ledger.enabled: false): its cost, by difference",
+    ),
     ("--workers", 1, "gateway processes (server.workers); 1: one process, as always"),
     (
         "--gateway-cpus",
