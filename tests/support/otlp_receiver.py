@@ -74,6 +74,7 @@ class _Traces(Resource):
             return b""
         if receiver.hang:
             receiver.held.append(request)  # accepted, never answered
+            receiver.wake()  # a waiter may be waiting for the post itself
             return NOT_DONE_YET
         message = ExportTraceServiceRequest()
         message.ParseFromString(request.content.read())
@@ -140,6 +141,10 @@ class OTLPReceiver:
                             ],
                         )
                     )
+        self.wake()
+
+    def wake(self) -> None:
+        """Fire the waiters whose condition now holds."""
         waiting, self._waiters = self._waiters, []
         for ready, d in waiting:
             if ready():
@@ -148,7 +153,7 @@ class OTLPReceiver:
                 self._waiters.append((ready, d))
 
     def wait_for(self, ready: Callable[[], bool], timeout: float = 10.0) -> defer.Deferred:
-        """Fires once ``ready()`` holds (checked at each export), or fails
+        """Fires once ``ready()`` holds (checked at each post), or fails
         with a TimeoutError after ``timeout`` seconds."""
         if ready():
             return defer.succeed(None)
