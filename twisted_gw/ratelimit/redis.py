@@ -24,9 +24,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError
-from twisted_gw.observability.logsafe import escape
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Outcome, Plan
+from twisted_gw.redis_calls import RedisScripts
 
 log = Logger()
 
@@ -126,8 +126,12 @@ def unavailable() -> GatewayError:
 
 
 @implementer(IRateLimitStore)
-class RedisRateLimitStore:
+class RedisRateLimitStore(RedisScripts):
     """Counters in Redis, shared by every gateway with the same ``prefix``."""
+
+    _log = log
+    _warning = "rate-limit store (Redis) {what} failed: {error}; requests are {policy}"
+    _open_policy = "let through without limits"
 
     def __init__(
         self,
@@ -146,7 +150,6 @@ class RedisRateLimitStore:
         self.fail_open = fail_open
         self.slot_ttl = slot_ttl
         self.metrics = metrics
-        self._last_warning = float("-inf")
         self._settling: set[defer.Deferred] = set()
         if connection is None:
             import txredisapi
@@ -172,8 +175,7 @@ class RedisRateLimitStore:
             args += [self._base(f"{w.scope}:{w.id}:{w.kind}"), w.limit, w.size, int(w.is_tokens)]
         for g in plan.concurrency:
             args += [self._base(g.key), g.limit, member, self.slot_ttl]
-        d = self.redis.eval(ACQUIRE, [], args)
-        d.addTimeout(self.timeout, self.reactor)
+        d = self._run(ACQUIRE, args)
         d.addCallback(self._outcome, plan)
         d.addErrback(self._check_failed, plan, member)
         return d
@@ -214,37 +216,17 @@ class RedisRateLimitStore:
         args.append(len(plan.concurrency))
         for g in plan.concurrency:
             args += [self._base(g.key), member]
-        d = self.redis.eval(SETTLE, [], args)
-        d.addTimeout(self.timeout, self.reactor)
-        d.addErrback(self._failed, "settle")
-        self._settling.add(d)
-        d.addBoth(self._settled, d)
-        return d
-
-    def _settled(self, result: Any, d: defer.Deferred) -> Any:
-        self._settling.discard(d)
-        return result
+        return self._settle_call(SETTLE, args)
 
     def _failed(self, failure: Any, what: str) -> Outcome:
-        if self.metrics is not None:
-            self.metrics.ratelimit_store_errors.inc()
-        now = self.reactor.seconds()
-        if now - self._last_warning >= 60:  # one line a minute, not one per request
-            self._last_warning = now
-            log.warn(
-                "rate-limit store (Redis) {what} failed: {error}; requests are {policy}",
-                what=what,
-                error=escape(failure.getErrorMessage() or failure.type.__name__),
-                policy="let through without limits" if self.fail_open else "refused (503)",
-            )
+        self._warn_failed(failure, what)
         if not self.fail_open and what == "check":
             raise unavailable()
-        return Outcome(now)  # no counts: allowed, no headers, nothing to settle
+        return Outcome(self.reactor.seconds())  # no counts: allowed, no headers, nothing to settle
 
     def close(self) -> defer.Deferred:
         """Disconnect once the settles in flight are done (each is bounded by
         ``timeout``), so a shutdown does not strand shared slots."""
-        pending = list(self._settling)
-        d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
+        d = self._settles_done()
         d.addBoth(lambda _: self.redis.disconnect())
         return d

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_gw.errors import GatewayError
-from twisted_gw.observability.logsafe import escape
+from twisted_gw.redis_calls import RedisScripts
 from twisted_gw.spend.interfaces import IBudgetStore, Reservation
 
 log = Logger()
@@ -99,8 +99,12 @@ def _int(text: Any) -> int:
 
 
 @implementer(IBudgetStore)
-class RedisBudgetStore:
+class RedisBudgetStore(RedisScripts):
     """Budgets in Redis, shared by every gateway with the same ``prefix``."""
+
+    _log = log
+    _warning = "budget store (Redis) {what} failed: {error}; budgeted requests are {policy}"
+    _open_policy = "let through unchecked"
 
     def __init__(
         self,
@@ -119,7 +123,6 @@ class RedisBudgetStore:
         self.fail_open = fail_open
         self.reservation_ttl = reservation_ttl
         self.metrics = metrics
-        self._last_warning = float("-inf")
         self._settling: set[defer.Deferred] = set()
 
     def _base(self, scope: str) -> str:
@@ -127,8 +130,7 @@ class RedisBudgetStore:
 
     def reserve(self, scope: str, member: str, amount: int, limit: int, ttl: int) -> defer.Deferred:
         args = [self._base(scope), member, amount, limit, ttl, self.reservation_ttl]
-        d = self.redis.eval(RESERVE, [], args)
-        d.addTimeout(self.timeout, self.reactor)
+        d = self._run(RESERVE, args)
         d.addCallback(lambda reply: Reservation(int(reply[0]) == 1, _int(reply[1])))
         d.addErrback(self._reserve_failed, scope, member, ttl)
         return d
@@ -143,47 +145,21 @@ class RedisBudgetStore:
         self.reactor.callLater(self.timeout, self.settle, scope, member, 0, ttl)
         if failure.check(defer.CancelledError):
             return failure
-        self._failed(failure, "reserve")
+        self._warn_failed(failure, "reserve")
         if not self.fail_open:
             raise unavailable()
         return None  # no reservation: the request goes through unchecked
 
     def remaining(self, scope: str, limit: int) -> defer.Deferred:
-        d = self.redis.eval(REMAINING, [], [self._base(scope), limit])
-        d.addTimeout(self.timeout, self.reactor)
+        d = self._run(REMAINING, [self._base(scope), limit])
         d.addCallback(_int)
-        d.addErrback(lambda f: self._failed(f, "read") or limit)
+        d.addErrback(lambda f: self._warn_failed(f, "read") or limit)
         return d
 
     def settle(self, scope: str, member: str, cost: int, ttl: int) -> defer.Deferred:
-        d = self.redis.eval(SETTLE, [], [self._base(scope), member, max(cost, 0), ttl])
-        d.addTimeout(self.timeout, self.reactor)
-        d.addErrback(self._failed, "settle")
-        self._settling.add(d)
-        d.addBoth(self._settled, d)
-        return d
-
-    def _settled(self, result: Any, d: defer.Deferred) -> Any:
-        self._settling.discard(d)
-        return result
-
-    def _failed(self, failure: Any, what: str) -> None:
-        if self.metrics is not None:
-            self.metrics.ratelimit_store_errors.inc()
-        now = self.reactor.seconds()
-        if now - self._last_warning >= 60:  # one line a minute, not one per request
-            self._last_warning = now
-            log.warn(
-                "budget store (Redis) {what} failed: {error}; budgeted requests are {policy}",
-                what=what,
-                error=escape(failure.getErrorMessage() or failure.type.__name__),
-                policy="let through unchecked" if self.fail_open else "refused (503)",
-            )
+        return self._settle_call(SETTLE, [self._base(scope), member, max(cost, 0), ttl])
 
     def close(self) -> defer.Deferred:
         """Fires once the settles in flight are done (each bounded by ``timeout``);
         the connection is the rate limiter's, which closes it."""
-        pending = list(self._settling)
-        if not pending:
-            return defer.succeed(None)
-        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+        return self._settles_done()
