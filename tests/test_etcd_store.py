@@ -704,9 +704,16 @@ def test_a_silently_dead_watch_is_detected_and_reopened(etcd, tmp_path):
     )
     try:
         key = "sk-partition-" + uuid.uuid4().hex
-        etcd.put(f"{prefix}/apikeys/k1", {"key": key, "allowed_models": ["before", "during"]})
+        allowed = ["before", "watched", "during"]
+        etcd.put(f"{prefix}/apikeys/k1", {"key": key, "allowed_models": allowed})
         etcd.put(f"{prefix}/models/m1", model("before"))
         eventually(lambda: chat(gw, key, "before")[0] == 200, what="the first model")
+        # The first model may have come with the initial load (a slow start-up
+        # reads after the puts): only a change seen later proves the watch is
+        # open, and silencing the link before that would fail the watch's
+        # opening instead of leaving a live-looking stream for the probe.
+        etcd.put(f"{prefix}/models/m0", model("watched"))
+        eventually(lambda: chat(gw, key, "watched")[0] == 200, what="a change by the watch")
 
         link.silent = True
         etcd.put(f"{prefix}/models/m2", model("during"))  # the watch never carries this
