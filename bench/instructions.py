@@ -1,6 +1,7 @@
 """Instructions per proxied request, counted by valgrind's callgrind.
 
-Run by hand: ``python bench/instructions.py [--stream] [--rate-limits] [--budget]``.
+Run by hand: ``python bench/instructions.py [--stream] [--rate-limits] [--budget]
+[--workers N]``.
 
 Why beside ``overhead.py``: wrk's figures move with whatever else the
 machine does, so a 3 % change needs many interleaved runs to be seen.
@@ -18,6 +19,13 @@ gets ``--warmup`` requests on one keep-alive connection, has collection
 switched on with ``callgrind_control``, gets ``--requests`` more, and has
 it switched off again and dumped. It prints the instructions per request
 (and per event for streams) from the dump's totals.
+
+``--workers N`` (``server.workers: N``): the supervisor and its workers all
+run under callgrind (``--trace-children=yes``), and the count is of the
+whole tree, every process switched on and dumped: the one keep-alive
+connection lands on one worker, and what the supervisor does for it (the
+shared limiter, budget and history over AMP, the metrics directory) is in
+the count too. Compare it with the same run without ``--workers``.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from _common import (
     BenchError,
 )
 from _procs import Processes
+from _sampler import tree
 from _setup import Bench
 
 
@@ -56,11 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-limits", action="store_true", help="every limit on key and model")
     p.add_argument("--budget", action="store_true", help="a priced model and a budgeted key")
     p.add_argument("--no-ledger", action="store_true", help="the request ledger off")
+    p.add_argument(
+        "--workers", type=int, default=1, help="server.workers (> 1: the whole process tree)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (the callgrind dump)")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers takes 1 or more")
     # what Bench reads of overhead.py's command line
     args.max_seconds, args.load_cpu, args.gateway_cpu, args.gateway_cpus = 1800, None, None, ""
-    args.workers, args.launcher, args.cold_runs, args.chunk_gap_ms = 1, "console", 1, 0
+    args.launcher, args.cold_runs, args.chunk_gap_ms = "console", 1, 0
     return args
 
 
@@ -74,8 +88,9 @@ def _send(conn: http.client.HTTPConnection, body: str, n: int) -> None:
             raise BenchError(f"gateway answered {resp.status} {data[:200]!r}")
 
 
-def _control(pid: int, *flags: str) -> None:
-    subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
+def _control(pids: list[int], *flags: str) -> None:
+    for pid in pids:
+        subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
 
 
 def _totals(directory: str) -> int:
@@ -105,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
+            *(["--trace-children=yes"] if args.workers > 1 else []),
             f"--callgrind-out-file={dumps}/callgrind.out.%p",
             sys.executable,
             "-m",
@@ -118,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         body = STREAM_REQUEST_BODY if streamed else REQUEST_BODY
         conn = http.client.HTTPConnection(HOST, bench.proxy_port, timeout=60)
         _send(conn, body, args.warmup)
-        _control(gw.pid, "-i", "on")
+        pids = tree(gw.pid)  # the supervisor and its workers, with --workers
+        _control(pids, "-i", "on")
         started = time.monotonic()
         _send(conn, body, args.requests)
-        _control(gw.pid, "-i", "off")
-        _control(gw.pid, "-d")
+        _control(pids, "-i", "off")
+        _control(pids, "-d")
         took = time.monotonic() - started
         conn.close()
         procs.stop(gw.proc)
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if on
         )
+        if args.workers > 1:
+            extra += f" +workers {args.workers} ({len(pids)} processes)"
         line = f"{per:,.0f} instructions per {what}{extra} ({args.requests} counted"
         if streamed:
             line += f"; {per / STREAM_EVENTS:,.0f} per event"
