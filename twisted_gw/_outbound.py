@@ -11,7 +11,10 @@ their answers with what is here, so the rules below are written once:
   directly (Agent's default resolves them through the thread-pool resolver,
   and waits 0.3 s before it reports a refused connection), names through
   ``HostnameEndpoint``, https through a TLS policy (system trust, a given CA
-  file, or no check at all). No log line per connection.
+  file, or no check at all). No log line per connection. pyOpenSSL is
+  imported at the first https connection (or a CA file's load), not before:
+  Twisted's own https helpers are imported without it
+  (:mod:`twisted_gw._lazytls`), so the policy and the TLS endpoint are ours.
 - **Bodies read whole, with a bound** when the caller has one; cancelling the
   read closes the connection under it. A body given up inside a read is
   closed one reactor turn later unless it ends first (:class:`BodyCloser`).
@@ -35,12 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
@@ -62,7 +60,6 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     PartialDownloadError,
     ResponseDone,
@@ -81,7 +78,8 @@ from zope.interface import implementer
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
-    from twisted.internet.ssl import CertificateOptions
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+    from twisted.internet.ssl import Certificate, CertificateOptions
     from twisted.web.client import URI
 
 # -- the pool, the endpoints, the client ----------------------------------------------
@@ -109,8 +107,23 @@ def tls_policy(ca_file: str | None = None, verify: bool = True) -> IPolicyForHTT
 
         with open(ca_file, "rb") as f:
             root = ssl.Certificate.loadPEM(f.read())
-        return BrowserLikePolicyForHTTPS(trustRoot=root)
-    return BrowserLikePolicyForHTTPS()
+        return _Verified(root)
+    return _Verified()
+
+
+@implementer(IPolicyForHTTPS)
+class _Verified:
+    """https with the server's certificate checked: ``BrowserLikePolicyForHTTPS``'s
+    check (the host name, against the system trust store or ``trust_root``),
+    with pyOpenSSL imported at the first https connection, not with Twisted."""
+
+    def __init__(self, trust_root: Certificate | None = None) -> None:
+        self.trust_root = trust_root
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self.trust_root)
 
 
 @implementer(IPolicyForHTTPS)
@@ -142,6 +155,26 @@ class _QuietEndpoint:
         return repr(self._endpoint)  # the pool names its connections with it
 
 
+@implementer(IStreamClientEndpoint)
+class _TLSEndpoint:
+    """TLS over ``endpoint``, from the connection's start: what Twisted's
+    ``wrapClientTLS`` builds, with the TLS layer imported at the first connect."""
+
+    def __init__(self, creator: Any, endpoint: IStreamClientEndpoint) -> None:
+        self._creator = creator
+        self._endpoint = endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(self._creator, True, protocolFactory)
+        d = self._endpoint.connect(tls)
+        return d.addCallback(lambda protocol: protocol.wrappedProtocol)
+
+    def __repr__(self) -> str:
+        return f"<TLS over {self._endpoint!r}>"
+
+
 @implementer(IAgentEndpointFactory)
 class EndpointFactory:
     """One client endpoint per (scheme, host, port), built once.
@@ -160,7 +193,7 @@ class EndpointFactory:
     ) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout
-        self.tls = tls if tls is not None else BrowserLikePolicyForHTTPS()
+        self.tls = tls if tls is not None else tls_policy()
         self._cache: dict[Hashable, IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
@@ -181,7 +214,7 @@ class EndpointFactory:
         else:
             endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=timeout)
         if uri.scheme == b"https":
-            endpoint = wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            endpoint = _TLSEndpoint(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
 
 

@@ -29,6 +29,11 @@ What changes, and what does not:
 - Regular files (``EPERM`` from epoll) go to continuous polling, as in the
   stock reactor, when they are first synced.
 
+- ``listenSSL``/``connectSSL`` are the stock ones' code, with the TLS layer
+  imported on their first call: this module imports Twisted's networking
+  without pyOpenSSL (:mod:`twisted_gw._lazytls` says why, and what a process
+  gives up for it).
+
 Everything else is the stock reactor: the event dispatch, the waker, the
 timers, ``_doReadOrWrite`` and its error handling. ``install()`` is called by
 the console script and by the twistd plugin when no reactor is installed yet
@@ -40,9 +45,15 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from twisted_gw._lazytls import import_networking
+
+import_networking()  # first: Twisted's networking without pyOpenSSL (see twisted_gw._lazytls)
+
 from twisted.internet import epollreactor
+from twisted.internet.interfaces import IReactorSSL
 from twisted.internet.tcp import Connection
 from twisted.python import log
+from zope.interface import implementer
 
 _IN = epollreactor.EPOLLIN
 _OUT = epollreactor.EPOLLOUT
@@ -51,8 +62,10 @@ _OUT = epollreactor.EPOLLOUT
 _EAGER_ROUNDS = 4
 
 
+@implementer(IReactorSSL)
 class GatewayReactor(epollreactor.EPollReactor):
-    """``EPollReactor`` whose epoll registrations are synced once per turn."""
+    """``EPollReactor`` whose epoll registrations are synced once per turn,
+    and whose ``listenSSL``/``connectSSL`` load TLS on first use."""
 
     def __init__(self) -> None:
         #: fd -> (event mask, owner) as the kernel's epoll set has it
@@ -183,6 +196,35 @@ class GatewayReactor(epollreactor.EPollReactor):
             self._end_turn()
 
     doIteration = doPoll
+
+    # -- TLS, loaded when first asked for (twisted_gw._lazytls) --
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        """What the stock reactor's does: TCP with ``TLSMemoryBIOFactory``
+        over ``factory``, the TLS layer imported now rather than with Twisted."""
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        listening = self.listenTCP(port, tls, backlog, interface)
+        listening._type = "TLS"  # as the stock one names it: "TLS Port 443 Closed"
+        return listening
+
+    def connectSSL(
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        contextFactory: Any,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> Any:
+        """What the stock reactor's does, the TLS layer imported now."""
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(contextFactory, True, factory)
+        return self.connectTCP(host, port, tls, timeout, bindAddress)
 
 
 def install() -> GatewayReactor:

@@ -22,15 +22,18 @@ from typing import Any, ClassVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_gw._lazytls import without_openssl
 from twisted_gw.errors import GatewayError
 from twisted_gw.jsonutil import dumps, loads
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
 from twisted_gw.ratelimit.limits import Concurrency, Outcome, Plan, Window
 from twisted_gw.spend.interfaces import IBudgetStore, Reservation
+
+with without_openssl():  # AMP's StartTLS is never used here (see twisted_gw._lazytls)
+    from twisted.protocols import amp
 
 log = Logger()
 

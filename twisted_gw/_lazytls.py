@@ -1,0 +1,76 @@
+"""pyOpenSSL loaded when TLS is first used, not by the import of Twisted's networking.
+
+Why. Twisted decides at import time whether it can do TLS: ``twisted.internet.tcp``
+(``startTLS``), ``posixbase`` (the reactor's ``listenSSL``/``connectSSL``),
+``endpoints`` (``wrapClientTLS``) and ``twisted.web.client`` (https through
+``BrowserLikePolicyForHTTPS``) each try ``import OpenSSL`` and keep what they
+found. So every gateway carried pyOpenSSL, cryptography, service_identity and
+``twisted.internet.ssl``, TLS listener or not, https upstream or not: 12 MB
+of the 63 MB a plain-HTTP gateway kept resident after start-up.
+
+What. :func:`import_networking` imports those modules with pyOpenSSL hidden,
+so they take their no-TLS branch, unless pyOpenSSL is loaded already (then
+it changes nothing). The gateway's own TLS never goes through those branches;
+each of its paths imports ``twisted.protocols.tls`` / ``twisted.internet.ssl``
+(and so pyOpenSSL) the first time it is used, and works as before:
+
+- TLS listeners: ``GatewayReactor.listenSSL`` (and ``connectSSL``), which do
+  what Twisted's own do (:mod:`twisted_gw.reactor`); a worker's adopted
+  socket is wrapped in ``TLSMemoryBIOFactory`` (:mod:`twisted_gw.service`);
+- https upstreams and etcd: the endpoints and the policy of
+  :mod:`twisted_gw._outbound`;
+- ``rediss://``: txredisapi, imported only when Redis is configured.
+
+What a gateway process gives up: ``startTLS`` on its TCP connections, and
+Twisted's https helpers above (``wrapClientTLS``, Agent's default https
+policy, treq's default client over https), which raise ``NotImplementedError``
+there. Code of the gateway's own (a hook) that calls out over https goes
+through :func:`twisted_gw._outbound.http_client`. A process that imported the
+reactor before (twistd ``--reactor``, a test run) keeps Twisted's TLS as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.abc
+import sys
+from collections.abc import Iterator
+
+#: the Twisted modules that keep what ``import OpenSSL`` gave them at import
+NETWORKING = (
+    "twisted.internet.tcp",
+    "twisted.internet.posixbase",
+    "twisted.internet.endpoints",
+    "twisted.web.client",
+)
+
+
+class _HideOpenSSL(importlib.abc.MetaPathFinder):
+    """``import OpenSSL`` fails as if pyOpenSSL were not installed."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "OpenSSL" or name.startswith("OpenSSL."):
+            raise ModuleNotFoundError(f"No module named {name!r} (yet)", name=name)
+
+
+@contextlib.contextmanager
+def without_openssl() -> Iterator[None]:
+    """Imports inside see no pyOpenSSL, unless it is loaded already; a module
+    that failed to import for it is imported afresh the next time, with it."""
+    if "OpenSSL" in sys.modules:
+        yield
+        return
+    finder = _HideOpenSSL()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def import_networking() -> None:
+    """Import :data:`NETWORKING` without pyOpenSSL (see the module docstring)."""
+    with without_openssl():
+        for name in NETWORKING:
+            importlib.import_module(name)
