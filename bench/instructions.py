@@ -24,8 +24,13 @@ it switched off again and dumped. It prints the instructions per request
 run under callgrind (``--trace-children=yes``), and the count is of the
 whole tree, every process switched on and dumped: the one keep-alive
 connection lands on one worker, and what the supervisor does for it (the
-shared limiter, budget and history over AMP, the metrics directory) is in
-the count too. Compare it with the same run without ``--workers``.
+shared limiter, budget and history over AMP) is in the count too. Each
+process's share is printed as well: an idle worker's is what its timers
+cost over the run's time (the gauges' 100 ms refresh, the shared store's
+file check, over a run that callgrind makes many times longer),
+which the busy worker spent too, so the busy worker's share less an idle
+one's is what the requests cost it. Compare with the same run without
+``--workers``.
 """
 
 from __future__ import annotations
@@ -93,13 +98,15 @@ def _control(pids: list[int], *flags: str) -> None:
         subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
 
 
-def _totals(directory: str) -> int:
-    """The instructions in the dumps callgrind_control -d wrote (the counted part)."""
-    total = 0
+def _totals(directory: str) -> dict[int, int]:
+    """pid -> the instructions in the dumps callgrind_control -d wrote (the counted part)."""
+    totals: dict[int, int] = {}
     for path in glob.glob(os.path.join(directory, "callgrind.out.*")):
+        pid = int(os.path.basename(path).split(".")[2])
         with open(path) as f:  # "totals:" closes the file ("summary:" may say 0)
-            total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
-    return total
+            count = sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+        totals[pid] = totals.get(pid, 0) + count
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         took = time.monotonic() - started
         conn.close()
         procs.stop(gw.proc)
-        total = _totals(dumps)
+        totals = _totals(dumps)
+        total = sum(totals.values())
         if not total:
             raise BenchError(f"no callgrind totals in {dumps}")
         per = total / args.requests
@@ -163,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         if streamed:
             line += f"; {per / STREAM_EVENTS:,.0f} per event"
         print(f"{line}; {took:.1f} s under callgrind)")
+        if args.workers > 1:
+            # the idle workers' count is what timers cost in the run's time, which
+            # the busy one spent too: its count less theirs is what the requests cost
+            shares = ", ".join(f"{totals.get(pid, 0) / args.requests:,.0f}" for pid in pids)
+            print(f"  per request by process (supervisor first): {shares}")
         return 0
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
