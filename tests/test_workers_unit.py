@@ -297,3 +297,8 @@ def test_a_workers_log_writes_are_whole_lines_of_at_most_pipe_buf():
     assert len(out.writes) > 1
     for piece in out.writes:
         assert piece.endswith("\n") and len(piece.encode()) <= LineAtomicOut.LIMIT
+
+    out = Recorder()
+    fits = "".join(lines[: LineAtomicOut.LIMIT // 120])  # up to PIPE_BUF: one write as it is
+    LineAtomicOut(out).write(fits)
+    assert out.writes == [fits]
