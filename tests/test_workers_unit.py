@@ -190,6 +190,49 @@ def test_a_settle_after_the_slot_was_given_back_takes_nothing_twice():
     assert shared.limiter.slots_held() == 1
 
 
+def test_a_stopping_worker_closes_once_the_supervisor_applied_its_settles():
+    shared = Shared()
+    plan = plan_with(concurrency=2)
+    client, server, pump = shared.worker()
+    store = RemoteRateLimitStore(client)
+    assert result_of(store.acquire(plan, "r1"), pump).allowed
+    assert result_of(store.acquire(plan, "r2"), pump).allowed
+    store.settle(plan, "r1", 0)  # no answer of its own: one message, not two
+    store.settle(plan, "r2", 0)
+    closed = []
+    store.close().addCallback(closed.append)
+    assert not closed and shared.limiter.slots_held() == 2  # still on its way
+    pump.flush()
+    assert closed and shared.limiter.slots_held() == 0
+    server.transport.loseConnection()
+    pump.flush()
+    done = []
+    store.close().addCallback(done.append)  # the connection gone: nothing to wait for
+    assert done
+
+
+def test_a_settle_the_supervisor_fails_on_is_logged_and_the_connection_kept():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    shared = Shared()
+    plan = plan_with(concurrency=1)
+    client, _, pump = shared.worker()
+    store = RemoteRateLimitStore(client)
+    assert result_of(store.acquire(plan, "r1"), pump).allowed
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    shared.limiter.settle = lambda *a: 1 / 0
+    try:
+        store.settle(plan, "r1", 0)
+        pump.flush()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    said = [formatEvent(e) for e in events]
+    assert "settling the rate limits of r1 failed" in said, said
+    # the connection is kept: r1 still holds its slot, and the supervisor answers
+    assert result_of(store.acquire(plan, "r2"), pump).allowed is False
+
+
 def test_tokens_settled_by_one_worker_limit_the_other():
     from twisted_gw.ratelimit.limits import Plan, Window
 

@@ -14,6 +14,13 @@ A worker's concurrency slots and budget reservations are tracked per
 connection: when a worker dies its connection closes and
 :meth:`SharedStateServer.connectionLost` gives them back, so a crash never
 strands a slot or holds a budget.
+
+A settle has no answer (nothing in it is news to the worker): one AMP
+message a request fewer each way, a third of what a limited request cost
+the supervisor. Messages on one connection are handled in order, so a
+worker that stops waits for one :class:`Sync` answer instead, which comes
+once every settle it sent was applied. A plan crosses the wire as JSON
+encoded once per plan, and is decoded once per distinct encoding.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from typing import Any, ClassVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_gw._lazytls import without_openssl
@@ -39,6 +45,9 @@ log = Logger()
 
 #: one AMP value holds at most 65,535 bytes; larger ones are sent in parts
 _PART = 0xFFFF
+#: plans remembered on each side of a connection, encoded and decoded (one a
+#: pair of key and model; past this many the memory starts afresh)
+_PLANS = 10000
 
 
 class Blob(amp.Argument):
@@ -73,6 +82,7 @@ class Settle(amp.Command):
         (b"tokens", amp.Integer()),
     ]
     response: ClassVar[list] = []
+    requiresAnswer = False  # a stopping worker waits for a Sync instead
 
 
 class HistoryPut(amp.Command):
@@ -108,6 +118,15 @@ class BudgetSettle(amp.Command):
         (b"cost", amp.Integer()),
         (b"ttl", amp.Integer()),
     ]
+    response: ClassVar[list] = []
+    requiresAnswer = False  # a stopping worker waits for a Sync instead
+
+
+class Sync(amp.Command):
+    """Answered once everything sent before it on the connection was handled
+    (the settles, which have no answer of their own)."""
+
+    arguments: ClassVar[list] = []
     response: ClassVar[list] = []
 
 
@@ -209,10 +228,19 @@ class SharedStateServer(_QuietAMP):
         self.held: dict[str, list[Concurrency]] = {}
         #: member -> scope of this worker's budget reservations not yet settled
         self.reserved: dict[str, str] = {}
+        self._plans: dict[bytes, Plan] = {}
+
+    def _plan(self, data: bytes) -> Plan:
+        plan = self._plans.get(data)
+        if plan is None:
+            if len(self._plans) >= _PLANS:
+                self._plans.clear()
+            plan = self._plans[data] = plan_from(data)
+        return plan
 
     @Acquire.responder
     def acquire(self, plan: bytes, member: str) -> dict:
-        parsed = plan_from(plan)
+        parsed = self._plan(plan)
         outcome = self.limiter.acquire_now(parsed, member)
         if outcome.allowed and parsed.concurrency:
             self.held.setdefault(member, []).extend(parsed.concurrency)
@@ -220,16 +248,19 @@ class SharedStateServer(_QuietAMP):
 
     @Settle.responder
     def settle(self, plan: bytes, member: str, tokens: int) -> dict:
-        parsed = plan_from(plan)
-        held = self.held.get(member, [])
-        released = []
-        for gate in parsed.concurrency:  # only slots this worker still holds
-            if gate in held:
-                held.remove(gate)
-                released.append(gate)
-        if not held:
-            self.held.pop(member, None)
-        self.limiter.settle(Plan(parsed.windows, tuple(released)), member, tokens)
+        try:
+            parsed = self._plan(plan)
+            held = self.held.get(member, [])
+            released = []
+            for gate in parsed.concurrency:  # only slots this worker still holds
+                if gate in held:
+                    held.remove(gate)
+                    released.append(gate)
+            if not held:
+                self.held.pop(member, None)
+            self.limiter.settle(Plan(parsed.windows, tuple(released)), member, tokens)
+        except Exception:  # noqa: BLE001 - no answer to carry it: logged, the connection kept
+            log.failure("settling the rate limits of {member} failed", member=member)
         return {}
 
     @BudgetReserve.responder
@@ -242,7 +273,14 @@ class SharedStateServer(_QuietAMP):
     @BudgetSettle.responder
     def budget_settle(self, scope: str, member: str, cost: int, ttl: int) -> dict:
         self.reserved.pop(member, None)
-        self.budgets.settle(scope, member, cost, ttl)
+        try:
+            self.budgets.settle(scope, member, cost, ttl)
+        except Exception:  # noqa: BLE001 - no answer to carry it: logged, the connection kept
+            log.failure("settling the budget of {member} failed", member=member)
+        return {}
+
+    @Sync.responder
+    def sync(self) -> dict:
         return {}
 
     @BudgetRemaining.responder
@@ -301,6 +339,26 @@ def send_now(protocol: amp.AMP) -> None:
         transport.doWrite()
 
 
+def tell(protocol: amp.AMP, command: type[amp.Command], what: str, **arguments: Any) -> None:
+    """Send ``command``, which has no answer, now (:func:`send_now`); with
+    the connection gone it cannot arrive, which is a warning."""
+    if protocol.transport is None:
+        log.warn("{what} failed: the connection to the supervisor is closed", what=what)
+        return
+    protocol.callRemote(command, **arguments)
+    send_now(protocol)
+
+
+def sync(protocol: amp.AMP) -> defer.Deferred:
+    """Fires once the supervisor handled everything sent before on
+    ``protocol`` (at once when the connection is gone: nothing more arrives)."""
+    if protocol.transport is None:
+        return defer.succeed(None)
+    d = protocol.callRemote(Sync)
+    send_now(protocol)
+    return d.addErrback(lambda _: None)
+
+
 @implementer(IRateLimitStore)
 class RemoteRateLimitStore:
     """The supervisor's in-memory limiter, one AMP round trip per check.
@@ -311,13 +369,24 @@ class RemoteRateLimitStore:
     def __init__(self, protocol: amp.AMP) -> None:
         self.protocol = protocol
         self._slots = 0
-        self._settling: set[defer.Deferred] = set()
+        #: id(plan) -> (plan, its bytes); the hook's plans are few and reused
+        self._wire: dict[int, tuple[Plan, bytes]] = {}
+
+    def _bytes(self, plan: Plan) -> bytes:
+        hit = self._wire.get(id(plan))
+        if hit is not None and hit[0] is plan:
+            return hit[1]
+        if len(self._wire) >= _PLANS:
+            self._wire.clear()
+        data = plan_bytes(plan)
+        self._wire[id(plan)] = (plan, data)
+        return data
 
     def acquire_now(self, plan: Plan, member: str = "") -> None:
         return None  # always a round trip
 
     def acquire(self, plan: Plan, member: str) -> defer.Deferred:
-        d = self.protocol.callRemote(Acquire, plan=plan_bytes(plan), member=member)
+        d = self.protocol.callRemote(Acquire, plan=self._bytes(plan), member=member)
         return d.addCallback(self._acquired, plan)
 
     def _acquired(self, answer: dict, plan: Plan) -> Outcome:
@@ -327,23 +396,17 @@ class RemoteRateLimitStore:
         return outcome
 
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
+        """Sent at once, given back before the client can see its answer end;
+        no answer is waited for (see the module docstring)."""
         self._slots -= len(plan.concurrency)
-        d = self.protocol.callRemote(Settle, plan=plan_bytes(plan), member=member, tokens=tokens)
-        send_now(self.protocol)  # given back before the client can see its answer end
-        self._settling.add(d)
-
-        def done(result: Any) -> None:
-            self._settling.discard(d)
-            if isinstance(result, Failure):
-                log.warn("settling rate limits failed: {e}", e=result.getErrorMessage())
-
-        d.addBoth(done)
-        return d
+        data = self._bytes(plan)
+        tell(self.protocol, Settle, "settling rate limits", plan=data, member=member, tokens=tokens)
+        return defer.succeed(None)
 
     def close(self) -> defer.Deferred:
-        """Wait for the settles still on their way (their slots must reach
-        the supervisor before this worker's connection closes)."""
-        return defer.DeferredList(list(self._settling), consumeErrors=True)
+        """Wait until the supervisor applied every settle sent (their slots
+        must reach it before this worker's connection closes)."""
+        return sync(self.protocol)
 
     def slots_held(self) -> int:
         return self._slots
@@ -358,7 +421,6 @@ class RemoteBudgetStore:
     def __init__(self, protocol: amp.AMP) -> None:
         self.protocol = protocol
         self._held: set[str] = set()
-        self._settling: set[defer.Deferred] = set()
 
     def reserve_now(self, scope: str, member: str, amount: int, limit: int, ttl: int) -> None:
         return None  # always a round trip
@@ -379,22 +441,16 @@ class RemoteBudgetStore:
         return d.addCallback(lambda answer: answer["remaining"])
 
     def settle(self, scope: str, member: str, cost: int, ttl: int) -> defer.Deferred:
+        """Sent at once, settled before the client can see its answer end; no
+        answer is waited for (see the module docstring)."""
         self._held.discard(member)
-        d = self.protocol.callRemote(BudgetSettle, scope=scope, member=member, cost=cost, ttl=ttl)
-        send_now(self.protocol)  # settled before the client can see its answer end
-        self._settling.add(d)
-
-        def done(result: Any) -> None:
-            self._settling.discard(d)
-            if isinstance(result, Failure):
-                log.warn("settling a budget failed: {e}", e=result.getErrorMessage())
-
-        d.addBoth(done)
-        return d
+        arguments = {"scope": scope, "member": member, "cost": cost, "ttl": ttl}
+        tell(self.protocol, BudgetSettle, "settling a budget", **arguments)
+        return defer.succeed(None)
 
     def close(self) -> defer.Deferred:
-        """Wait for the settles still on their way to the supervisor."""
-        return defer.DeferredList(list(self._settling), consumeErrors=True)
+        """Wait until the supervisor applied every settle sent."""
+        return sync(self.protocol)
 
     def held(self) -> int:
         return len(self._held)
@@ -413,8 +469,15 @@ class RemoteResponseHistory:
         its client: a client that continues it at once, through another
         worker, must find it (the transport would otherwise send it with
         the answer, in either order)."""
-        self.protocol.callRemote(HistoryPut, rid=response_id, owner=owner, messages=dumps(messages))
-        send_now(self.protocol)
+        data = dumps(messages)
+        tell(
+            self.protocol,
+            HistoryPut,
+            "storing a response",
+            rid=response_id,
+            owner=owner,
+            messages=data,
+        )
 
     def get(self, response_id: str, owner: str) -> defer.Deferred:
         d = self.protocol.callRemote(HistoryGet, rid=response_id, owner=owner)
