@@ -114,3 +114,49 @@ def test_plain_gateway_runs_without_pyopenssl_then_loads_it_for_an_https_upstrea
         process.stop()
         plain.shutdown()
         secure.shutdown()
+
+
+_RESTORE = """
+import sys
+from twisted_gw.reactor import install
+install()
+from twisted.web import client
+from twisted.internet import endpoints, posixbase
+assert "OpenSSL" not in sys.modules and client.SSL is None, "loaded at start-up"
+try:
+    client.BrowserLikePolicyForHTTPS().creatorForNetloc(b"example.com", 443)
+except NotImplementedError:
+    pass
+else:
+    raise AssertionError("Twisted's https policy worked without pyOpenSSL")
+from twisted_gw.hooks.loader import load_hooks
+load_hooks(["tests.support.finalize_counter.FinalizeCounter"])
+client.BrowserLikePolicyForHTTPS().creatorForNetloc(b"example.com", 443)
+from twisted.internet import reactor
+endpoints.wrapClientTLS(
+    endpoints.optionsForClientTLS("example.com"),
+    endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", 1),
+)
+assert posixbase.tls is not None and posixbase.ssl is not None
+print("restored")
+"""
+
+
+def test_loading_a_hook_gives_twisteds_https_helpers_back():
+    """A hook is someone else's code, which may call out with treq over https:
+    once one is loaded, Twisted's own https helpers work in the process (a
+    gateway without hooks goes without them and never needs them)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _RESTORE],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "restored"

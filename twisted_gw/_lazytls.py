@@ -21,11 +21,14 @@ each of its paths imports ``twisted.protocols.tls`` / ``twisted.internet.ssl``
   :mod:`twisted_gw._outbound`;
 - ``rediss://``: txredisapi, imported only when Redis is configured.
 
-What a gateway process gives up: ``startTLS`` on its TCP connections, and
-Twisted's https helpers above (``wrapClientTLS``, Agent's default https
-policy, treq's default client over https), which raise ``NotImplementedError``
-there. Code of the gateway's own (a hook) that calls out over https goes
-through :func:`twisted_gw._outbound.http_client`. A process that imported the
+What a gateway process gives up: ``startTLS`` on its TCP connections (the
+TLS mixins of ``twisted.internet.tcp``'s classes are chosen at import). Until
+:func:`restore_twisted_tls` runs, Twisted's https helpers above
+(``wrapClientTLS``, Agent's default https policy, treq's default client over
+https) raise ``NotImplementedError`` too; it runs as soon as an extra hook is
+loaded (a hook is code of someone else's that may call out with treq over
+https: :mod:`twisted_gw.hooks.loader`), so only a gateway without hooks goes
+without them, and nothing of its own needs them. A process that imported the
 reactor before (twistd ``--reactor``, a test run) keeps Twisted's TLS as it is.
 """
 
@@ -69,8 +72,59 @@ def without_openssl() -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
+#: whether import_networking imported NETWORKING without pyOpenSSL
+_hidden = False
+
+
 def import_networking() -> None:
     """Import :data:`NETWORKING` without pyOpenSSL (see the module docstring)."""
+    global _hidden
+    if "OpenSSL" in sys.modules or all(name in sys.modules for name in NETWORKING):
+        return
     with without_openssl():
         for name in NETWORKING:
             importlib.import_module(name)
+    _hidden = "OpenSSL" not in sys.modules
+
+
+def restore_twisted_tls() -> None:
+    """Load pyOpenSSL and give Twisted's https helpers what their import would
+    have found: what ``posixbase``, ``endpoints`` and ``twisted.web.client``
+    bind when ``import OpenSSL`` works (``startTLS`` stays unavailable: see the
+    module docstring). Nothing to do when they were imported with it."""
+    global _hidden
+    if not _hidden:
+        return
+    from twisted.internet import endpoints, posixbase, ssl
+    from twisted.protocols import _sni, tls
+    from twisted.web import client
+
+    posixbase.tls, posixbase.ssl = tls, ssl
+    for name in (
+        "Certificate",
+        "CertificateOptions",
+        "KeyPair",
+        "PrivateCertificate",
+        "optionsForClientTLS",
+        "trustRootFromCertificates",
+    ):
+        setattr(endpoints, name, getattr(ssl, name))
+    endpoints.SNIConnectionCreator = _sni.SNIConnectionCreator
+    endpoints._TLSServerEndpoint = _sni.TLSServerEndpoint
+    endpoints.autoReloadingDirectoryOfPEMs = _sni.autoReloadingDirectoryOfPEMs
+    endpoints.TLSMemoryBIOFactory = tls.TLSMemoryBIOFactory
+    from OpenSSL import SSL
+
+    client.SSL = SSL
+    client.CertificateOptions = ssl.CertificateOptions
+    client.optionsForClientTLS = ssl.optionsForClientTLS
+    client.platformTrust = ssl.platformTrust
+    # the methods ``_requireSSL`` replaced at class definition (functools.wraps
+    # kept the originals)
+    for cls in vars(client).values():
+        if isinstance(cls, type) and cls.__module__ == client.__name__:
+            for name, f in list(vars(cls).items()):
+                code = getattr(f, "__code__", None)
+                if code is not None and code.co_name == "raiseNotImplemented":
+                    setattr(cls, name, f.__wrapped__)
+    _hidden = False

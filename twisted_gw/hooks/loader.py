@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.python.reflect import namedAny
 
+from twisted_gw._lazytls import restore_twisted_tls
 from twisted_gw.config.file import ConfigError
 from twisted_gw.hooks.interfaces import IHook
 
@@ -26,12 +27,16 @@ def plugin_hooks() -> list[Any]:
     from twisted.plugin import getPlugins
 
     found = [p for p in getPlugins(IHook, twisted.plugins) if IHook.providedBy(p)]
+    if found:
+        restore_twisted_tls()  # someone else's code: Twisted's https helpers work for it
     return sorted(found, key=lambda p: (getattr(p, "name", ""), type(p).__qualname__))
 
 
 def load_hooks(names: Sequence[str]) -> list[Any]:
     """Instantiate the configured hooks, in order."""
     hooks = []
+    if names:
+        restore_twisted_tls()  # someone else's code: Twisted's https helpers work for it
     for name in names:
         try:
             factory = namedAny(name.replace(":", "."))
