@@ -132,7 +132,8 @@ class RateLimitHook:
                 self._settle(fallback, ctx.request_id, tokens)
 
     def _settle(self, plan: Plan, rid: str, tokens: int) -> None:
-        self.store.settle(plan, rid, tokens).addErrback(self._settle_failed, rid)
+        if not self.store.settle_now(plan, rid, tokens):  # in memory: no Deferred
+            self.store.settle(plan, rid, tokens).addErrback(self._settle_failed, rid)
 
     @staticmethod
     def _settle_failed(failure: Any, rid: str) -> None:

@@ -63,6 +63,11 @@ class MemoryRateLimitStore:
         return outcome
 
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
+        self.settle_now(plan, member, tokens)
+        return defer.succeed(None)
+
+    def settle_now(self, plan: Plan, member: str, tokens: int) -> bool:
+        """Settle at once (every call is synchronous here)."""
         if tokens > 0 and plan.token_windows:
             frame = plan.frame(self.reactor.seconds())
             keys, ends = frame.keys, frame.ends
@@ -80,7 +85,7 @@ class MemoryRateLimitStore:
                 gates[key] = left
             else:
                 gates.pop(key, None)
-        return defer.succeed(None)
+        return True
 
     def close(self) -> defer.Deferred:
         """Nothing to release: the counters go with the process."""

@@ -323,6 +323,9 @@ class RemoteRateLimitStore:
             self._slots += len(plan.concurrency)
         return outcome
 
+    def settle_now(self, plan: Plan, member: str, tokens: int) -> bool:
+        return False  # always a round trip
+
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
         self._slots -= len(plan.concurrency)
         d = self.protocol.callRemote(Settle, plan=plan_bytes(plan), member=member, tokens=tokens)
