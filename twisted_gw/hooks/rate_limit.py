@@ -20,7 +20,7 @@ from twisted_gw.config.entities import Model
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.interfaces import IAdmission, IHook
 from twisted_gw.ratelimit.interfaces import IRateLimitStore
-from twisted_gw.ratelimit.limits import Outcome, Plan, headers, plan_for, rejection
+from twisted_gw.ratelimit.limits import Outcome, Plan, add_headers, plan_for, rejection
 
 log = Logger()
 
@@ -53,16 +53,20 @@ class RateLimitHook:
         #: replaced on every change, so a plan is built once per pair of a
         #: snapshot; the entities are held so their ids are not reused while cached
         self._plans: dict[tuple[int, int], tuple[Any, Any, Plan]] = {}
+        #: the last pair asked for and its plan: most requests repeat it
+        self._last: tuple[Any, Any, Plan | None] = (None, None, None)
 
     def _plan(self, api_key: Any, model: Any) -> Plan:
+        last = self._last
+        if last[0] is api_key and last[1] is model:
+            return last[2]
         hit = self._plans.get((id(api_key), id(model)))
-        if hit is not None and hit[0] is api_key and hit[1] is model:
-            return hit[2]
-        if len(self._plans) >= 10000:  # pairs of old snapshots: drop, rebuild lazily
-            self._plans.clear()
-        plan = plan_for(api_key, model)
-        self._plans[(id(api_key), id(model))] = (api_key, model, plan)
-        return plan
+        if hit is None or hit[0] is not api_key or hit[1] is not model:
+            if len(self._plans) >= 10000:  # pairs of old snapshots: drop, rebuild lazily
+                self._plans.clear()
+            hit = self._plans[(id(api_key), id(model))] = (api_key, model, plan_for(api_key, model))
+        self._last = hit
+        return hit[2]
 
     def pre_call(self, ctx: RequestContext) -> Any:
         if ctx.model is None:  # endpoints without a model are not limited
@@ -80,7 +84,7 @@ class RateLimitHook:
 
     @staticmethod
     def _decided(outcome: Outcome, ctx: RequestContext, plan: Plan) -> None:
-        if not outcome.allowed:
+        if outcome.rejected_window is not None or outcome.rejected_concurrency is not None:
             error = rejection(plan, outcome)
             ctx.state[REJECTED] = (
                 plan.windows[outcome.rejected_window].kind
@@ -90,7 +94,7 @@ class RateLimitHook:
             raise error
         if outcome.used or outcome.in_flight:
             ctx.state[STATE] = plan
-            ctx.response_headers.update(headers(plan, outcome))
+            add_headers(ctx.response_headers, plan, outcome)
 
     def admit(self, ctx: RequestContext, model: Model) -> bool | Deferred:
         """A fallback's own limits (CONTRACT 5.1): the key's were checked with
@@ -115,15 +119,22 @@ class RateLimitHook:
         pass
 
     def finalize(self, ctx: RequestContext) -> None:
-        plans = ctx.state.pop(FALLBACKS, [])
-        plan = ctx.state.pop(STATE, None)
-        if plan is not None:
-            plans.insert(0, plan)
+        state = ctx.state
+        plan = state.pop(STATE, None)
+        fallbacks = state.pop(FALLBACKS, None)
+        if plan is None and not fallbacks:
+            return
         tokens = total_tokens(ctx.usage)
-        for plan in plans:
-            d = self.store.settle(plan, ctx.request_id, tokens)
-            d.addErrback(
-                lambda f: log.failure(
-                    "request {rid}: settling rate limits failed", f, rid=ctx.request_id
-                )
-            )
+        if plan is not None:
+            self._settle(plan, ctx.request_id, tokens)
+        if fallbacks:
+            for fallback in fallbacks:
+                self._settle(fallback, ctx.request_id, tokens)
+
+    def _settle(self, plan: Plan, rid: str, tokens: int) -> None:
+        if not self.store.settle_now(plan, rid, tokens):  # in memory: no Deferred
+            self.store.settle(plan, rid, tokens).addErrback(self._settle_failed, rid)
+
+    @staticmethod
+    def _settle_failed(failure: Any, rid: str) -> None:
+        log.failure("request {rid}: settling rate limits failed", failure, rid=rid)

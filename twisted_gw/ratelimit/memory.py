@@ -6,6 +6,8 @@ Time comes from the reactor given to it, so tests drive window edges with
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import ge
 from typing import Any
 
 from twisted.internet import defer
@@ -33,42 +35,57 @@ class MemoryRateLimitStore:
         """Decide at once (every call is synchronous here); ``member`` is
         not needed: a slot in memory is a count, given back by settle."""
         now = self.reactor.seconds()
-        self._sweep(now)
-        keys = [w.key(now) for w in plan.windows]
-        used = [self._counts.get(k, 0) for k in keys]
-        in_flight = [self._in_flight.get(g.key, 0) for g in plan.concurrency]
+        if now >= self._next_sweep:
+            self._sweep(now)
+        frame = plan.frame(now)  # the windows' keys, formatted once per window
+        keys = frame.keys
+        counts = self._counts
+        used = list(map(counts.get, keys, repeat(0)))
+        gates = self._in_flight
+        gate_keys = plan.gate_keys
+        in_flight = list(map(gates.get, gate_keys, repeat(0)))
         outcome = Outcome(now, used, in_flight)
-        for i, (window, count) in enumerate(zip(plan.windows, used, strict=True)):
-            if count >= window.limit:
-                outcome.rejected_window = i
-                return outcome
-        for i, (gate, count) in enumerate(zip(plan.concurrency, in_flight, strict=True)):
-            if count >= gate.limit:
-                outcome.rejected_concurrency = i
-                return outcome
-        for i, (window, key) in enumerate(zip(plan.windows, keys, strict=True)):
-            if not window.is_tokens:
-                used[i] = self._counts[key] = used[i] + 1
-                self._expires[key] = window.start(now) + window.size
-        for i, gate in enumerate(plan.concurrency):
-            in_flight[i] = self._in_flight[gate.key] = in_flight[i] + 1
+        if any(map(ge, used, plan.limits)):
+            outcome.rejected_window = _first_reached(used, plan.limits)
+            return outcome
+        if any(map(ge, in_flight, plan.gate_limits)):
+            outcome.rejected_concurrency = _first_reached(in_flight, plan.gate_limits)
+            return outcome
+        expires, ends = self._expires, frame.ends
+        for i in plan.request_windows:
+            key = keys[i]
+            count = used[i]
+            if not count:  # a counter is never 0: a new one, whose end is not set yet
+                expires[key] = ends[i]
+            used[i] = counts[key] = count + 1
+        for i, key in enumerate(gate_keys):
+            in_flight[i] = gates[key] = in_flight[i] + 1
         return outcome
 
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
-        now = self.reactor.seconds()
-        if tokens > 0:
-            for window in plan.windows:
-                if window.is_tokens:
-                    key = window.key(now)
-                    self._counts[key] = self._counts.get(key, 0) + tokens
-                    self._expires[key] = window.start(now) + window.size
-        for gate in plan.concurrency:
-            left = self._in_flight.get(gate.key, 0) - 1
-            if left > 0:
-                self._in_flight[gate.key] = left
-            else:
-                self._in_flight.pop(gate.key, None)
+        self.settle_now(plan, member, tokens)
         return defer.succeed(None)
+
+    def settle_now(self, plan: Plan, member: str, tokens: int) -> bool:
+        """Settle at once (every call is synchronous here)."""
+        if tokens > 0 and plan.token_windows:
+            frame = plan.frame(self.reactor.seconds())
+            keys, ends = frame.keys, frame.ends
+            counts, expires = self._counts, self._expires
+            for i in plan.token_windows:
+                key = keys[i]
+                count = counts.get(key, 0)
+                if not count:
+                    expires[key] = ends[i]
+                counts[key] = count + tokens
+        gates = self._in_flight
+        for key in plan.gate_keys:
+            left = gates.get(key, 0) - 1
+            if left > 0:
+                gates[key] = left
+            else:
+                gates.pop(key, None)
+        return True
 
     def close(self) -> defer.Deferred:
         """Nothing to release: the counters go with the process."""
@@ -84,9 +101,12 @@ class MemoryRateLimitStore:
         return self._in_flight.get(key, 0)
 
     def _sweep(self, now: float) -> None:
-        if now < self._next_sweep:
-            return
         self._next_sweep = now + 60
         for key in [k for k, t in self._expires.items() if t <= now]:
             del self._expires[key]
             self._counts.pop(key, None)
+
+
+def _first_reached(counts: list[int], limits: tuple[int, ...]) -> int:
+    """The index of the first count at or over its limit."""
+    return next(i for i, (count, limit) in enumerate(zip(counts, limits)) if count >= limit)

@@ -183,6 +183,10 @@ class RedisRateLimitStore(RedisScripts):
     def acquire_now(self, plan: Plan, member: str) -> None:
         """Never decided at once: every check is a round trip to Redis."""
 
+    def settle_now(self, plan: Plan, member: str, tokens: int) -> bool:
+        """Never done at once: every settle is a round trip to Redis."""
+        return False
+
     def _check_failed(self, failure: Any, plan: Plan, member: str) -> Any:
         """A check that did not answer may still run on Redis (txredisapi calls
         cannot be withdrawn) and take concurrency slots nobody will give back:

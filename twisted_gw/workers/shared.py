@@ -395,6 +395,9 @@ class RemoteRateLimitStore:
             self._slots += len(plan.concurrency)
         return outcome
 
+    def settle_now(self, plan: Plan, member: str, tokens: int) -> bool:
+        return False  # always a round trip
+
     def settle(self, plan: Plan, member: str, tokens: int) -> defer.Deferred:
         """Sent at once, given back before the client can see its answer end;
         no answer is waited for (see the module docstring)."""
