@@ -124,8 +124,9 @@ class LimitedRequest(Request):
 
     def render(self, resrc: Any) -> None:
         # the common case costs two byte-string scans, a set lookup, two
-        # attribute checks and a header lookup
-        if b"%" in self.path or not self.path.isascii():
+        # attribute checks and a header lookup (find, not ``b"%" in``: that
+        # first tries the bytes as an int, and raises and clears a TypeError)
+        if self.path.find(b"%") >= 0 or not self.path.isascii():
             self._check_path()
         site = self.site
         if site.cors is not None and site.cors.apply(self):
