@@ -596,12 +596,6 @@ class FixedRouteResource(KleinResource):
         endpoint, segments = route
         request.prepath.extend(request.postpath[:segments])
         request.postpath = request.postpath[segments:]
-        finished = [False]
-
-        def _finish(_: object) -> None:
-            finished[0] = True
-
-        request.notifyFinish().addBoth(_finish)
         try:
             result = self._app.execute_endpoint(endpoint, request)
         except Exception:  # noqa: BLE001 - Klein's maybeDeferred: handled below
@@ -610,8 +604,13 @@ class FixedRouteResource(KleinResource):
             d = result if isinstance(result, Deferred) else succeed(result)
         request.notifyFinish().addErrback(lambda _: d.cancel())
 
+        def finished() -> bool:
+            # what Klein's first notifyFinish observer records, read off the
+            # request instead (one Deferred less): finished, or its connection lost
+            return bool(request.finished or request._disconnected)
+
         def failed(failure: Failure) -> None:
-            if finished[0]:
+            if finished():
                 if not failure.check(CancelledError):
                     legacy_log.err(failure, "Unhandled Error Processing Request.")
                 return
@@ -622,7 +621,7 @@ class FixedRouteResource(KleinResource):
                 result = result.encode("utf-8")
             if isinstance(result, bytes):
                 request.write(result)
-            if not finished[0]:
+            if not finished():
                 request.finish()
 
         d.addErrback(failed)
