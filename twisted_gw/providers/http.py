@@ -118,8 +118,8 @@ class _BytesBodyRequest(Request):
     and unregistered on the transport, for a body that is already whole. This
     one writes the same bytes (the request line, ``Connection: close`` when
     not persistent, ``Content-Length``, the headers in their order, the
-    body) and is done. ``headers`` (what a response's ``request`` shows) is
-    made only if asked for."""
+    body) in one ``write`` and is done. ``headers`` (what a response's
+    ``request`` shows) is made only if asked for."""
 
     def __init__(
         self,
@@ -150,7 +150,8 @@ class _BytesBodyRequest(Request):
             lines.extend([name + b": " + v + b"\r\n" for v in values])
         lines.append(b"\r\n")
         lines.append(self._body)
-        transport.writeSequence(lines)
+        # one bytes: writeSequence checks every piece's type with a call each
+        transport.write(b"".join(lines))
         return defer.succeed(None)
 
     def stopWriting(self) -> None:
