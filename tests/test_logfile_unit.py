@@ -52,7 +52,33 @@ def events() -> list[dict]:
         {**base, "log_format": "no time", "log_time": None, "log_namespace": "x"},
         {**base, "log_format": "it broke", "log_failure": failure, "log_namespace": "x"},
         {**base, "log_namespace": "x"},  # no format: no line
+        # what the observer formats itself must still be twisted.logger's text
+        {**base, "log_format": "{a} and {b}: {{not a field}}", "a": 1.5, "b": None},
+        {**base, "log_format": "two\nlines {v}", "v": "x\ny", "log_namespace": "n"},
+        {**base, "log_format": "{empty}", "empty": ""},  # no text: no line
+        {**base, "log_format": "", "log_namespace": "x"},
+        {"log_format": "no level, no namespace, no time"},
+        {**base, "log_format": "{missing}", "log_namespace": "x"},
+        {
+            **base,
+            "log_format": "{a!r} {b:>4} {c()} {d.real} {e[0]}",
+            "a": "q",
+            "b": 7,
+            "c": lambda: "called",
+            "d": 3,
+            "e": [9],
+        },
+        {**base, "log_format": "{}", "log_namespace": "x"},
+        {**base, "log_format": "unbalanced {", "log_namespace": "x"},
+        {**base, "log_format": b"bytes {n}", "n": 1},
+        {**base, "log_format": "{v}", "v": _Unformattable(), "log_namespace": "x"},
+        {**base, "log_format": "sys {n}", "n": 1, "log_system": 42},
     ]
+
+
+class _Unformattable:
+    def __format__(self, spec: str) -> str:
+        raise RuntimeError("no")
 
 
 def test_it_writes_the_bytes_of_twisted_s_text_observer():

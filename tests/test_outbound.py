@@ -477,3 +477,41 @@ def test_a_whole_answer_fires_with_status_headers_and_body() -> None:
     assert (status, body) == (200, b"{}")
     assert headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert up.tcp.value().startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+
+
+def test_a_post_is_written_byte_for_byte_as_twisted_webs_agent_writes_it() -> None:
+    """UpstreamClient writes its request itself (head and body in one write):
+    the bytes are Agent.request's, header names canonical and in order, line
+    breaks in a value one space, Host last unless given, and the same on a
+    second request over the pooled connection."""
+    from twisted.web.client import Agent
+    from twisted.web.http_headers import Headers
+
+    from twisted_gw._outbound import BytesProducer
+
+    headers = {
+        b"authorization": [b"Bearer sk-a\r\nb"],
+        b"content-type": [b"application/json"],
+        "X-Str": ["v\u00e9"],
+        b"x-multi": [b"1", b"2"],
+        b"Accept": [b"text/plain"],
+        b"accept": [b"application/json"],
+    }
+    url = URL + "?q=%C3%A9"
+    body = b'{"model":"m"}'
+    ours, theirs = ClientUpstream(), Upstream()
+    agent = Agent.usingEndpointFactory(
+        theirs.reactor, EndpointFactory(theirs.reactor), pool=theirs.pool
+    )
+    for _ in range(2):
+        d1 = ours.client.post(url, {k: list(v) for k, v in headers.items()}, body)
+        ours.connect()
+        d2 = agent.request(b"POST", url.encode(), Headers(headers), BytesProducer(body))
+        theirs.connect()
+        assert ours.tcp.value() == theirs.tcp.value()
+        assert ours.tcp.value().endswith(b"\r\n\r\n" + body)
+        for up in (ours, theirs):
+            up.answer(head(2) + b"{}")
+            up.tcp.clear()
+        assert result_of(d1)[2] == b"{}" and result_of(d2).code == 200
+    assert len(ours.connections) == len(theirs.connections) == 1

@@ -501,3 +501,113 @@ def test_cors_marks_every_answer_of_an_allowed_origin_and_answers_its_preflight(
         "Origin",
     )
     assert other == 200 and "access-control-allow-origin" not in plain and "vary" not in plain
+
+
+# -- fixed-path routes found without werkzeug (FixedRouteResource) ---------------------------
+
+
+class Fixed(Echo):
+    """Echo, with a route that fails and one that answers in a str."""
+
+    app = Klein()
+    app.route("/echo", methods=["GET", "POST"])(Echo.echo)
+    app.handle_errors(NotFound)(Echo.unmatched)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = 0
+
+    @app.route("/later", methods=["GET"])
+    def later(self, request: Any) -> Deferred:
+        def cancel(_: Deferred) -> None:
+            self.cancelled += 1
+
+        d: Deferred = Deferred(cancel)
+        self.pending.append(d)
+        return d.addCallback(lambda doc: _json(request, doc))
+
+    @app.route("/boom", methods=["GET"])
+    def boom(self, request: Any) -> bytes:
+        raise RuntimeError("a bug")
+
+    @app.route("/text", methods=["GET"])
+    def text(self, request: Any) -> str:
+        return "caf\u00e9"
+
+    @app.route("/item/<name>", methods=["GET"])
+    def item(self, request: Any, name: str) -> bytes:
+        return _json(request, {"name": name, "prepath": [p.decode() for p in request.prepath]})
+
+
+def _fixed_and_klein(clock: Clock) -> list[tuple[GatewaySite, Fixed]]:
+    sites = []
+    for fixed in (True, False):
+        app = Fixed()
+        resource = site_module.FixedRouteResource(app.app) if fixed else app.app.resource()
+        sites.append((GatewaySite(resource, LIMIT, reactor=clock), app))
+    return sites
+
+
+def _without_date(data: bytes) -> bytes:
+    return b"\r\n".join(line for line in data.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+        b"HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ech%6F HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /echo/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"DELETE /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /echo?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: .\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: \xff\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: [::1]:3000\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n",
+        b"GET /text HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /item/a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_a_fixed_route_answers_byte_for_byte_as_klein_does(clock, raw):
+    outputs = []
+    for site, _ in _fixed_and_klein(clock):
+        channel, transport = connect(site)
+        channel.dataReceived(raw)
+        channel.dataReceived(raw)  # the second time the Host is known to the fixed one
+        outputs.append(_without_date(transport.value()))
+    assert outputs[0] == outputs[1]
+    assert outputs[0].startswith(b"HTTP/1.1 ")
+
+
+def test_a_fixed_route_is_found_without_werkzeug_and_with_kleins_prepath(clock, monkeypatch):
+    (site, _), _ = _fixed_and_klein(clock)
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")  # the Host is checked once
+    seen = []
+    resource = site.resource
+    monkeypatch.setattr(resource._app.url_map, "bind", lambda *a, **k: seen.append(a))
+    channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert seen == [] and [r[0] for r in responses(transport)] == [200, 200]
+
+
+def test_a_fixed_routes_deferred_is_cancelled_when_the_client_goes(clock):
+    for site, app in _fixed_and_klein(clock):
+        channel, _ = connect(site)
+        channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        close(channel)
+        assert app.cancelled == 1 and app.pending[0].called
+
+
+def test_a_fixed_routes_deferred_answer_is_written_when_it_fires(clock):
+    outputs = []
+    for site, app in _fixed_and_klein(clock):
+        channel, transport = connect(site)
+        channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert transport.value() == b""
+        app.pending[0].callback({"late": True})
+        outputs.append(_without_date(transport.value()))
+    assert outputs[0] == outputs[1] and b'{"late": true}' in outputs[0]

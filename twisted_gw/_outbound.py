@@ -360,6 +360,11 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+#: how a whole body ends: its length read, its chunks ended, or (no length)
+#: its connection closed
+_BODY_ENDS = (ResponseDone, PotentialDataLoss, ConnectionDone)
+
+
 class _BoundedBody(Protocol):
     """Collects a response body of at most ``limit`` bytes into ``finished``.
 
@@ -407,7 +412,9 @@ class _BoundedBody(Protocol):
         self.closer.body_ended()
         if self.finished.called:
             return
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss, ConnectionDone):
+        # isinstance, not Failure.check: that works out the qualified names of
+        # the exception's classes, on every body read, for the same answer
+        if reason is None or isinstance(reason.value, _BODY_ENDS):
             self.finished.callback(b"".join(self.parts))
         else:
             self.finished.errback(reason)

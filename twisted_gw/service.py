@@ -674,9 +674,9 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
 
     health = Health(store)  # one for both listeners
 
-    def site(app: Any, listen: ListenConfig, **shape: Any) -> GatewaySite:
+    def site(app: Any, listen: ListenConfig, resource: Any = None, **shape: Any) -> GatewaySite:
         return GatewaySite(
-            app.resource(),
+            app.resource() if resource is None else resource,
             config.max_body_bytes,
             header_timeout=listen.header_timeout,
             max_connections=listen.max_connections,
@@ -686,7 +686,7 @@ def build(config: GatewayConfig, reactor: Any, worker: WorkerSetup | None = None
             **shape,
         )
 
-    proxy_site = site(proxy.app, config.proxy)
+    proxy_site = site(proxy.app, config.proxy, resource=proxy.resource())
     admin_site = site(admin.app, config.admin, error_body=admin_error_body)
     sites = (proxy_site, admin_site)
     shutdown = Shutdown(sites, health, config.shutdown_grace, reactor, proxy.abort_in_flight)

@@ -33,6 +33,10 @@
   etcd start-up gate: :meth:`GatewaySite.hold`). A shutdown drains the site
   (:meth:`GatewaySite.drain`; the policy is :mod:`twisted_gw.shutdown`).
 
+The proxy's routes all have fixed paths; its resource
+(:class:`FixedRouteResource`) finds them in a dict instead of through
+werkzeug, and runs them as Klein does.
+
 HTTP/2 is not offered (the listeners' TLS options advertise no ALPN), so the
 site's protocol is the HTTP/1.1 channel itself rather than twisted.web's
 HTTP/1.1-or-2 switch.
@@ -45,11 +49,15 @@ from http import HTTPStatus
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, succeed
+from klein._resource import extractURLparts
+from klein.resource import KleinResource
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python import log as legacy_log
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import BadHost
 
 from twisted_gw.cors import CorsPolicy
@@ -116,8 +124,9 @@ class LimitedRequest(Request):
 
     def render(self, resrc: Any) -> None:
         # the common case costs two byte-string scans, a set lookup, two
-        # attribute checks and a header lookup
-        if b"%" in self.path or not self.path.isascii():
+        # attribute checks and a header lookup (find, not ``b"%" in``: that
+        # first tries the bytes as an int, and raises and clears a TypeError)
+        if self.path.find(b"%") >= 0 or not self.path.isascii():
             self._check_path()
         site = self.site
         if site.cors is not None and site.cors.apply(self):
@@ -529,3 +538,115 @@ def routes() -> Klein:
     app.url_map.merge_slashes = False
     app.url_map.redirect_defaults = False
     return app
+
+
+#: at most this many distinct Host values are remembered as routable (the
+#: header is the client's: an unbounded set would be theirs to grow)
+_KNOWN_HOSTS = 256
+
+
+class FixedRouteResource(KleinResource):
+    """Klein's resource, with the app's fixed-path routes looked up in a dict.
+
+    For every request Klein extracts and decodes the URL's parts, binds
+    werkzeug's map to them (a MapAdapter), adapts the request to
+    ``IKleinRequest``, runs werkzeug's matcher and wraps the route's call in
+    two ``maybeDeferred`` and four callbacks: ~5 % of the CPU of a proxied
+    chat completion. A route whose path has no variables (all the proxy's)
+    needs none of that to be found, so a request whose method and path are
+    exactly one of those routes' is run here the way Klein runs it: the same
+    prepath/postpath, its Deferred cancelled when the connection is lost,
+    bytes or a str it returns written and the request finished, the request
+    finished when its Deferred fires with None (the app's routes return
+    nothing else: no Resource or Renderable, which only Klein renders).
+    Everything else (another
+    path, a %-escaped one, a path routed below a resource) goes through
+    Klein as before.
+
+    The Host header is checked the way werkzeug checks it (its IDNA
+    encoding) the first time each value is seen; a value Klein refuses is
+    left to Klein every time, which answers it as it always did (the site
+    turns werkzeug's BadHost into its JSON 400).
+
+    What is not Klein's: a failure of a fixed route is not offered to the
+    app's error handlers. Those handle werkzeug's routing errors (not found,
+    wrong method, a redirect), which only matching raises; a fixed route's
+    own failure gets what Klein does when no handler takes it (twisted.web's
+    ``processingFailed``, or a log line once the request is finished)."""
+
+    def __init__(self, app: Klein) -> None:
+        super().__init__(app)
+        self._fixed: dict[tuple[bytes, bytes], tuple[str, int]] = {}
+        endpoints = app.endpoints
+        for rule in app.url_map.iter_rules():
+            if rule.arguments or rule.methods is None or rule.host is not None:
+                continue  # a variable part, any method, host matching: werkzeug's to match
+            segments = endpoints[rule.endpoint].segment_count
+            for method in rule.methods:
+                self._fixed.setdefault(
+                    (method.encode("ascii"), rule.rule.encode("utf-8")),
+                    (rule.endpoint, segments),
+                )
+        self._hosts: set[bytes | None] = set()
+
+    def render(self, request: Any) -> Any:
+        route = self._fixed.get((request.method, request.path))
+        if route is None or request.prepath or not self._routable_host(request):
+            return super().render(request)
+        endpoint, segments = route
+        request.prepath.extend(request.postpath[:segments])
+        request.postpath = request.postpath[segments:]
+        try:
+            result = self._app.execute_endpoint(endpoint, request)
+        except Exception:  # noqa: BLE001 - Klein's maybeDeferred: handled below
+            d: Deferred = fail()
+        else:
+            d = result if isinstance(result, Deferred) else succeed(result)
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+
+        def finished() -> bool:
+            # what Klein's first notifyFinish observer records, read off the
+            # request instead (one Deferred less): finished, or its connection lost
+            return bool(request.finished or request._disconnected)
+
+        def failed(failure: Failure) -> None:
+            if finished():
+                if not failure.check(CancelledError):
+                    legacy_log.err(failure, "Unhandled Error Processing Request.")
+                return
+            request.processingFailed(failure)
+
+        def write(result: object) -> None:
+            if isinstance(result, str):
+                result = result.encode("utf-8")
+            if isinstance(result, bytes):
+                request.write(result)
+            if not finished():
+                request.finish()
+
+        d.addErrback(failed)
+        d.addCallback(write)
+        d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
+        return NOT_DONE_YET
+
+    def _routable_host(self, request: Any) -> bool:
+        """Whether werkzeug takes the request's Host (as Klein would bind it)."""
+        values = request.requestHeaders.getRawHeaders(b"host")
+        host = values[-1] if values else None
+        if host in self._hosts:
+            return True
+        try:
+            scheme, server_name, _, path_info, script_name = extractURLparts(request)
+            self._app.url_map.bind(
+                server_name,
+                script_name,
+                path_info=path_info,
+                default_method=request.method.decode("utf-8"),
+                url_scheme=scheme,
+            )
+        except Exception:  # noqa: BLE001 - Klein answers it, as before
+            return False
+        if len(self._hosts) >= _KNOWN_HOSTS:
+            self._hosts.clear()
+        self._hosts.add(host)
+        return True

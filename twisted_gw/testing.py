@@ -307,7 +307,7 @@ class MemoryGateway:
             upstream_timeout=upstream_timeout,
             max_body_bytes=max_body_bytes,
         )
-        self.client = StubTreq(self.proxy.app.resource())
+        self.client = StubTreq(self.proxy.resource())
         self._ids = itertools.count(1)
 
     # -- config --------------------------------------------------------------------

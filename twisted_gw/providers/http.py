@@ -20,6 +20,7 @@ from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import Request, _ensureValidURI
 from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -27,7 +28,6 @@ from twisted.web.iweb import IResponse
 from twisted_gw._outbound import (
     UPSTREAM_WORDS,
     BodyTooLarge,
-    BytesProducer,
     EndpointFactory,
     connection_pool,
     describe_failure,
@@ -73,7 +73,93 @@ class _Upstream:
         self.key = (parsed.scheme, parsed.host, parsed.port)
         self.endpoint = endpoints.endpointForURI(parsed)
         self.host = agent._computeHostValue(parsed.scheme, parsed.host, parsed.port)
-        self.origin = parsed.originForm  # a property that unparses the URL each time
+        # a property that unparses the URL each time; checked here once, as
+        # twisted.web's Request checks it on every request
+        self.origin = _ensureValidURI(parsed.originForm)
+
+
+#: at most this many distinct header names are kept canonicalized (they come
+#: from the providers' code and config, a handful in practice)
+_KNOWN_NAMES = 256
+
+
+class _HeaderNames:
+    """Header names in the form twisted.web sends them (``Content-Type``),
+    worked out once per name by a :class:`Headers` (it raises for a name
+    that is not an HTTP token, as building the request's Headers would)."""
+
+    def __init__(self) -> None:
+        self._canonical: dict[bytes | str, bytes] = {}
+
+    def __call__(self, name: bytes | str) -> bytes:
+        canonical = self._canonical.get(name)
+        if canonical is None:
+            if len(self._canonical) >= _KNOWN_NAMES:
+                self._canonical.clear()
+            [(canonical, _)] = Headers({name: []}).getAllRawHeaders()
+            self._canonical[name] = canonical
+        return canonical
+
+
+def _value(value: bytes | str) -> bytes:
+    """A header value as ``Headers.setRawHeaders`` stores it: UTF-8, every
+    line break (CR, LF, CRLF) one space (its very expression: cheaper than
+    testing ``b"\\r" in value``, which first tries the bytes as an int)."""
+    if isinstance(value, str):
+        value = value.encode("utf8")
+    return b" ".join(value.splitlines())
+
+
+class _BytesBodyRequest(Request):
+    """A POST whose body is bytes, written with its head in one ``write``.
+
+    twisted.web's own Request writes a body through an ``IBodyProducer``: a
+    ``LengthEnforcingConsumer``, three Deferreds and a producer registered
+    and unregistered on the transport, for a body that is already whole. This
+    one writes the same bytes (the request line, ``Connection: close`` when
+    not persistent, ``Content-Length``, the headers in their order, the
+    body) in one ``write`` and is done. ``headers`` (what a response's
+    ``request`` shows) is made only if asked for."""
+
+    def __init__(
+        self,
+        upstream: _Upstream,
+        raw: dict[bytes, list[bytes]],
+        body: bytes,
+        persistent: bool,
+    ) -> None:
+        # not Request.__init__: the method and URI were checked once (_Upstream)
+        self.method = b"POST"
+        self.uri = upstream.origin
+        self.bodyProducer = None
+        self.persistent = persistent
+        self._parsedURI = upstream.parsed
+        self._raw = raw
+        self._body = body
+
+    @property  # type: ignore[override]
+    def headers(self) -> Headers:
+        return Headers(self._raw)
+
+    def writeTo(self, transport: Any) -> defer.Deferred:
+        lines = [b"POST " + self.uri + b" HTTP/1.1\r\n"]
+        if not self.persistent:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"Content-Length: %d\r\n" % len(self._body))
+        for name, values in self._raw.items():
+            lines.extend([name + b": " + v + b"\r\n" for v in values])
+        lines.append(b"\r\n")
+        lines.append(self._body)
+        # one bytes: writeSequence checks every piece's type with a call each
+        transport.write(b"".join(lines))
+        return defer.succeed(None)
+
+    def stopWriting(self) -> None:
+        """Nothing to stop: the request is written whole by writeTo."""
+
+
+def _issue(connection: Any, request: _BytesBodyRequest) -> defer.Deferred:
+    return connection.request(request)
 
 
 class UpstreamClient:
@@ -101,6 +187,7 @@ class UpstreamClient:
         # wrap the response; the answers are still read with treq.collect
         self._endpoints = EndpointFactory(reactor)
         self._agent = Agent.usingEndpointFactory(reactor, self._endpoints, pool=pool)
+        self._names = _HeaderNames()
         #: adds the current attempt's ``traceparent`` to a request's headers
         #: (CONTRACT 5.3: ``Tracing.inject``); None when tracing is off
         self.inject: Callable[[str, dict[bytes, list[bytes]]], None] | None = None
@@ -128,18 +215,14 @@ class UpstreamClient:
             upstream = self._upstream(url)
         except Exception:  # noqa: BLE001 - as Agent.request: a scheme it cannot serve
             return defer.fail(Failure())
-        sent = Headers(headers)
-        sent.setRawHeaders(b"host", [upstream.host])
-        # Agent.request without its per-request URL work (see _Upstream)
-        return self._agent._requestWithEndpoint(
-            upstream.key,
-            upstream.endpoint,
-            b"POST",
-            upstream.parsed,
-            sent,
-            BytesProducer(body),
-            upstream.origin,
-        )
+        # the headers as Headers(headers) would hold them, then Host, as
+        # Agent.request adds it (but without its per-request URL work: _Upstream)
+        name = self._names
+        raw = {name(n): [_value(v) for v in values] for n, values in headers.items()}
+        raw[b"Host"] = [upstream.host]
+        request = _BytesBodyRequest(upstream, raw, body, self.pool.persistent)
+        d = self.pool.getConnection(upstream.key, upstream.endpoint)
+        return d.addCallback(_issue, request)
 
     def _upstream(self, url: str) -> _Upstream:
         """The prepared form of an upstream URL, made once per distinct URL

@@ -51,7 +51,7 @@ from twisted_gw.proxy.wire import (
     ResponsesWire,
     Wire,
 )
-from twisted_gw.site import routes
+from twisted_gw.site import FixedRouteResource, routes
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is on
     from twisted_gw.observability.tracing import Tracing
@@ -107,6 +107,11 @@ class ProxyApp:
         #: finalize still reaches the limiter
         self._live: set[Request] = set()
         self._id_prefix = os.urandom(4).hex()
+
+    def resource(self) -> FixedRouteResource:
+        """The listener's resource: the routes below, every one of a fixed
+        path, found without werkzeug (see FixedRouteResource)."""
+        return FixedRouteResource(self.app)
 
     # -- routes --------------------------------------------------------------
 
