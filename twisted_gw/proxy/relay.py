@@ -127,7 +127,7 @@ class StreamRelay:
                 self.owner.malformed()
                 return
         else:
-            if b"\n" in data:  # an upstream multi-line data field: keep it one event
+            if 10 in data:  # an LF: a multi-line data field upstream, kept one event
                 data = data.replace(b"\n", b"\ndata: ")
             self._frames.append(b"data: " + data + b"\n\n")
         if first and self._turns is not None:
