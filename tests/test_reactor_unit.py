@@ -10,6 +10,7 @@ asserted, not hoped for. Twisted's own reactor tests run against it too
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -254,3 +255,99 @@ def test_an_fd_number_reused_by_a_file_before_the_turn_ends_is_no_error(reactor,
     finally:
         f.close()
         b.close()
+
+
+# -- ITurnWrites: a call at the turn's end, a send now -------------------------------------
+
+
+class _Spied:
+    """A served connection whose sends are recorded."""
+
+    def __init__(self, reactor: GatewayReactor) -> None:
+        self.transport, self.client = connected_pair(reactor)
+        self.sends: list[bytes] = []
+        real_send = self.transport.socket.send
+
+        def send(data: Any) -> int:
+            self.sends.append(bytes(data))
+            return real_send(data)
+
+        self.transport.socket = _SocketSpy(self.transport.socket, send)
+
+    def received(self) -> bytes:
+        """What the client can read now, without a turn of the reactor."""
+        got = b""
+        try:
+            while chunk := self.client.recv(1 << 20):
+                got += chunk
+        except BlockingIOError:
+            pass
+        return got
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+        self.client.close()
+
+
+def test_a_call_at_the_turns_end_runs_after_the_dispatch_and_its_writes_join_the_turns_send(
+    reactor,
+):
+    spied = _Spied(reactor)
+    order: list[str] = []
+
+    class Joined(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            order.append("dispatch")
+            self.transport.write(b"now:")
+            reactor.at_turn_end(lambda: (order.append("end"), self.transport.write(b"later")))
+
+    spied.transport.protocol = Joined()
+    spied.transport.protocol.makeConnection(spied.transport)
+    spied.client.send(b"go")
+    assert recv_all(reactor, spied.client, 9) == b"now:later"
+    assert order == ["dispatch", "end"] and spied.sends == [b"now:later"]
+    spied.close()
+
+
+def test_a_call_at_the_turns_end_asked_for_by_a_timer_runs_before_the_next_wait(reactor):
+    ran: list[bool] = []
+    reactor.callLater(0, reactor.at_turn_end, lambda: ran.append(True))
+    reactor.runUntilCurrent()
+    reactor.doIteration(5.0)  # would block 5 s if the call waited for an event
+    assert ran == [True]
+
+
+def test_send_now_sends_what_the_transport_buffered_before_the_turn_ends(reactor):
+    spied = _Spied(reactor)
+    spied.transport.write(b"first")
+    reactor.send_now(spied.transport)
+    assert spied.received() == b"first"  # no turn of the reactor in between
+    spied.transport.write(b" then the rest")
+    assert spied.received() == b""  # an ordinary write still waits for the turn's end
+    assert recv_all(reactor, spied.client, 14) == b" then the rest"
+    assert spied.sends == [b"first", b" then the rest"]
+    reactor.send_now(spied.transport)  # nothing buffered: nothing sent
+    assert spied.sends == [b"first", b" then the rest"]
+    spied.close()
+
+
+def test_a_send_now_that_fails_leaves_the_lost_connection_to_the_turns_end(reactor):
+    """The writer that called send_now is never re-entered by connectionLost."""
+    spied = _Spied(reactor)
+    lost: list[str] = []
+
+    class Watch(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            lost.append("lost")
+
+    spied.transport.protocol = Watch()
+    spied.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    spied.client.close()  # a reset: the next send fails
+    spied.transport.write(b"to nobody")
+    reactor.send_now(spied.transport)
+    assert spied.sends == [b"to nobody"] and lost == []  # tried, failed, not handled here
+    for _ in range(100):
+        turn(reactor, 0.01)
+        if lost:
+            break
+    assert lost == ["lost"]

@@ -385,6 +385,38 @@ def test_property_any_split_parses_like_the_whole(
     assert not split_parser.pending
 
 
+# -- a feed that is one whole event (the usual upstream read: one HTTP chunk) ----
+
+_ONE_EVENT_PIECES = st.one_of(
+    _TEXT.map(lambda t: b"data: " + t.encode() + b"\n\n"),  # the parser's quick case
+    _TEXT.map(lambda t: b"data:" + t.encode() + b"\n\n"),
+    _TEXT.map(lambda t: b"data: " + t.encode() + b"\r\n\r\n"),
+    _TEXT.map(lambda t: b"data: " + t.encode() + b"\ndata: two\n\n"),
+    _NAME.map(lambda n: b"event: " + n.encode() + b"\n"),
+    _ID.map(lambda i: b"id: " + i.encode() + b"\n"),
+    st.sampled_from(
+        [b": ping\r", b"\n", b"\r", b"data: open", b"data: ", b"\xef\xbb\xbf", b"\xef", b"\n\n"]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(_ONE_EVENT_PIECES, max_size=8))
+def test_property_events_fed_one_a_read_parse_like_the_whole(pieces: list[bytes]) -> None:
+    """A feed that is exactly ``data: <value>\n\n`` takes a shorter path: it
+    must agree with the whole stream whatever came before it (an event name
+    or id still to apply, a CR waiting for its LF, a BOM, an open line)."""
+    stream = b"".join(pieces)
+    assert parse([p for p in pieces if p]) == SSEParser().feed(stream)
+
+
+def test_an_event_fed_alone_takes_the_name_and_id_fed_before_it() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"event: delta\nid: 7\n") == []
+    assert parser.feed(b"data: one\n\n") == [E(b"one", b"delta", b"7")]
+    assert parser.feed(b"data: two\n\n") == [E(b"two", b"", b"7")]  # the id stays, the name not
+
+
 # -- hostile input: bounded and linear (issue 11) -------------------------------
 
 LIMIT = 64  # max_event_bytes of the bound tests: data of an event <= 64 bytes
@@ -561,3 +593,16 @@ def test_property_chunking_does_not_change_what_the_bound_refuses(
 
     assert split[0] == whole[0]
     assert (split[1] is None) == (whole[1] is None)
+
+
+@pytest.mark.parametrize(
+    ("size", "too_large"), [(LIMIT - 1, False), (LIMIT, False), (LIMIT + 1, True)]
+)
+def test_an_event_fed_alone_is_bounded_like_any_other(size: int, too_large: bool) -> None:
+    parser = SSEParser(max_event_bytes=LIMIT)
+    feed = b"data: " + b"x" * size + b"\n\n"
+    if too_large:
+        with pytest.raises(EventTooLarge):
+            parser.feed(feed)
+    else:
+        assert parser.feed(feed) == [E(b"x" * size)]

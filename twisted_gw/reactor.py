@@ -28,6 +28,15 @@ What changes, and what does not:
   old registration when the old socket closed).
 - Regular files (``EPERM`` from epoll) go to continuous polling, as in the
   stock reactor, when they are first synced.
+- :class:`ITurnWrites`, for code that writes: ``at_turn_end(f)`` calls ``f``
+  after the dispatch and before the turn's writes are sent (the stream
+  relay joins there the events of one upstream read, which twisted.web's
+  HTTP client hands over one HTTP chunk at a time, into one write), and
+  ``send_now(transport)`` sends a connection's buffer at once, mid-turn (the
+  relay's response head and first event, so the client's first token does
+  not wait for the rest of the read to be relayed). A send that fails or
+  leaves a rest is left to the turn's end, so the caller is never re-entered
+  by a ``connectionLost``.
 
 - ``listenSSL``/``connectSSL`` are the stock ones' code, with the TLS layer
   imported on their first call: this module imports Twisted's networking
@@ -43,6 +52,7 @@ the console script and by the twistd plugin when no reactor is installed yet
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from twisted_gw._lazytls import import_networking
@@ -53,7 +63,7 @@ from twisted.internet import epollreactor
 from twisted.internet.interfaces import IReactorSSL
 from twisted.internet.tcp import Connection
 from twisted.python import log
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 _IN = epollreactor.EPOLLIN
 _OUT = epollreactor.EPOLLOUT
@@ -62,12 +72,28 @@ _OUT = epollreactor.EPOLLOUT
 _EAGER_ROUNDS = 4
 
 
-@implementer(IReactorSSL)
+class ITurnWrites(Interface):
+    """What a reactor that sends a turn's writes at the turn's end offers to
+    code that writes: a call at that end (to join what one turn produced into
+    one write), and a send right now (for what must not wait for it)."""
+
+    def at_turn_end(f: Callable[[], None]) -> None:
+        """Call ``f()`` once, at the end of this turn's dispatch, before the
+        turn's writes are sent (from a timer: before the next wait)."""
+
+    def send_now(transport: Any) -> None:
+        """Send what ``transport`` buffered now, not at the turn's end (what
+        the kernel does not take, and a failure, are left to the turn's end)."""
+
+
+@implementer(IReactorSSL, ITurnWrites)
 class GatewayReactor(epollreactor.EPollReactor):
     """``EPollReactor`` whose epoll registrations are synced once per turn,
     and whose ``listenSSL``/``connectSSL`` load TLS on first use."""
 
     def __init__(self) -> None:
+        #: what at_turn_end was given this turn
+        self._at_end: list[Callable[[], None]] = []
         #: fd -> (event mask, owner) as the kernel's epoll set has it
         self._registered: dict[int, tuple[int, Any]] = {}
         #: fd -> owner, for the fds whose wanted state changed this turn
@@ -105,7 +131,36 @@ class GatewayReactor(epollreactor.EPollReactor):
                 del selectables[fd]
             self._dirty[fd] = xer
 
+    # -- ITurnWrites --
+
+    def at_turn_end(self, f: Callable[[], None]) -> None:
+        self._at_end.append(f)
+
+    def send_now(self, transport: Any) -> None:
+        if not isinstance(transport, Connection):
+            return
+        fd = transport.fileno()
+        if (
+            self._eager.get(fd) is transport  # it wrote this turn, and it is still that fd's
+            and fd in self._writes
+            and not transport.disconnecting  # its last write's end is the reactor's to handle
+            and "doWrite" not in transport.__dict__  # not still connecting
+        ):
+            del self._eager[fd]
+            if transport.doWrite() is not None or fd in self._writes:
+                self._eager[fd] = transport  # a failure or a rest: the turn's end sees it
+
     # -- the end of a turn --
+
+    def _run_at_end(self) -> None:
+        """The calls asked for before this end (one asked for by one of them
+        runs at the next end, before the next wait: never a loop)."""
+        calls, self._at_end = self._at_end, []
+        for f in calls:
+            try:
+                f()
+            except Exception:  # noqa: BLE001 - as a timer's failure: logged, the turn goes on
+                log.err(None, "Unhandled error in a call at the end of a turn")
 
     def _write_eagerly(self) -> bool:
         """Write what this turn buffered, on connections that are done
@@ -176,8 +231,12 @@ class GatewayReactor(epollreactor.EPollReactor):
         self._registered[fd] = (mask, owner)
 
     def _end_turn(self) -> bool:
-        """Eager writes, then the epoll sync; whether callbacks may have run."""
-        wrote = self._write_eagerly() if self._eager else False
+        """The calls at the turn's end, eager writes, then the epoll sync;
+        whether callbacks may have run."""
+        ran = bool(self._at_end)
+        if ran:
+            self._run_at_end()
+        wrote = (self._write_eagerly() if self._eager else False) or ran
         if self._dirty:
             self._sync()
         return wrote
@@ -189,10 +248,10 @@ class GatewayReactor(epollreactor.EPollReactor):
         out at once and the main loop then sees what those writes' callbacks
         did (a timer, a stop). What timers wrote before the poll is ended
         first; if that ran callbacks, the poll does not block on them."""
-        if (self._eager or self._dirty) and self._end_turn():
+        if (self._eager or self._dirty or self._at_end) and self._end_turn():
             timeout = 0
         super().doPoll(timeout)
-        if self._eager or self._dirty:
+        if self._eager or self._dirty or self._at_end:
             self._end_turn()
 
     doIteration = doPoll

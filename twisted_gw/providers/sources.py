@@ -135,20 +135,23 @@ class SSEBodyProtocol(TwistedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         try:
-            events, too_large = self.parser.feed(data), None
-        except EventTooLarge as e:  # what came before it still counts
-            events, too_large = e.events, e
-        self.deliver(events)
-        source = self.source
-        if source.closed:
+            events = self.parser.feed(data)
+        except EventTooLarge as e:
+            self.deliver(e.events)  # what came before it still counts
+            source = self.source
+            if not source.closed:
+                source.sink.flush()
+                log.warn(
+                    "upstream stream cut: {error} (server.proxy.max_event_bytes)",
+                    error=escape(str(e)),
+                )
+                source.fail(str(e))
             return
-        source.sink.flush()
-        if too_large is not None:
-            log.warn(
-                "upstream stream cut: {error} (server.proxy.max_event_bytes)",
-                error=escape(str(too_large)),
-            )
-            source.fail(str(too_large))
+        if events:
+            self.deliver(events)
+        source = self.source
+        if not source.closed:
+            source.sink.flush()
 
     def deliver(self, events: list[SSEEvent]) -> None:
         """Hand the chunks of parsed events to the sink (stops when the source

@@ -18,13 +18,16 @@ client gone                             nothing more written (``client_gone``)
 ======================================  =======================================
 
 Headers are held until the first chunk, so every failure before it can still
-be a JSON error; frames parsed from one upstream read go out as one write.
+be a JSON error. With the gateway's reactor (twisted_gw.reactor.ITurnWrites)
+the headers and the first event are sent at once, and the frames of the
+rest of an upstream read go out as one write at the turn's end; with
+another reactor each ``flush`` writes at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import Request
@@ -33,6 +36,7 @@ from zope.interface import implementer
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import read
 from twisted_gw.providers.interfaces import IChunkSink
+from twisted_gw.reactor import ITurnWrites
 from twisted_gw.spend.prices import content_chars
 
 if TYPE_CHECKING:
@@ -43,6 +47,9 @@ _DONE_FRAME = b"data: [DONE]\n\n"
 
 class RelayOwner(Protocol):
     """What the relay tells the request's owner."""
+
+    #: the reactor the request is served by
+    reactor: Any
 
     def first_chunk(self) -> None: ...
 
@@ -81,6 +88,10 @@ class StreamRelay:
         self.ended = False
         self._producing = False
         self._frames: list[bytes] = []  # parsed from the current upstream read
+        reactor = owner.reactor
+        #: the reactor's end of turn, where one read's frames are written (None: at once)
+        self._turns = reactor if ITurnWrites.providedBy(reactor) else None
+        self._flush_due = False  # a write at the turn's end is asked for
 
     # -- IChunkSink: what the source feeds ------------------------------------------
 
@@ -103,7 +114,8 @@ class StreamRelay:
             ctx.relayed_chars += content_chars(doc)
         if self.tap is not None:
             self.tap(doc)
-        if not self.started:
+        first = not self.started
+        if first:
             self.owner.first_chunk()
             self.start_response()
         self.owner.activity()
@@ -113,17 +125,39 @@ class StreamRelay:
             self._frames.append(framer.chunk(doc, data))
             if framer.done:  # the chunk cannot be carried: the framer said so
                 self.owner.malformed()
-            return
-        if b"\n" in data:  # an upstream multi-line data field: keep it one event
-            data = data.replace(b"\n", b"\ndata: ")
-        self._frames.append(b"data: " + data + b"\n\n")
+                return
+        else:
+            if 10 in data:  # an LF: a multi-line data field upstream, kept one event
+                data = data.replace(b"\n", b"\ndata: ")
+            self._frames.append(b"data: " + data + b"\n\n")
+        if first and self._turns is not None:
+            # the head and the first token leave now, not after the rest of the read
+            self._write()
+            channel = self.request.channel
+            if channel is not None:
+                self._turns.send_now(channel.transport)
 
     def flush(self) -> None:
-        """Write the frames parsed from one upstream read as one write (the
-        source calls it after each read; Twisted sends once per reactor pass
-        anyway, so batching costs no latency and saves a write per event)."""
+        """The source read what it had: write its frames. With the gateway's
+        reactor the write waits for the turn's end, so the frames of every
+        event of one read (an HTTP chunk each, so many ``flush`` calls) go
+        out as one write; the reactor sends then anyway, so this costs no
+        latency and saves a write per event. Else at once."""
+        if self._frames and not self.ended:
+            if self._turns is None:
+                self._write()
+            elif not self._flush_due:
+                self._flush_due = True
+                self._turns.at_turn_end(self._turn_end)
+
+    def _turn_end(self) -> None:
+        self._flush_due = False
+        if not self.ended:
+            self._write()
+
+    def _write(self) -> None:
         frames = self._frames
-        if frames and not self.ended:
+        if frames:
             self._frames = []
             self.request.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
@@ -159,7 +193,7 @@ class StreamRelay:
             self._frames.append(self.framer.end(done if clean is None else clean, detail))
         elif done:
             self._frames.append(_DONE_FRAME)
-        self.flush()
+        self._write()
         self.ended = True
         self._unregister()
         self.request.finish()
