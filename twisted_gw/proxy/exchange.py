@@ -53,6 +53,7 @@ from twisted_gw.providers.interfaces import (
     IProvider,
     ProviderResult,
 )
+from twisted_gw.proxy.headers import canonical, set_answer_headers
 from twisted_gw.proxy.relay import StreamRelay
 from twisted_gw.proxy.routing import DeploymentState, Plan, Router, retry_after_seconds
 from twisted_gw.proxy.wire import CHAT_WIRE, Wire
@@ -61,6 +62,9 @@ from twisted_gw.spend.prices import answer_chars
 log = Logger()
 
 _JSON = b"application/json"
+_CONTENT_TYPE = canonical(b"content-type")
+_CONTENT_LENGTH = canonical(b"content-length")
+_REQUEST_ID = canonical(b"x-request-id")
 
 #: the exchange's states: before the call, waiting for the answer (or, for a
 #: stream, for its first chunk), relaying a stream, over
@@ -121,11 +125,15 @@ def prepare_json(
             request.setHeader(name, value)
     else:
         ctx.status = 200
-    request.setHeader(b"content-type", _JSON)
-    request.setHeader(b"content-length", b"%d" % len(body))  # no chunked framing
-    request.setHeader(b"x-request-id", ctx.request_id.encode())
-    for name, value in ctx.response_headers.items():
-        request.setHeader(name, value)
+    set_answer_headers(
+        request.responseHeaders,
+        (
+            (_CONTENT_TYPE, _JSON),
+            (_CONTENT_LENGTH, b"%d" % len(body)),  # no chunked framing
+            (_REQUEST_ID, ctx.request_id.encode()),
+        ),
+        ctx.response_headers,
+    )
     return body
 
 

@@ -36,6 +36,7 @@ from zope.interface import implementer
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import read
 from twisted_gw.providers.interfaces import IChunkSink
+from twisted_gw.proxy.headers import canonical, set_answer_headers
 from twisted_gw.reactor import ITurnWrites
 from twisted_gw.spend.prices import content_chars
 
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
     from twisted_gw.proxy.wire import Framer
 
 _DONE_FRAME = b"data: [DONE]\n\n"
+#: an event stream's own headers (``x-accel-buffering``: reverse proxies must not buffer it)
+_SSE_HEADERS = (
+    (canonical(b"content-type"), b"text/event-stream"),
+    (canonical(b"cache-control"), b"no-cache"),
+    (canonical(b"x-accel-buffering"), b"no"),
+)
+_REQUEST_ID = canonical(b"x-request-id")
 
 
 class RelayOwner(Protocol):
@@ -173,12 +181,11 @@ class StreamRelay:
         self.started = True
         self.ctx.status = 200
         request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/event-stream")
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-accel-buffering", b"no")  # tell reverse proxies not to buffer
-        request.setHeader(b"x-request-id", self.ctx.request_id.encode())
-        for name, value in self.ctx.response_headers.items():
-            request.setHeader(name, value)
+        set_answer_headers(
+            request.responseHeaders,
+            (*_SSE_HEADERS, (_REQUEST_ID, self.ctx.request_id.encode())),
+            self.ctx.response_headers,
+        )
         request.registerProducer(self, True)
         self._producing = True
 
