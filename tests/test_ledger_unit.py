@@ -17,7 +17,7 @@ from twisted_gw.config.entities import ApiKey
 from twisted_gw.config.snapshot import Snapshot
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.hooks.manager import HookManager
-from twisted_gw.ledger.database import SCHEMA, TABLE, SqliteDatabase, spend_sql
+from twisted_gw.ledger.database import SCHEMA, TABLE, SqliteDatabase, set_wal, spend_sql
 from twisted_gw.ledger.hook import LedgerHook
 from twisted_gw.ledger.report import (
     DEFAULT_SPAN,
@@ -519,6 +519,70 @@ def test_the_check_makes_the_directory_or_says_why_it_cannot(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(OSError, match="cannot make directory"):
         SqliteDatabase(str(tmp_path / "afile" / "ledger.sqlite3"), reactor).check()
+
+
+class _LockedAtFirst:
+    """A connection whose WAL switch answers "database is locked" ``times``
+    times (what SQLite answers at once when another process opens the new
+    file at the same moment), then succeeds."""
+
+    def __init__(self, times: int, message: str = "database is locked") -> None:
+        self.left, self.message, self.calls = times, message, 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_the_wal_switch_is_retried_while_another_process_holds_the_file():
+    waits: list[float] = []
+    connection = _LockedAtFirst(4)
+    set_wal(connection, 5.0, waits.append)  # type: ignore[arg-type]
+    assert connection.calls == 5
+    assert waits == [0.002, 0.004, 0.008, 0.016]  # backing off, never the reactor's time
+
+
+def test_the_wal_switch_gives_up_after_the_timeout_and_other_errors_at_once():
+    waits: list[float] = []
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        set_wal(_LockedAtFirst(10**6), 0.3, waits.append)  # type: ignore[arg-type]
+    assert waits and sum(waits) <= 0.3 and max(waits) <= 0.1
+    broken = _LockedAtFirst(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        set_wal(broken, 5.0, waits.append)  # type: ignore[arg-type]
+    assert broken.calls == 1
+
+
+def _check_at_once(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        SqliteDatabase(path, None).check()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(repr(e))
+
+
+def test_workers_opening_a_new_ledger_file_together_all_succeed(tmp_path):
+    # Before: 4 or 5 rounds in 30 of two processes failed ("database is locked").
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    for round_ in range(6):
+        path = str(tmp_path / f"ledger-{round_}.sqlite3")
+        barrier, results = spawn.Barrier(4), spawn.Queue()
+        processes = [
+            spawn.Process(target=_check_at_once, args=(path, barrier, results)) for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        answers = [results.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(30)
+        assert answers == ["ok"] * 4, answers
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
 
 
 # -- the config keys --------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -197,8 +198,12 @@ class SqliteDatabase(ThreadedDatabase):
 
     def connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        try:
+            set_wal(connection, self.timeout)
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def check(self) -> None:
@@ -218,6 +223,30 @@ class SqliteDatabase(ThreadedDatabase):
             connection.commit()
         finally:
             connection.close()
+
+
+def set_wal(
+    connection: sqlite3.Connection, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the file is locked, for up to
+    ``timeout`` seconds. Why: switching a new file to WAL takes an exclusive
+    lock and SQLite answers "database is locked" at once instead of calling
+    the busy handler (the time is the sum of the waits: the switch itself is
+    instant), so processes opening one new file together (workers,
+    gateways started side by side) failed start-up, about 1 start in 6 with
+    two. ``sleep`` is where the waiting goes (a thread, or start-up before
+    the reactor runs; never the reactor)."""
+    waited, delay = 0.0, 0.002
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or waited + delay > timeout:
+                raise
+        sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.1)
 
 
 class PostgresDatabase(ThreadedDatabase):

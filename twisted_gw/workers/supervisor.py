@@ -59,7 +59,8 @@ REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
 
 def check(config: GatewayConfig) -> None:
     """What ``build`` would refuse, checked once in the supervisor before
-    any worker starts (TLS files, the store file); seeds the demo store.
+    any worker starts (TLS files, the store file, the SQLite ledger, whose
+    file and schema are made here); seeds the demo store.
     Raises ConfigError or StoreFileError, as build does."""
     from twisted_gw.config.embedded import EmbeddedStore
 
@@ -73,6 +74,16 @@ def check(config: GatewayConfig) -> None:
         existed = store.load()
         if not existed and config.seed_demo:
             store.seed_demo()
+    if config.ledger is not None and config.ledger.url is None:
+        # the SQLite file and its schema made once, not by N workers at once
+        from twisted_gw.ledger.database import SqliteDatabase
+
+        try:
+            SqliteDatabase(config.ledger.path, None, config.ledger.timeout).check()
+        except Exception as e:  # noqa: BLE001 - sqlite3's and the OS's errors alike
+            raise ConfigError(
+                f"ledger: cannot use SQLite file '{config.ledger.path}': {e}"
+            ) from None
 
 
 def bind(listen: ListenConfig, port: int | None = None, reuse_port: bool = False) -> socket.socket:
