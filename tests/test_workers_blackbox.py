@@ -249,6 +249,38 @@ def seen_by_all(gw: Gateway, conns: dict[int, HTTPConnection], key: str, model: 
 
 
 def test_admin_write_is_seen_by_every_worker_within_100ms(gw, conns):
+    assert_writes_seen_by_every_worker_within_100ms(gw, conns)
+
+
+def test_admin_write_through_etcd_is_seen_by_every_worker_within_100ms(etcd, tmp_path):
+    # each worker watches etcd itself; the write goes through either worker's admin
+    prefix = f"/gw-wk-{uuid.uuid4().hex[:8]}"
+    gw = start(tmp_path, extra={"deployment": {"etcd": {"host": [etcd.url], "prefix": prefix}}})
+    conns: dict[int, HTTPConnection] = {}
+    try:
+        status, body = admin(
+            gw,
+            "POST",
+            "/aisix/admin/models",
+            {"name": "demo", "model": "mock/echo", "provider_config": {}},
+        )
+        assert status == 201, body
+        status, body = admin(
+            gw, "POST", "/aisix/admin/apikeys", {"key": "sk-demo-key", "allowed_models": ["demo"]}
+        )
+        assert status == 201, body
+        assert etcd.range_prefix(prefix + "/apikeys/")  # it is etcd that holds them
+        conns = pinned(gw)
+        assert_writes_seen_by_every_worker_within_100ms(gw, conns)
+    finally:
+        for conn in conns.values():
+            conn.close()
+        gw.process.stop()
+
+
+def assert_writes_seen_by_every_worker_within_100ms(
+    gw: Gateway, conns: dict[int, HTTPConnection]
+) -> None:
     for _ in range(4):  # fresh admin connections: the writes land on either worker
         key = secret()
         status, body = admin(
