@@ -320,8 +320,8 @@ class GatewayChannel(HTTPChannel):
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         """twisted.web's, written as one bytes: its ``writeSequence`` checks
-        and counts four pieces per header one by one (a request with every
-        rate limit has 14 headers: 56 pieces)."""
+        and counts four pieces per header one by one (an answer with every
+        rate limit has 13 headers: 52 pieces, and the status line's 7)."""
         if not isinstance(headers, Headers):  # the old iterable of pairs: twisted.web's own
             super().writeHeaders(version, code, reason, headers)
             return
