@@ -2,8 +2,8 @@
 real gateway and its SQLite ledger: per API key (with its budget, or "no
 budget") and per model over the last day, week or month, with inline SVG
 bars. Requests go through the proxy (the mock provider: no upstream); two
-priced rows are written into the ledger file by hand, as a price would,
-since nothing prices a request without the budget engineer's hook.
+priced rows are written into the ledger file by hand, at chosen times and
+costs (a priced model would write such rows itself, at the present time).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (see test_ui_browser.py)."""
 
@@ -209,6 +209,30 @@ def test_spend_page_shows_keys_with_budgets_and_models_over_the_chosen_period(gw
         """
     )
     assert shown == ["$5.00 (25% used)", "no budget", "$2.00"]
+
+
+def test_a_keys_budget_and_its_use_in_the_period_show_on_its_row(gw, traffic, browser):
+    # spend-a spent $0.25 in the last week (its priced row of a minute ago)
+    doc = {
+        "key": traffic["spend-a"],
+        "allowed_models": [MODEL],
+        "budget": {"max_usd": 1, "period": "month"},
+    }
+    assert gw.admin_call("PUT", "/aisix/admin/apikeys/spend-a", doc)[0] == 200
+    b = browser
+    try:
+        b.go("/ui/spend")
+        b.wait(lambda: b.heading() == "Spend", what="the spend page")
+        b.wait(
+            lambda: (
+                ["spend-a", "4", "46", "8", "$0.2500", "$1.00 (25% used)"] in cells(b, "spend-keys")
+            ),
+            what="spend-a's budget on its row",
+        )
+        assert ["spend-b", "2", "112", "51", "$0.5000", "no budget"] in cells(b, "spend-keys")
+    finally:
+        doc.pop("budget")
+        assert gw.admin_call("PUT", "/aisix/admin/apikeys/spend-a", doc)[0] == 200
 
 
 def test_spend_page_without_requests_in_the_period_says_so(gw, browser):
