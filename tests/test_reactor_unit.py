@@ -68,6 +68,17 @@ def turn(reactor: GatewayReactor, timeout: float = 0.0) -> None:
     reactor.doIteration(timeout)
 
 
+def readable(sock: Any) -> bytes:
+    """Everything a non-blocking socket can read now."""
+    got = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    except BlockingIOError:
+        pass
+    return got
+
+
 class Reader(FileDescriptor):
     """A read end of a socketpair, counting its reads."""
 
@@ -276,13 +287,7 @@ class _Spied:
 
     def received(self) -> bytes:
         """What the client can read now, without a turn of the reactor."""
-        got = b""
-        try:
-            while chunk := self.client.recv(1 << 20):
-                got += chunk
-        except BlockingIOError:
-            pass
-        return got
+        return readable(self.client)
 
     def close(self) -> None:
         self.transport.loseConnection()

@@ -15,6 +15,7 @@ import pytest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.test_reactor_unit import readable, turn
 from twisted_gw.config.snapshot import Snapshot
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.proxy.relay import StreamRelay
@@ -30,11 +31,6 @@ def reactor():
     r.removeAll()
     r._end_turn()
     r._poller.close()
-
-
-def turn(reactor: GatewayReactor, timeout: float = 0.0) -> None:
-    reactor.runUntilCurrent()
-    reactor.doIteration(timeout)
 
 
 class _Capture(Resource):
@@ -82,13 +78,7 @@ class _Client:
         self.sock = sock
 
     def received(self) -> bytes:
-        got = b""
-        try:
-            while chunk := self.sock.recv(1 << 20):
-                got += chunk
-        except BlockingIOError:
-            pass
-        return got
+        return readable(self.sock)
 
 
 def _served(reactor: GatewayReactor) -> tuple[Any, _Client]:
