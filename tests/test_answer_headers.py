@@ -9,8 +9,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers, InvalidHeaderName
 
+from twisted_gw import headernames
+from twisted_gw.headernames import canonical
 from twisted_gw.proxy import headers as module
-from twisted_gw.proxy.headers import canonical, set_answer_headers
+from twisted_gw.proxy.headers import set_answer_headers
 from twisted_gw.site import GatewayChannel
 
 LIMIT_HEADERS = {
@@ -70,7 +72,7 @@ def test_an_invalid_name_is_refused_as_twisted_web_refuses_it():
     for _ in range(2):
         with pytest.raises(InvalidHeaderName):
             by_us((), {"bad name": "x"})
-    assert "bad name" not in module._names
+    assert "bad name" not in headernames.KNOWN
 
 
 def test_canonical_is_twisted_webs_spelling():
@@ -81,14 +83,19 @@ def test_canonical_is_twisted_webs_spelling():
 
 
 def test_the_name_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(module, "_names", {})
-    monkeypatch.setattr(module, "_MAX_NAMES", 3)
-    for i in range(10):
-        set_answer_headers(Headers(), (), {f"x-h{i}": "v"})
-    assert len(module._names) == 3
-    h = Headers()
-    set_answer_headers(h, (), {"x-h9": "v"})  # not cached: still set right
-    assert h.getRawHeaders(b"x-h9") == [b"v"]
+    saved = dict(headernames.KNOWN)
+    headernames.KNOWN.clear()
+    monkeypatch.setattr(headernames, "MAX_NAMES", 3)
+    try:
+        for i in range(10):
+            set_answer_headers(Headers(), (), {f"x-h{i}": "v"})
+        assert len(headernames.KNOWN) == 3
+        h = Headers()
+        set_answer_headers(h, (), {"x-h9": "v"})  # not cached: still set right
+        assert h.getRawHeaders(b"x-h9") == [b"v"]
+    finally:
+        headernames.KNOWN.clear()
+        headernames.KNOWN.update(saved)
 
 
 def head_bytes(channel_class, headers) -> tuple[bytes, int]:

@@ -35,6 +35,7 @@ from twisted_gw._outbound import (
     read_body,
 )
 from twisted_gw.errors import GatewayError, provider_error
+from twisted_gw.headernames import canonical, sanitized
 from twisted_gw.observability.logsafe import escape
 
 log = Logger()
@@ -76,38 +77,6 @@ class _Upstream:
         # a property that unparses the URL each time; checked here once, as
         # twisted.web's Request checks it on every request
         self.origin = _ensureValidURI(parsed.originForm)
-
-
-#: at most this many distinct header names are kept canonicalized (they come
-#: from the providers' code and config, a handful in practice)
-_KNOWN_NAMES = 256
-
-
-class _HeaderNames:
-    """Header names in the form twisted.web sends them (``Content-Type``),
-    worked out once per name by a :class:`Headers` (it raises for a name
-    that is not an HTTP token, as building the request's Headers would)."""
-
-    def __init__(self) -> None:
-        self._canonical: dict[bytes | str, bytes] = {}
-
-    def __call__(self, name: bytes | str) -> bytes:
-        canonical = self._canonical.get(name)
-        if canonical is None:
-            if len(self._canonical) >= _KNOWN_NAMES:
-                self._canonical.clear()
-            [(canonical, _)] = Headers({name: []}).getAllRawHeaders()
-            self._canonical[name] = canonical
-        return canonical
-
-
-def _value(value: bytes | str) -> bytes:
-    """A header value as ``Headers.setRawHeaders`` stores it: UTF-8, every
-    line break (CR, LF, CRLF) one space (its very expression: cheaper than
-    testing ``b"\\r" in value``, which first tries the bytes as an int)."""
-    if isinstance(value, str):
-        value = value.encode("utf8")
-    return b" ".join(value.splitlines())
 
 
 class _BytesBodyRequest(Request):
@@ -187,7 +156,6 @@ class UpstreamClient:
         # wrap the response; the answers are still read with treq.collect
         self._endpoints = EndpointFactory(reactor)
         self._agent = Agent.usingEndpointFactory(reactor, self._endpoints, pool=pool)
-        self._names = _HeaderNames()
         #: adds the current attempt's ``traceparent`` to a request's headers
         #: (CONTRACT 5.3: ``Tracing.inject``); None when tracing is off
         self.inject: Callable[[str, dict[bytes, list[bytes]]], None] | None = None
@@ -217,8 +185,7 @@ class UpstreamClient:
             return defer.fail(Failure())
         # the headers as Headers(headers) would hold them, then Host, as
         # Agent.request adds it (but without its per-request URL work: _Upstream)
-        name = self._names
-        raw = {name(n): [_value(v) for v in values] for n, values in headers.items()}
+        raw = {canonical(n): [sanitized(v) for v in values] for n, values in headers.items()}
         raw[b"Host"] = [upstream.host]
         request = _BytesBodyRequest(upstream, raw, body, self.pool.persistent)
         d = self.pool.getConnection(upstream.key, upstream.endpoint)

@@ -42,6 +42,7 @@ from twisted_gw.errors import (
     request_timeout,
     unsupported_endpoint,
 )
+from twisted_gw.headernames import canonical
 from twisted_gw.hooks.context import RequestContext, UpstreamFailure
 from twisted_gw.hooks.manager import HookManager
 from twisted_gw.observability.logsafe import escape
@@ -53,7 +54,7 @@ from twisted_gw.providers.interfaces import (
     IProvider,
     ProviderResult,
 )
-from twisted_gw.proxy.headers import canonical, set_answer_headers
+from twisted_gw.proxy.headers import set_answer_headers
 from twisted_gw.proxy.relay import StreamRelay
 from twisted_gw.proxy.routing import DeploymentState, Plan, Router, retry_after_seconds
 from twisted_gw.proxy.wire import CHAT_WIRE, Wire

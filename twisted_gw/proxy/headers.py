@@ -8,8 +8,8 @@ instructions for its three headers and as much again for the eight
 
 :func:`set_answer_headers` gives the same :class:`~twisted.web.http_headers.Headers`
 content: a name is canonicalised (and validated) by twisted.web once, the
-first time it is seen, and kept; a value is UTF-8 encoded like twisted.web
-does. A value holding CR or LF, a value that is not a ``str``, or a name not
+first time it is seen, and kept (:mod:`twisted_gw.headernames`); a value is
+UTF-8 encoded like twisted.web does. A value holding CR or LF, a value that is not a ``str``, or a name not
 seen yet goes through ``setRawHeaders`` itself, so what twisted.web refuses
 or rewrites it still refuses or rewrites. The one private part is
 ``Headers._rawHeaders`` (its slot, read once here): without it every header
@@ -22,23 +22,9 @@ from collections.abc import Iterable, Mapping
 
 from twisted.web.http_headers import Headers
 
-#: a header name (as hooks give it) -> its canonical bytes; bounded like twisted.web's own cache
-_names: dict[str | bytes, bytes] = {}
-_MAX_NAMES = 1000
+from twisted_gw.headernames import KNOWN, canonical
+
 _RAW = "_rawHeaders" in getattr(Headers, "__slots__", ())
-
-
-def canonical(name: str | bytes) -> bytes:
-    """``name`` as twisted.web writes it (``x-request-id`` -> ``X-Request-Id``);
-    raises twisted.web's ``InvalidHeaderName`` for what is not a token."""
-    found = _names.get(name)
-    if found is None:
-        scratch = Headers()
-        scratch.setRawHeaders(name, [b""])
-        found = next(iter(scratch.getAllRawHeaders()))[0]
-        if len(_names) < _MAX_NAMES:
-            _names[name] = found
-    return found
 
 
 def set_answer_headers(
@@ -46,8 +32,8 @@ def set_answer_headers(
     fixed: Iterable[tuple[bytes, bytes]],
     extra: Mapping[str, str],
 ) -> None:
-    """Set ``fixed`` (canonical names from :func:`canonical`, values the
-    gateway made: no CR or LF), then ``extra`` (the hooks'
+    """Set ``fixed`` (names from :func:`~twisted_gw.headernames.canonical`,
+    values the gateway made: no CR or LF), then ``extra`` (the hooks'
     ``ctx.response_headers``), each replacing a header of that name."""
     if not _RAW:
         for name, value in fixed:
@@ -60,12 +46,11 @@ def set_answer_headers(
         raw[name] = [value]
     if not extra:
         return
-    names = _names
     for name, value in extra.items():
-        key = names.get(name)
+        key = KNOWN.get(name)
         if key is None or type(value) is not str or "\r" in value or "\n" in value:
-            headers.setRawHeaders(name, [value])  # validates, sanitises (and learns nothing)
-            if key is None and len(names) < _MAX_NAMES:
-                canonical(name)
+            headers.setRawHeaders(name, [value])  # validates, sanitises
+            if key is None:
+                canonical(name)  # known from now on (while KNOWN has room)
         else:
             raw[key] = [value.encode()]

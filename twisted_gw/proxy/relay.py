@@ -33,10 +33,11 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from twisted_gw.headernames import canonical
 from twisted_gw.hooks.context import RequestContext
 from twisted_gw.jsonutil import read
 from twisted_gw.providers.interfaces import IChunkSink
-from twisted_gw.proxy.headers import canonical, set_answer_headers
+from twisted_gw.proxy.headers import set_answer_headers
 from twisted_gw.reactor import ITurnWrites
 from twisted_gw.spend.prices import content_chars
 
